@@ -1,0 +1,1 @@
+"""The clinical core: pure Python, standard library only."""

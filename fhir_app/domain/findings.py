@@ -1,0 +1,128 @@
+"""Findings about one vertebral level of one patient, as the domain understands them.
+
+The inbound FHIR mapping turns each accepted Observation (or panel component) into one `Finding`.
+Ordering and precedence between findings are domain rules and live here, not in the adapters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from fhir_app.domain.sins_answers import (
+    AlignmentAnswer,
+    CollapseAnswer,
+    LesionAnswer,
+    PainAnswer,
+    PosterolateralAnswer,
+)
+
+
+class Side(StrEnum):
+    """Side of posterior-element involvement."""
+
+    LEFT = "left"
+    RIGHT = "right"
+
+
+class T1Signal(StrEnum):
+    """MRI T1-weighted signal of the lesion relative to normal marrow."""
+
+    HYPER = "hyper"
+    ISO = "iso"
+    HYPO = "hypo"
+
+
+class T2Signal(StrEnum):
+    """MRI T2-weighted signal; heterogeneous is hyper- and hypointense parts in one lesion."""
+
+    HYPER = "hyper"
+    ISO = "iso"
+    HYPO = "hypo"
+    HETEROGENEOUS = "heterogeneous"
+
+
+@dataclass(frozen=True, slots=True)
+class PosteriorElementInvolvement:
+    """Sides of posterior-element involvement; an empty set is an explicit 'none'."""
+
+    sides: frozenset[Side]
+
+
+@dataclass(frozen=True, slots=True)
+class CtAttenuation:
+    """CT attenuation of the lesion in Hounsfield units (mean, and maximum where measured)."""
+
+    mean_hu: float | None
+    max_hu: float | None = None
+
+
+FindingValue = (
+    LesionAnswer
+    | PainAnswer
+    | AlignmentAnswer
+    | CollapseAnswer
+    | PosterolateralAnswer
+    | PosteriorElementInvolvement
+    | CtAttenuation
+    | T1Signal
+    | T2Signal
+    | bool
+    | float
+)
+
+
+class FindingKind(StrEnum):
+    """What a finding states. Values are the contract's input codes where one exists."""
+
+    APPEARANCE = "lesion-appearance"  # LesionAnswer, an explicit reading (also sins#bone-lesion)
+    PAIN = "pain-character"  # PainAnswer (also sins#pain)
+    ALIGNMENT = "spinal-alignment"  # AlignmentAnswer (also sins#alignment)
+    COLLAPSE = "collapse"  # CollapseAnswer, stated directly (sins#collapse)
+    POSTEROLATERAL = "posterolateral"  # PosterolateralAnswer, stated directly (sins#posterolateral)
+    HEIGHT_LOSS = "vertebral-body-height-loss"  # float, percent
+    BODY_INVOLVEMENT = "vertebral-body-involvement"  # float, percent
+    POSTERIOR_ELEMENT = "posterior-element-involvement"  # PosteriorElementInvolvement
+    CT_ATTENUATION = "ct-attenuation"  # CtAttenuation
+    MRI_T1 = "mri-t1"  # T1Signal
+    MRI_T2 = "mri-t2"  # T2Signal
+    CONTRAST_ENHANCEMENT = "contrast-enhancement"  # bool
+    TREATED = "treated-lesion"  # bool
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One statement about a level.
+
+    `observed_at` is the clinical time (effective, else issued, else received) that orders findings:
+    the latest wins per component. `patient_wide` marks a finding stated without a level (pain),
+    which a level-specific finding of the same kind always overrides. `source` names the input it
+    came from so that outputs can reference it.
+    """
+
+    kind: FindingKind
+    value: FindingValue
+    observed_at: datetime
+    source: str = ""
+    preliminary: bool = False
+    patient_wide: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LevelFindings:
+    """Everything known about one lesion level, plus the patient's known primary tumour."""
+
+    findings: tuple[Finding, ...] = ()
+    primary_tumor: str | None = None
+    sources: tuple[str, ...] = field(default=())
+
+    def of_kind(self, kind: FindingKind) -> list[Finding]:
+        """The findings of one kind, oldest first, level-specific after patient-wide ones."""
+        selected = [f for f in self.findings if f.kind is kind]
+        return sorted(selected, key=lambda f: (not f.patient_wide, f.observed_at, f.source))
+
+    def latest(self, kind: FindingKind) -> Finding | None:
+        """The finding of one kind that wins: level-specific over patient-wide, then the latest."""
+        selected = self.of_kind(kind)
+        return selected[-1] if selected else None
