@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""The project's two entry points for a newcomer, needing nothing but Python 3.11+.
+
+    python3 tasks.py run    # set up .venv, migrate the SQLite default, load examples/, serve
+    python3 tasks.py test   # set up .venv, run every check CI runs
+
+Each creates `.venv` on first use and reinstalls only when pyproject.toml changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+VALIDATOR = ROOT / "tests" / "validator"
+
+
+def sh(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
+    """Run a command, echoing it; stop with its exit code when it fails."""
+    print("+", " ".join(str(a) for a in args), flush=True)
+    code = subprocess.call([str(a) for a in args], cwd=cwd, env=env)
+    if code != 0:
+        sys.exit(code)
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the project with its dev extra when pyproject.toml changed."""
+    if sys.version_info < (3, 11):
+        sys.exit("fhir-app needs Python 3.11 or newer")
+    if not (BIN / "python").exists():
+        sh(sys.executable, "-m", "venv", VENV)
+    stamp = VENV / ".installed"
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        sh(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
+        sh(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev]")
+        stamp.write_text(digest)
+
+
+def ensure_validator() -> None:
+    """Install the independent FHIR validator (node) when node and npm are there."""
+    npm = shutil.which("npm")
+    if npm is None or not (VALIDATOR / "package-lock.json").exists():
+        print("node/npm not found: tests marked 'node' will be skipped", flush=True)
+        return
+    lock = VALIDATOR / "package-lock.json"
+    stamp = VALIDATOR / "node_modules" / ".installed"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        sh(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", cwd=VALIDATOR)
+        stamp.write_text(digest)
+
+
+def run() -> None:
+    """Migrate the SQLite default, load the examples, and serve the FHIR API on loopback."""
+    ensure_venv()
+    sh(BIN / "fhir-app", "migrate")
+    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.json"))
+    sh(BIN / "fhir-app", "process", *examples, "--out", "out")
+    sh(BIN / "fhir-app", "serve")
+
+
+def test() -> None:
+    """Every check CI runs: lint, format, types, import layers, the test suite with coverage."""
+    ensure_venv()
+    ensure_validator()
+    sh(BIN / "ruff", "check", ".")
+    sh(BIN / "ruff", "format", "--check", ".")
+    sh(BIN / "mypy", "fhir_app")
+    sh(BIN / "lint-imports")
+    sh(
+        BIN / "pytest",
+        "-q",
+        "--cov=fhir_app",
+        "--cov-branch",
+        "--cov-report=term",
+        *sys.argv[2:],
+    )
+    # The domain is the clinical heart: every branch of it must be exercised.
+    sh(BIN / "coverage", "report", "--include=fhir_app/domain/*", "--fail-under=100")
+
+
+if __name__ == "__main__":
+    commands = {"run": run, "test": test}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(f"usage: python3 {Path(__file__).name} run|test")
+    commands[sys.argv[1]]()
