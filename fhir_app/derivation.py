@@ -1,0 +1,82 @@
+"""Grouping mapped inputs per patient and level, and deriving the domain results from them.
+
+Shared by the stateless `assess` path and the persistent service: both hand over the current
+accepted inputs of a patient and get back the domain summary plus what each level was derived from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fhir_app.domain.appearance import AppearanceSettings
+from fhir_app.domain.assessment import PatientSummary, summarise
+from fhir_app.domain.findings import Finding, LevelFindings
+from fhir_app.domain.levels import VertebralLevel
+from fhir_app.fhir.inputs import MappedObservation, MappedStudy
+
+
+@dataclass(slots=True)
+class PatientInputs:
+    """The current, counting inputs of one patient, grouped by level."""
+
+    patient: str
+    by_level: dict[VertebralLevel, list[MappedObservation]] = field(default_factory=dict)
+    patient_wide: list[MappedObservation] = field(default_factory=list)
+    studies: dict[str, MappedStudy] = field(default_factory=dict)
+
+    def primary_tumor(self) -> str | None:
+        """The latest stated primary tumour of the patient."""
+        stated = [o for o in self.patient_wide if o.primary_tumor is not None]
+        if not stated:
+            return None
+        latest = max(
+            stated, key=lambda o: (o.primary_observed_at is not None, o.primary_observed_at)
+        )
+        return latest.primary_tumor
+
+    def level_findings(self, level: VertebralLevel) -> LevelFindings:
+        """The findings of one level plus the patient-wide ones (pain stated without a level)."""
+        findings: list[Finding] = []
+        sources: list[str] = []
+        for obs in self.by_level[level]:
+            findings.extend(f.finding for f in obs.findings if f.level is level)
+            sources.append(obs.reference)
+        for obs in self.patient_wide:
+            wide = [f.finding for f in obs.findings if f.level is None]
+            findings.extend(wide)
+            if wide:
+                sources.append(obs.reference)
+        return LevelFindings(tuple(findings), self.primary_tumor(), tuple(sources))
+
+    def studies_of(self, observations: Iterable[MappedObservation]) -> list[MappedStudy]:
+        """The accepted ImagingStudies the given observations were read from."""
+        ids = sorted({sid for obs in observations for sid in obs.study_ids})
+        return [self.studies[i] for i in ids if i in self.studies]
+
+    def summary(self, settings: AppearanceSettings | None = None) -> PatientSummary:
+        """Derive SINS and the classification of every lesion level of the patient."""
+        return summarise({lvl: self.level_findings(lvl) for lvl in self.by_level}, settings)
+
+
+def group_by_patient(
+    observations: Iterable[MappedObservation], studies: Iterable[MappedStudy]
+) -> dict[str, PatientInputs]:
+    """Group the counting inputs (not withdrawn, not ignored) per patient and level."""
+    patients: dict[str, PatientInputs] = {}
+
+    def of(patient: str) -> PatientInputs:
+        return patients.setdefault(patient, PatientInputs(patient))
+
+    for study in studies:
+        if not study.withdrawn:
+            of(study.patient).studies[study.resource_id] = study
+    for obs in observations:
+        if obs.withdrawn or obs.ignored:
+            continue
+        inputs = of(obs.patient)
+        for level in sorted(obs.levels, key=lambda lvl: lvl.order):
+            inputs.by_level.setdefault(level, []).append(obs)
+        if obs.primary_tumor is not None or any(f.level is None for f in obs.findings):
+            inputs.patient_wide.append(obs)
+    return patients
