@@ -92,7 +92,11 @@ class SourceEvidence:
 
 @dataclass(frozen=True, slots=True)
 class Discordance:
-    """Two sources that allow no common appearance."""
+    """Two sources that allow no common appearance.
+
+    `deciding` is the side with precedence (it decides unless a higher source already did),
+    `other` the side it overrules.
+    """
 
     deciding: SourceEvidence
     other: SourceEvidence
@@ -217,13 +221,18 @@ def assess_appearance(
         for e in (_reading(findings), _ct(findings, treated, settings), _mri(findings))
         if e is not None
     )
-    deciding = next((e for e in evidence if e.narrows), None)
+    narrowing = [e for e in evidence if e.narrows]
+    deciding = narrowing[0] if narrowing else None
     notes: list[str] = []
-    discordances: list[Discordance] = []
+    # Every disjoint pair is reported, also two overruled sources that disagree with each other
+    # (e.g. CT and MRI under a reading): a disagreement is never silently dropped.
+    discordances = [
+        Discordance(higher, lower)
+        for index, higher in enumerate(narrowing)
+        for lower in narrowing[index + 1 :]
+        if not higher.allows & lower.allows
+    ]
     if deciding is not None:
-        for other in evidence:
-            if other is not deciding and other.narrows and not other.allows & deciding.allows:
-                discordances.append(Discordance(deciding, other))
         allows = deciding.allows
         if deciding.heuristic:
             notes.append(f"Appearance from a heuristic: {deciding.reason}.")
