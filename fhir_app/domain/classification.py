@@ -168,7 +168,10 @@ def classify(
     notes: list[str] = []
     primaries: tuple[str, ...] = ()
     differential: tuple[str, ...] = ()
-    bone_island = bone_island_sentence(findings, treated, settings)
+    # The density rule is about sclerotic lesions: a lesion that cannot be blastic is not flagged.
+    bone_island = (
+        bone_island_sentence(findings, treated, settings) if BLASTIC in appearance.allows else None
+    )
     if determined is None:
         notes.append(
             f"Appearance open ({words(appearance.allows)}): likely primaries and differential "
