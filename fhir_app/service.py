@@ -777,3 +777,16 @@ def parse_date_param(value: str) -> tuple[str, datetime]:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return prefix, when
+
+
+def current_outputs(service: FhirService, patients: Iterable[str]) -> list[JsonObject]:
+    """The current (non-deleted) outputs of the given patients, in a stable order."""
+    out: list[JsonObject] = []
+    with service.uow_factory() as uow:
+        for patient in sorted(set(patients)):
+            rows = uow.resources.outputs_of_patient(patient)
+            out.extend(
+                dict(r.content)
+                for r in sorted(rows, key=lambda r: (r.resource_type, r.resource_id))
+            )
+    return out

@@ -1,0 +1,211 @@
+"""The command line: `fhir-app assess | process | migrate | serve`.
+
+Exit codes: 0 every input accepted, 1 some input rejected, 2 usage errors (bad options, missing
+files), as CONTRACT section 5 says.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from fhir_app.config import Settings, get_settings
+from fhir_app.domain.appearance import AppearanceSettings
+from fhir_app.fhir.inputs import InputRejected, JsonObject
+from fhir_app.fhir.parse import iter_input_resources
+from fhir_app.service import (
+    FhirService,
+    Rejection,
+    ServiceError,
+    assess,
+    current_outputs,
+    patient_of,
+)
+
+app = typer.Typer(
+    name="fhir-app",
+    help="FHIR R4 processor for vertebral metastases: SINS and metastasis classification.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+Inputs = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Bundle JSON or NDJSON files of Observations and ImagingStudies.",
+        exists=True,
+        dir_okay=False,
+        readable=True,
+    ),
+]
+
+
+def appearance_settings(settings: Settings) -> AppearanceSettings:
+    """The domain's thresholds from the runtime settings."""
+    return AppearanceSettings(
+        lytic_max_hu=settings.ct_lytic_max_hu,
+        blastic_min_hu=settings.ct_blastic_min_hu,
+        bone_island_mean_hu=settings.bone_island_mean_hu,
+        bone_island_max_hu=settings.bone_island_max_hu,
+    )
+
+
+def read_inputs(paths: list[Path]) -> Iterator[tuple[str, JsonObject | InputRejected]]:
+    """Every resource of every file, labelled `file: where`."""
+    for path in paths:
+        for label, item in iter_input_resources(path.read_bytes(), filename_hint=path.name):
+            yield f"{path.name}: {label}", item
+
+
+def report_rejection(rejection: Rejection) -> None:
+    """One clear line per issue on stderr."""
+    for issue in rejection.issues:
+        where = f" [{', '.join(issue.expression)}]" if issue.expression else ""
+        typer.echo(f"rejected {rejection.label}: {issue.diagnostics}{where}", err=True)
+
+
+@app.command("assess")
+def assess_command(
+    inputs: Inputs,
+    pretty: Annotated[bool, typer.Option(help="Indent the output Bundle.")] = False,
+) -> None:
+    """Derive SINS and the classification in memory and print the output Bundle (stores nothing)."""
+    settings = get_settings()
+    result = assess(read_inputs(inputs), appearance_settings(settings))
+    for rejection in result.rejections:
+        report_rejection(rejection)
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    sys.stdout.buffer.write(orjson.dumps(result.bundle(), option=option) + b"\n")
+    raise typer.Exit(EXIT_REJECTED if result.rejections else EXIT_OK)
+
+
+def make_service(settings: Settings) -> FhirService:
+    """A service on the configured database, migrated to the latest schema."""
+    from fhir_app.store import make_engine, migrate, uow_factory
+
+    migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    return FhirService(uow_factory(engine), appearance_settings(settings))
+
+
+@app.command("process")
+def process_command(
+    inputs: Inputs,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the NDJSON outputs.")],
+) -> None:
+    """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched."""
+    settings = get_settings()
+    service = make_service(settings)
+    rejections: list[Rejection] = []
+    touched: set[str] = set()
+    accepted = 0
+    for label, item in read_inputs(inputs):
+        if isinstance(item, InputRejected):
+            rejections.append(Rejection(label, item.issues))
+            continue
+        try:
+            service.ingest(item)
+        except ServiceError as exc:
+            rejections.append(Rejection(label, exc.issues))
+            continue
+        except InputRejected as exc:
+            rejections.append(Rejection(label, exc.issues))
+            continue
+        accepted += 1
+        patient = patient_of(item)
+        if patient:
+            touched.add(patient)
+    out.mkdir(parents=True, exist_ok=True)
+    by_type: dict[str, list[bytes]] = defaultdict(list)
+    for resource in current_outputs(service, touched):
+        by_type[resource["resourceType"]].append(orjson.dumps(resource))
+    by_type["OperationOutcome"] = [orjson.dumps(r.outcome()) for r in rejections]
+    for stale in out.glob("*.ndjson"):
+        stale.unlink()
+    for rtype, lines in sorted(by_type.items()):
+        if lines:
+            (out / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    for rejection in rejections:
+        report_rejection(rejection)
+    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_type.items()) if v) or "no outputs"
+    typer.echo(
+        f"{accepted} accepted, {len(rejections)} rejected; {len(touched)} patients; "
+        f"wrote {counts} to {out}",
+        err=True,
+    )
+    raise typer.Exit(EXIT_REJECTED if rejections else EXIT_OK)
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema to the latest migration."""
+    from fhir_app.store import migrate
+
+    settings = get_settings()
+    migrate(settings.database_url)
+    typer.echo(f"database at the latest schema: {redact(settings.database_url)}", err=True)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    allow_unauthenticated_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated-remote",
+            help="Listen beyond loopback without bearer tokens (you said so explicitly).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the FHIR REST API (base /fhir)."""
+    import uvicorn
+
+    from fhir_app.api import create_app
+
+    settings = get_settings()
+    open_anyway = allow_unauthenticated_remote or settings.allow_unauthenticated_remote
+    if not is_loopback(host) and not settings.auth_tokens and not open_anyway:
+        typer.echo(
+            f"refusing to listen on {host} without FHIR_APP_AUTH_TOKENS: anyone on the network "
+            "could write. Set tokens, or pass --allow-unauthenticated-remote if this is intended.",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    service = make_service(settings)
+    typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
+    uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
