@@ -1,0 +1,35 @@
+"""Persistence: SQLAlchemy tables, repositories and the unit of work (the only importer of
+SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
+
+from fhir_app.store.engine import make_engine, normalize_database_url
+from fhir_app.store.errors import StoreError, TransientStoreError
+from fhir_app.store.migrate import migrate
+from fhir_app.store.repository import (
+    CheckpointRepository,
+    ResourceRepository,
+    StoredResource,
+    Token,
+    checkpoint_key,
+    content_hash,
+    fhir_instant,
+)
+from fhir_app.store.schema import metadata
+from fhir_app.store.uow import UnitOfWork, uow_factory
+
+__all__ = [
+    "CheckpointRepository",
+    "ResourceRepository",
+    "StoreError",
+    "StoredResource",
+    "Token",
+    "TransientStoreError",
+    "UnitOfWork",
+    "checkpoint_key",
+    "content_hash",
+    "fhir_instant",
+    "make_engine",
+    "metadata",
+    "migrate",
+    "normalize_database_url",
+    "uow_factory",
+]

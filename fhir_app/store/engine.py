@@ -1,0 +1,83 @@
+"""Engines for SQLite (development, single host) and PostgreSQL (production, psycopg 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
+def normalize_database_url(url: str | URL) -> URL:
+    """The URL with the installed PostgreSQL driver: `postgres://` and `postgresql://` (which
+    would pick psycopg2, not installed) become `postgresql+psycopg://`."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides: Any) -> Engine:
+    """An Engine for `url`, configured for this application's transactions.
+
+    SQLite: foreign keys on, WAL journal, a busy timeout, and every transaction opened with
+    `BEGIN IMMEDIATE` so that writers queue on the database lock instead of failing on an
+    upgraded read lock; SAVEPOINTs then work inside the transaction. An in-memory database uses
+    one shared connection (no concurrency). PostgreSQL: a pre-pinged pool of modest size.
+    `sqlite_foreign_keys=False` is for migrations only: SQLite's batch table rebuilds must not
+    fire foreign-key actions. `overrides` go to `create_engine` (e.g. `poolclass=NullPool`).
+    """
+    parsed = normalize_database_url(url)
+    options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args: dict[str, Any] = {
+            "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+            "check_same_thread": False,
+        }
+        options["connect_args"] = connect_args
+        if parsed.database in (None, "", ":memory:"):
+            options["poolclass"] = StaticPool
+    elif backend == "postgresql":
+        options["connect_args"] = {"application_name": "fhir-app"}
+        if "poolclass" not in overrides:
+            options.update(pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+    options.update(overrides)
+    engine = create_engine(parsed, **options)
+    if backend == "sqlite":
+        _configure_sqlite(
+            engine,
+            in_memory=parsed.database in (None, "", ":memory:"),
+            foreign_keys=sqlite_foreign_keys,
+        )
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, in_memory: bool, foreign_keys: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take BEGIN away from the sqlite3 module (it skips it before SELECT and SAVEPOINT);
+        # the "begin" listener below emits it instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # Durable enough in WAL mode: a power loss can lose the last commits, not corrupt.
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

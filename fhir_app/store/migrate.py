@@ -1,0 +1,47 @@
+"""Bring a database to the newest schema with the project's Alembic migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from fhir_app.store.engine import normalize_database_url
+
+# The source checkout keeps migrations/ and alembic.ini next to the fhir_app package; an
+# installed copy (the Docker image) keeps them in the working folder.
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """The folder holding `alembic.ini` and `migrations/`."""
+    for candidate in (_SOURCE_ROOT, Path.cwd()):
+        if (candidate / "alembic.ini").is_file() and (
+            candidate / "migrations" / "env.py"
+        ).is_file():
+            return candidate
+    raise FileNotFoundError(
+        "alembic.ini and migrations/ not found next to the fhir_app sources or in the working "
+        f"folder ({Path.cwd()}): run from the project (or image) folder"
+    )
+
+
+def alembic_config(url: str) -> Config:
+    """The Alembic configuration of this project, aimed at `url` (overrides the environment)."""
+    root = project_root()
+    config = Config(str(root / "alembic.ini"))
+    config.set_main_option("script_location", str(root / "migrations"))
+    # env.py reads this first; an attribute, not an ini option, so '%' in passwords is safe.
+    config.attributes["database_url"] = normalize_database_url(url).render_as_string(
+        hide_password=False
+    )
+    # The host application owns logging; Alembic's fileConfig must not replace it.
+    config.attributes["configure_logging"] = False
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database at `url` to `revision` (default: the newest). Idempotent; on
+    PostgreSQL concurrent callers wait for each other (advisory lock in env.py)."""
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,594 @@
+"""Repositories: versioned resources with search, conditional-create claims, ingest checkpoints.
+
+Every write is made safe against concurrent writers by the database, not by Python locks: the
+primary keys of `resource_version` and `conditional_create` decide who creates first
+(`INSERT ... ON CONFLICT DO NOTHING`, the loser re-reads the winner's row), and the current row
+of an existing resource is locked (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite transactions
+are serialised by `BEGIN IMMEDIATE`) before its version is bumped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    Table,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from fhir_app.store.errors import StoreError, TransientStoreError, translated
+from fhir_app.store.schema import (
+    ConditionalCreate,
+    IngestCheckpoint,
+    ResourceCurrent,
+    ResourceVersion,
+    SearchToken,
+    conditional_create_table,
+    ingest_checkpoint_table,
+    resource_current_table,
+    resource_version_table,
+    search_token_table,
+)
+
+JsonObject = dict[str, Any]
+# (search parameter, system or None, code); param is e.g. "code" or "identifier".
+Token = tuple[str, str | None, str]
+
+INPUT_TYPES: Final = ("Observation", "ImagingStudy")
+# A lost creation race is resolved on the next attempt; more than a few means something is wrong.
+_WRITE_ATTEMPTS: Final = 5
+# Meta elements the server sets on every version: not part of what the client said.
+_SERVER_META: Final = frozenset({"versionId", "lastUpdated"})
+
+_LAST_UPDATED_PREFIXES: Final[dict[str, Callable[[Any, datetime], ColumnElement[bool]]]] = {
+    "eq": lambda column, value: column == value,
+    "ne": lambda column, value: column != value,
+    "gt": lambda column, value: column > value,
+    "ge": lambda column, value: column >= value,
+    "lt": lambda column, value: column < value,
+    "le": lambda column, value: column <= value,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored; `content` is the resource as served."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    patient_id: str | None
+    status: str | None
+    is_output: bool
+    content: JsonObject
+
+    @property
+    def reference(self) -> str:
+        """The version-specific reference, `Observation/abc/_history/2`."""
+        return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
+
+
+def content_hash(content: JsonObject) -> str:
+    """sha256 of the resource as the client sent it: keys sorted, without `id` and without the
+    server-set `meta.versionId` / `meta.lastUpdated` (other meta, e.g. profile, counts)."""
+    body = {key: value for key, value in content.items() if key not in ("id", "meta")}
+    meta = content.get("meta")
+    if isinstance(meta, dict):
+        kept = {key: value for key, value in meta.items() if key not in _SERVER_META}
+        if kept:
+            body["meta"] = kept
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def fhir_instant(moment: datetime) -> str:
+    """A FHIR `instant` in UTC with microseconds, the precision the store keeps."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def checkpoint_key(path: Path) -> str:
+    """The checkpoint key of an input file: its absolute path, size and modification time, so
+    that a changed file starts again from the beginning."""
+    stat = path.stat()
+    identity = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _served(
+    resource_type: str, resource_id: str, version_id: int, moment: datetime, content: JsonObject
+) -> JsonObject:
+    meta = dict(content.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = fhir_instant(moment)
+    rest = {k: v for k, v in content.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": resource_type, "id": resource_id, "meta": meta, **rest}
+
+
+def _in_served_order(content: JsonObject) -> JsonObject:
+    # JSONB stores keys in its own order; put resourceType, id and meta first again for readers.
+    if next(iter(content), None) == "resourceType":
+        return content
+    head: JsonObject = {
+        key: content[key] for key in ("resourceType", "id", "meta") if key in content
+    }
+    return {**head, **content}
+
+
+_VERSION_COLUMNS = (
+    ResourceVersion.resource_type,
+    ResourceVersion.resource_id,
+    ResourceVersion.version_id,
+    ResourceVersion.last_updated,
+    ResourceVersion.deleted,
+    ResourceVersion.patient_id,
+    ResourceVersion.status,
+    ResourceVersion.is_output,
+    ResourceVersion.content,
+)
+
+
+def _stored(row: Row[Any]) -> StoredResource:
+    return StoredResource(
+        resource_type=row.resource_type,
+        resource_id=row.resource_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=row.deleted,
+        patient_id=row.patient_id,
+        status=row.status,
+        is_output=row.is_output,
+        content=_in_served_order(row.content),
+    )
+
+
+def _current_versions() -> Select[Any]:
+    """Current rows joined to the content of their version."""
+    return select(*_VERSION_COLUMNS).join(
+        ResourceVersion,
+        and_(
+            ResourceVersion.resource_type == ResourceCurrent.resource_type,
+            ResourceVersion.resource_id == ResourceCurrent.resource_id,
+            ResourceVersion.version_id == ResourceCurrent.version_id,
+        ),
+    )
+
+
+def _insert_if_absent(connection: Connection, table: Table, values: JsonObject) -> bool:
+    """INSERT that yields to an existing row with the same key; True when this one went in.
+
+    On PostgreSQL a concurrent uncommitted insert of the same key makes this wait for its
+    outcome, so the caller can read the winner's row right after.
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        statement: Any = postgresql.insert(table).values(values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values(values).on_conflict_do_nothing()
+    else:  # pragma: no cover - make_engine only supports the two
+        raise StoreError(f"unsupported database: {dialect}")
+    return bool(connection.execute(statement).rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    version_id: int
+    deleted: bool
+    patient_id: str | None
+    status: str | None
+    is_output: bool
+    last_updated: datetime
+    content_hash: str | None
+
+
+class ResourceRepository:
+    """Versioned FHIR resources of one unit of work (one transaction)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @translated
+    def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current version; None if the resource never existed. A deleted resource comes
+        back with `deleted=True` (its content is a stub: resourceType, id, meta)."""
+        row = self._connection.execute(
+            _current_versions().where(
+                ResourceCurrent.resource_type == resource_type,
+                ResourceCurrent.resource_id == resource_id,
+            )
+        ).one_or_none()
+        return None if row is None else _stored(row)
+
+    @translated
+    def version(
+        self, resource_type: str, resource_id: str, version_id: int
+    ) -> StoredResource | None:
+        """One version of a resource, or None when it does not exist."""
+        row = self._connection.execute(
+            select(*_VERSION_COLUMNS).where(
+                ResourceVersion.resource_type == resource_type,
+                ResourceVersion.resource_id == resource_id,
+                ResourceVersion.version_id == version_id,
+            )
+        ).one_or_none()
+        return None if row is None else _stored(row)
+
+    @translated
+    def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
+        """Every version of a resource, deletions included, newest first; empty if unknown."""
+        rows = self._connection.execute(
+            select(*_VERSION_COLUMNS)
+            .where(
+                ResourceVersion.resource_type == resource_type,
+                ResourceVersion.resource_id == resource_id,
+            )
+            .order_by(ResourceVersion.version_id.desc())
+        )
+        return [_stored(row) for row in rows]
+
+    @translated
+    def write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        content: JsonObject,
+        *,
+        patient_id: str | None,
+        status: str | None,
+        is_output: bool,
+        tokens: Sequence[Token] = (),
+        raw: str | None = None,
+        now: datetime,
+    ) -> tuple[StoredResource, bool]:
+        """Store `content` as the next version of the resource (version 1 if new or first).
+
+        The stored content gets `resourceType`, `id`, `meta.versionId` and `meta.lastUpdated`.
+        When the content (without id and server meta) equals the current, non-deleted version,
+        nothing is written and `(current, False)` comes back; otherwise `(new version, True)`.
+        `tokens` replace the resource's search tokens. Safe when several transactions write the
+        same resource at once: exactly one creates version 1, the others see it.
+        """
+        digest = content_hash(content)
+        for _attempt in range(_WRITE_ATTEMPTS):
+            current = self._lock_current(resource_type, resource_id)
+            if current is not None and not current.deleted and current.content_hash == digest:
+                unchanged = self.version(resource_type, resource_id, current.version_id)
+                if unchanged is None:  # pragma: no cover - the foreign key forbids it
+                    raise StoreError(f"{resource_type}/{resource_id}: current version missing")
+                return unchanged, False
+            # Versions must not go back in time when clocks of two writers disagree.
+            moment = now if current is None else max(now, current.last_updated)
+            version_id = 1 if current is None else current.version_id + 1
+            served = _served(resource_type, resource_id, version_id, moment, content)
+            version_row = {
+                "resource_type": resource_type,
+                "resource_id": resource_id,
+                "version_id": version_id,
+                "last_updated": moment,
+                "deleted": False,
+                "patient_id": patient_id,
+                "status": status,
+                "is_output": is_output,
+                "content": served,
+                "raw": raw,
+                "content_hash": digest,
+            }
+            current_row = {
+                key: version_row[key]
+                for key in (
+                    "version_id",
+                    "deleted",
+                    "patient_id",
+                    "status",
+                    "is_output",
+                    "last_updated",
+                    "content_hash",
+                )
+            }
+            if current is None:
+                if not _insert_if_absent(self._connection, resource_version_table, version_row):
+                    continue  # another transaction created it first: read its version and retry
+                self._connection.execute(
+                    resource_current_table.insert().values(
+                        resource_type=resource_type, resource_id=resource_id, **current_row
+                    )
+                )
+            else:
+                self._connection.execute(resource_version_table.insert().values(version_row))
+                self._connection.execute(
+                    update(resource_current_table)
+                    .where(
+                        resource_current_table.c.resource_type == resource_type,
+                        resource_current_table.c.resource_id == resource_id,
+                    )
+                    .values(current_row)
+                )
+                self._delete_tokens(resource_type, resource_id)
+            self._insert_tokens(resource_type, resource_id, tokens)
+            return self._as_stored(version_row), True
+        raise TransientStoreError(
+            f"{resource_type}/{resource_id}: lost the creation race {_WRITE_ATTEMPTS} times"
+        )
+
+    @translated
+    def delete(
+        self, resource_type: str, resource_id: str, *, now: datetime
+    ) -> StoredResource | None:
+        """Record a deleted version; None when the resource is absent or already deleted.
+
+        The deleted version keeps the patient, status and output flag of the version it ends,
+        so that callers know whose outputs to derive again.
+        """
+        current = self._lock_current(resource_type, resource_id)
+        if current is None or current.deleted:
+            return None
+        moment = max(now, current.last_updated)
+        version_id = current.version_id + 1
+        version_row = {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "version_id": version_id,
+            "last_updated": moment,
+            "deleted": True,
+            "patient_id": current.patient_id,
+            "status": current.status,
+            "is_output": current.is_output,
+            "content": _served(resource_type, resource_id, version_id, moment, {}),
+            "raw": None,
+            "content_hash": None,
+        }
+        self._connection.execute(resource_version_table.insert().values(version_row))
+        self._connection.execute(
+            update(resource_current_table)
+            .where(
+                resource_current_table.c.resource_type == resource_type,
+                resource_current_table.c.resource_id == resource_id,
+            )
+            .values(version_id=version_id, deleted=True, last_updated=moment, content_hash=None)
+        )
+        self._delete_tokens(resource_type, resource_id)
+        return self._as_stored(version_row)
+
+    @translated
+    def search(
+        self,
+        resource_type: str,
+        *,
+        patient_id: str | None = None,
+        tokens: Sequence[Token] = (),
+        last_updated: Sequence[tuple[str, datetime]] = (),
+        is_output: bool | None = None,
+        count: int,
+        offset: int,
+    ) -> tuple[list[StoredResource], int]:
+        """One page of current, non-deleted resources of a type, and the total that match.
+
+        `tokens`: (param, system, code); a None system matches any system, "" matches codings
+        without one. Tokens of the same param are alternatives (OR); different params must all
+        match (AND). `last_updated`: (prefix, instant) with prefix eq/ne/gt/ge/lt/le, all must
+        hold (the caller turns a partial date into a ge/lt range). Ordered by lastUpdated, id.
+        `count` 0 returns only the total.
+        """
+        if count < 0 or offset < 0:
+            raise ValueError("count and offset must not be negative")
+        conditions: list[ColumnElement[bool]] = [
+            ResourceCurrent.resource_type == resource_type,
+            ResourceCurrent.deleted == false(),
+        ]
+        if patient_id is not None:
+            conditions.append(ResourceCurrent.patient_id == patient_id)
+        if is_output is not None:
+            conditions.append(ResourceCurrent.is_output == (true() if is_output else false()))
+        for prefix, moment in last_updated:
+            compare = _LAST_UPDATED_PREFIXES.get(prefix)
+            if compare is None:
+                raise ValueError(f"unsupported _lastUpdated prefix: {prefix!r}")
+            conditions.append(compare(ResourceCurrent.last_updated, moment))
+        by_param: dict[str, list[ColumnElement[bool]]] = defaultdict(list)
+        for param, system, code in tokens:
+            match = SearchToken.code == code
+            if system is not None:
+                match = and_(match, SearchToken.system == system)
+            by_param[param].append(match)
+        for param, alternatives in by_param.items():
+            conditions.append(
+                exists().where(
+                    SearchToken.resource_type == ResourceCurrent.resource_type,
+                    SearchToken.resource_id == ResourceCurrent.resource_id,
+                    SearchToken.param == param,
+                    or_(*alternatives),
+                )
+            )
+        total = self._connection.execute(
+            select(func.count()).select_from(ResourceCurrent).where(*conditions)
+        ).scalar_one()
+        if count == 0 or offset >= total:
+            return [], total
+        rows = self._connection.execute(
+            _current_versions()
+            .where(*conditions)
+            .order_by(ResourceCurrent.last_updated, ResourceCurrent.resource_id)
+            .limit(count)
+            .offset(offset)
+        )
+        return [_stored(row) for row in rows], total
+
+    @translated
+    def inputs_of_patient(self, patient_id: str) -> list[StoredResource]:
+        """The patient's current, non-deleted input Observations and ImagingStudies."""
+        return self._of_patient(patient_id, is_output=False, types=INPUT_TYPES)
+
+    @translated
+    def outputs_of_patient(self, patient_id: str) -> list[StoredResource]:
+        """The patient's current, non-deleted outputs (any type)."""
+        return self._of_patient(patient_id, is_output=True, types=None)
+
+    @translated
+    def patients_changed_since(self, since: datetime) -> list[str]:
+        """Patients with a resource (input or output, deletions included) updated after `since`."""
+        rows = self._connection.execute(
+            select(ResourceCurrent.patient_id)
+            .where(ResourceCurrent.last_updated > since, ResourceCurrent.patient_id.is_not(None))
+            .distinct()
+            .order_by(ResourceCurrent.patient_id)
+        )
+        return [patient for (patient,) in rows if patient is not None]
+
+    @translated
+    def claim_conditional(self, resource_type: str, criteria: str, resource_id: str) -> str:
+        """Claim an If-None-Exist `criteria` for `resource_id`; the id that owns it comes back.
+
+        That is `resource_id` when this transaction claimed first, else the earlier winner's id
+        (which the caller then returns instead of creating). Race-free across processes: the
+        primary key decides, and the losing insert does nothing instead of failing, so the
+        enclosing transaction goes on. The caller normalises `criteria` (sorted parameters).
+        """
+        criteria_hash = hashlib.sha256(criteria.encode("utf-8")).hexdigest()
+        _insert_if_absent(
+            self._connection,
+            conditional_create_table,
+            {
+                "resource_type": resource_type,
+                "criteria_hash": criteria_hash,
+                "criteria": criteria,
+                "resource_id": resource_id,
+                "created_at": datetime.now(UTC),
+            },
+        )
+        owner: str = self._connection.execute(
+            select(ConditionalCreate.resource_id).where(
+                ConditionalCreate.resource_type == resource_type,
+                ConditionalCreate.criteria_hash == criteria_hash,
+            )
+        ).scalar_one()
+        return owner
+
+    def next_id(self) -> str:
+        """A new server-assigned logical id (a UUID, a valid FHIR id)."""
+        return str(uuid.uuid4())
+
+    def _of_patient(
+        self, patient_id: str, *, is_output: bool, types: Sequence[str] | None
+    ) -> list[StoredResource]:
+        statement = _current_versions().where(
+            ResourceCurrent.patient_id == patient_id,
+            ResourceCurrent.is_output == (true() if is_output else false()),
+            ResourceCurrent.deleted == false(),
+        )
+        if types is not None:
+            statement = statement.where(ResourceCurrent.resource_type.in_(types))
+        statement = statement.order_by(
+            ResourceCurrent.resource_type, ResourceCurrent.last_updated, ResourceCurrent.resource_id
+        )
+        return [_stored(row) for row in self._connection.execute(statement)]
+
+    def _lock_current(self, resource_type: str, resource_id: str) -> _Current | None:
+        # FOR UPDATE makes a second writer of this resource wait for our commit on PostgreSQL;
+        # SQLite ignores it (its transactions are already serialised).
+        row = self._connection.execute(
+            select(
+                ResourceCurrent.version_id,
+                ResourceCurrent.deleted,
+                ResourceCurrent.patient_id,
+                ResourceCurrent.status,
+                ResourceCurrent.is_output,
+                ResourceCurrent.last_updated,
+                ResourceCurrent.content_hash,
+            )
+            .where(
+                ResourceCurrent.resource_type == resource_type,
+                ResourceCurrent.resource_id == resource_id,
+            )
+            .with_for_update()
+        ).one_or_none()
+        return None if row is None else _Current(*row)
+
+    def _delete_tokens(self, resource_type: str, resource_id: str) -> None:
+        self._connection.execute(
+            delete(search_token_table).where(
+                search_token_table.c.resource_type == resource_type,
+                search_token_table.c.resource_id == resource_id,
+            )
+        )
+
+    def _insert_tokens(self, resource_type: str, resource_id: str, tokens: Sequence[Token]) -> None:
+        # The primary key covers every column: duplicates (the same coding twice) collapse.
+        unique = {(param, system or "", code) for param, system, code in tokens}
+        if unique:
+            self._connection.execute(
+                search_token_table.insert(),
+                [
+                    {
+                        "resource_type": resource_type,
+                        "resource_id": resource_id,
+                        "param": param,
+                        "system": system,
+                        "code": code,
+                    }
+                    for param, system, code in sorted(unique)
+                ],
+            )
+
+    @staticmethod
+    def _as_stored(row: JsonObject) -> StoredResource:
+        return StoredResource(
+            resource_type=row["resource_type"],
+            resource_id=row["resource_id"],
+            version_id=row["version_id"],
+            last_updated=row["last_updated"],
+            deleted=row["deleted"],
+            patient_id=row["patient_id"],
+            status=row["status"],
+            is_output=row["is_output"],
+            content=row["content"],
+        )
+
+
+class CheckpointRepository:
+    """How far each bulk input file has been processed."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    @translated
+    def position(self, source_key: str) -> int | None:
+        """The saved position for `source_key`, or None when the file was never started."""
+        position: int | None = self._connection.execute(
+            select(IngestCheckpoint.position).where(IngestCheckpoint.source_key == source_key)
+        ).scalar_one_or_none()
+        return position
+
+    @translated
+    def save(self, source_key: str, position: int, *, now: datetime) -> None:
+        """Record `position` for `source_key` (insert or move forward)."""
+        if not _insert_if_absent(
+            self._connection,
+            ingest_checkpoint_table,
+            {"source_key": source_key, "position": position, "updated_at": now},
+        ):
+            self._connection.execute(
+                update(ingest_checkpoint_table)
+                .where(ingest_checkpoint_table.c.source_key == source_key)
+                .values(position=position, updated_at=now)
+            )
