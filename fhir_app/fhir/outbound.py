@@ -169,7 +169,8 @@ class FirstVersion:
     def stamp(self, resource: JsonObject) -> JsonObject:
         """Set version 1 and `now`; the status stays as built."""
         meta = resource.get("meta", {})
-        resource["meta"] = {"versionId": "1", "lastUpdated": instant(self.now), **meta}
+        rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        resource["meta"] = {"versionId": "1", "lastUpdated": instant(self.now), **rest}
         return resource
 
 
