@@ -7,12 +7,12 @@ transaction leaves the database exactly as it was.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Protocol
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 import orjson
 
@@ -35,10 +35,9 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     PROCESSOR_VERSION = "0.0.0"
 
+LEVEL_KINDS = ("sins", "cls", "risk")
 INPUT_TYPES = frozenset({"Observation", "ImagingStudy", "Patient"})
 OUTPUT_TYPES = frozenset({"Observation", "RiskAssessment", "DiagnosticReport", "Provenance"})
-# Elements that change on every derivation without changing what was derived.
-VOLATILE = frozenset({"meta", "issued", "recorded", "text"})
 
 
 def utcnow() -> datetime:
@@ -65,19 +64,22 @@ def derive(
     versioner: outbound.Versioner,
     settings: AppearanceSettings,
     now: datetime,
+    withdrawals: Sequence[JsonObject] = (),
 ) -> list[JsonObject]:
-    """Derive and emit every output of one patient."""
+    """Derive and emit every output of one patient (and withdraw what lost every finding)."""
     summary = patient.summary(settings)
     inputs: dict[VertebralLevel, list[MappedObservation]] = dict(patient.by_level)
+    contributing = [obs for level in inputs.values() for obs in level] + patient.patient_wide
     return outbound.emit_patient(
         patient.patient,
         summary,
         inputs,
         patient.patient_wide,
-        list(patient.studies.values()),
+        patient.studies_of(contributing),
         versioner,
         now,
         PROCESSOR_VERSION,
+        withdrawals=withdrawals,
     )
 
 
@@ -178,12 +180,6 @@ class StoredResource(Protocol):
     content: dict[str, Any]
 
 
-def stable_hash(resource: JsonObject) -> str:
-    """A hash of what was derived, ignoring metadata and timestamps of the derivation itself."""
-    stable = {k: v for k, v in resource.items() if k not in VOLATILE}
-    return hashlib.sha256(orjson.dumps(stable, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 def patient_of(resource: JsonObject) -> str | None:
     """The Patient id a resource is about (subject or patient reference)."""
     if resource.get("resourceType") == "Patient":
@@ -192,8 +188,7 @@ def patient_of(resource: JsonObject) -> str | None:
     for key in ("subject", "patient"):
         ref = resource.get(key)
         if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            text = ref["reference"]
-            parts = text.split("/")
+            parts = str(ref["reference"]).split("/")
             if len(parts) >= 2 and parts[-2] == "Patient":
                 return parts[-1]
     return None
@@ -290,14 +285,11 @@ class StoreVersioner:
         current = self.resources.current(rtype, rid)
         candidate = resource
         if current is not None and not current.deleted:
-            previous_status = current.content.get("status")
-            if resource.get("status") == "final" and previous_status in ("final", "amended"):
-                same = {**resource, "status": previous_status}
-                if stable_hash(same) == stable_hash(current.content):
-                    return dict(current.content)
-                candidate = {**resource, "status": "amended"}
-            elif stable_hash(resource) == stable_hash(current.content):
+            if outbound.comparable(current.content) == outbound.comparable(resource):
                 return dict(current.content)
+            was_final = current.content.get("status") in ("final", "amended")
+            if resource.get("status") == "final" and was_final:
+                candidate = {**resource, "status": "amended"}
         stored, changed = self.resources.write(
             rtype,
             rid,
@@ -318,9 +310,14 @@ class UnitOfWork(Protocol):
 
     resources: Any
 
-    def __enter__(self) -> UnitOfWork: ...
+    def __enter__(self) -> Self: ...
 
-    def __exit__(self, *args: object) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
 
     def commit(self) -> None: ...
 
@@ -539,19 +536,22 @@ class FhirService:
         now = self.clock()
         repo = uow.resources
         inputs = grouped(repo.inputs_of_patient(patient), patient)
-        versioner = StoreVersioner(repo, now)
-        emitted: list[JsonObject] = []
+        expected = {
+            outbound.output_id(k, patient, lvl) for lvl in inputs.by_level for k in LEVEL_KINDS
+        }
         if inputs.by_level:
-            emitted = derive(inputs, versioner, self.settings, now)
-        kept = {(r["resourceType"], r["id"]) for r in emitted}
-        for row in repo.outputs_of_patient(patient):
-            key = (row.resource_type, row.resource_id)
-            if key in kept or row.resource_type == "Provenance":
-                continue
-            if row.content.get("status") == "entered-in-error":
-                continue
-            # Every finding of this level (or patient) was withdrawn.
-            versioner.stamp(outbound.withdrawn(row.content))
+            expected.add(outbound.output_id("report", patient, None))
+        # Outputs of levels that lost every finding (or the report, when no level is left).
+        withdrawals = [
+            row.content
+            for row in repo.outputs_of_patient(patient)
+            if row.resource_type != "Provenance"
+            and row.resource_id not in expected
+            and row.content.get("status") != "entered-in-error"
+        ]
+        versioner = StoreVersioner(repo, now)
+        if inputs.by_level or withdrawals:
+            derive(inputs, versioner, self.settings, now, withdrawals)
         return versioner.written
 
     # ---- transactions and batches ------------------------------------------------------------
@@ -645,7 +645,7 @@ class FhirService:
         """The current version (or one version) of a resource; 404 or 410 when absent/deleted."""
         with self.uow_factory() as uow:
             repo = uow.resources
-            row = (
+            row: StoredResource | None = (
                 repo.current(rtype, rid)
                 if version_id is None
                 else repo.version(rtype, rid, version_id)
