@@ -69,11 +69,10 @@ PRIMARY_TUMOR_CODES: Final = frozenset(
     {code for row in LIKELY_PRIMARIES.values() for code in row} | {UNKNOWN_PRIMARY}
 )
 
-# What each Observation status means for the findings (CONTRACT.md section 3, DESIGN above).
-COUNTING_FINAL: Final = frozenset({"final", "amended", "corrected"})
-COUNTING_PRELIMINARY: Final = frozenset({"preliminary", "unknown"})
+# What an Observation status means beyond codes.COUNTING_STATUSES and codes.WITHDRAWN_STATUSES
+# (DESIGN above): these make the findings preliminary; `registered` has no result yet.
+PRELIMINARY_STATUSES: Final = frozenset({"preliminary", "unknown"})
 NO_RESULT_YET: Final = frozenset({"registered"})
-STUDY_WITHDRAWN: Final = frozenset({"entered-in-error", "cancelled"})
 
 _ID: Final = r"[A-Za-z0-9\-.]{1,64}"
 
@@ -591,7 +590,7 @@ def map_observation(
     level = _level(raw.get("bodySite"), required=require_site) if resolve_site else None
     observed_at = _observed_at(raw, received_at)
     source = versioned("Observation", resource_id, version)
-    preliminary = status in COUNTING_PRELIMINARY
+    preliminary = status in PRELIMINARY_STATUSES
     findings = tuple(
         LevelFinding(
             level,
@@ -674,7 +673,7 @@ def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy
         modalities=tuple(modalities),
         study_uid=_study_uid(raw.get("identifier")),
         started=started if isinstance(started, str) else None,
-        withdrawn=status in STUDY_WITHDRAWN,
+        withdrawn=status in codes.WITHDRAWN_STATUSES,
     )
 
 

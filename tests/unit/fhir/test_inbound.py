@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_app.domain.findings import (
     CtAttenuation,
@@ -822,3 +824,15 @@ def test_study_without_subject() -> None:
     issue = refused(raw)
     assert issue.code == "required"
     assert issue.expression == ("ImagingStudy.subject",)
+
+
+# --- property: any panel is the sum of its standalone findings ----------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(EVERY_FINDING), min_size=1, max_size=8))
+def test_any_panel_equals_its_standalone_findings(rows: list[tuple[str, Any, Any, Any]]) -> None:
+    pairs = [(kind, value) for kind, value, _, _ in rows]
+    in_panel = accept(panel(pairs))
+    standalone = [f for kind, value in pairs for f in accept(finding_obs(kind, value)).findings]
+    assert list(in_panel.findings) == standalone
