@@ -209,3 +209,7 @@ def serve_command(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Every example bundle through `fhir-app assess`: SINS, categories, appearances and flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from fhir_app.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SINS = "https://fhir-app.org/fhir/CodeSystem/sins"
+SURGICAL = "Surgical consultation recommended (SINS 7-18)"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a spine surgeon should read for one level."""
+
+    level: str
+    total: int | tuple[int, int]
+    category: str | None
+    appearance: str | None
+    status: str = "final"
+    surgical: bool = False
+    flags: tuple[str, ...] = ()  # phrases that must appear in the classification notes
+
+
+CASES: dict[str, list[Expected]] = {
+    "patient-01-stable-blastic": [Expected("L3", 2, "stable", "blastic")],
+    "patient-02-potentially-unstable": [
+        Expected("T7", 7, "potentially-unstable", "lytic", surgical=True)
+    ],
+    "patient-03-unstable": [Expected("L1", 18, "unstable", "lytic", surgical=True)],
+    "patient-04-incomplete": [Expected("T5", (3, 13), None, "lytic", status="preliminary")],
+    "patient-05-mri-only": [Expected("C5", 13, "unstable", "mixed", surgical=True)],
+    "patient-06-bone-island": [Expected("T9", 1, "stable", "blastic", flags=("bone island",))],
+    "patient-07-atypical-primary": [
+        Expected("L4", 4, "stable", "blastic", flags=("atypical", "typically purely lytic"))
+    ],
+    "patient-08-several-levels": [
+        Expected("T11", 16, "unstable", "lytic", surgical=True),
+        Expected("L2", (4, 14), None, "lytic", status="preliminary"),
+        Expected("T4", (4, 8), None, "blastic", status="preliminary"),
+    ],
+    "patient-09-withdrawn-finding": [
+        Expected("S1", 7, "potentially-unstable", "mixed", surgical=True)
+    ],
+    "patient-10-treated-preliminary": [
+        Expected("T10", (3, 4), "stable", None, status="preliminary", flags=("Treated lesion",))
+    ],
+}
+
+
+def run_assess(name: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["assess", str(EXAMPLES / f"{name}.json")])
+    assert result.exit_code == 0, result.output
+    bundle: dict[str, Any] = orjson.loads(result.stdout)
+    return bundle
+
+
+def by_code(bundle: dict[str, Any], rtype: str, code: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        if r["resourceType"] != rtype:
+            continue
+        if code is None or any(c["code"] == code for c in r["code"]["coding"]):
+            out.append(r)
+    return out
+
+
+def level_of(resource: dict[str, Any]) -> str:
+    from fhir_app.domain.levels import LEVEL_BY_SNOMED
+
+    if resource["resourceType"] == "RiskAssessment":
+        site = resource["extension"][0]["valueCodeableConcept"]
+    else:
+        site = resource["bodySite"]
+    return LEVEL_BY_SNOMED[site["coding"][0]["code"]].label
+
+
+def test_every_example_has_expectations() -> None:
+    assert sorted(CASES) == sorted(p.stem for p in EXAMPLES.glob("*.json"))
+    assert len(CASES) >= 8
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_sins_and_classification(name: str) -> None:
+    bundle = run_assess(name)
+    expected = {e.level: e for e in CASES[name]}
+    sins = {level_of(r): r for r in by_code(bundle, "Observation", "sins-total")}
+    classes = {level_of(r): r for r in by_code(bundle, "Observation", "lesion-classification")}
+    risks = {level_of(r): r for r in by_code(bundle, "RiskAssessment")}
+    assert set(sins) == set(classes) == set(risks) == set(expected)
+    for level, exp in expected.items():
+        obs = sins[level]
+        if isinstance(exp.total, int):
+            assert obs["valueInteger"] == exp.total
+        else:
+            assert (
+                obs["valueRange"]["low"]["value"],
+                obs["valueRange"]["high"]["value"],
+            ) == exp.total
+        cats = [c["code"] for i in obs.get("interpretation", []) for c in i["coding"]]
+        assert cats == ([exp.category] if exp.category else [])
+        assert obs["status"] == exp.status
+        cls = classes[level]
+        if exp.appearance is None:
+            assert "valueCodeableConcept" not in cls
+        else:
+            assert cls["valueCodeableConcept"]["coding"][0] == {
+                **cls["valueCodeableConcept"]["coding"][0],
+                "system": SINS,
+                "code": exp.appearance,
+            }
+        notes = " ".join(n["text"] for n in cls.get("note", []))
+        for flag in exp.flags:
+            assert flag.lower() in notes.lower(), (flag, notes)
+        risk = risks[level]
+        mitigation = risk.get("mitigation", "")
+        assert (SURGICAL in mitigation) == exp.surgical
+        assert risk["status"] == exp.status
+    (report,) = by_code(bundle, "DiagnosticReport")
+    order = [e.level for e in CASES[name]]
+    positions = [report["conclusion"].index(level) for level in order]
+    assert positions == sorted(positions), "most unstable level first"
+
+
+def test_incomplete_level_names_what_is_missing() -> None:
+    bundle = run_assess("patient-04-incomplete")
+    (risk,) = by_code(bundle, "RiskAssessment")
+    assert "pain" in risk["mitigation"].lower()
+    assert "alignment" in risk["mitigation"].lower()
+    (obs,) = by_code(bundle, "Observation", "sins-total")
+    absent = [c for c in obs["component"] if "dataAbsentReason" in c]
+    assert len(absent) == 3  # pain, alignment, posterolateral: no finding at all
+
+
+def test_withdrawn_finding_does_not_count() -> None:
+    bundle = run_assess("patient-09-withdrawn-finding")
+    (obs,) = by_code(bundle, "Observation", "sins-total")
+    pain = next(c for c in obs["component"] if c["code"]["coding"][0]["code"] == "pain")
+    assert pain["valueCodeableConcept"]["coding"][0]["code"] == "occasional-non-mechanical"
+    refs = " ".join(d["reference"] for d in obs["derivedFrom"])
+    assert "p09-pain-wrong" not in refs
+
+
+def test_patient_wide_pain_is_said_so() -> None:
+    bundle = run_assess("patient-08-several-levels")
+    sins = {level_of(r): r for r in by_code(bundle, "Observation", "sins-total")}
+    t11_pain = next(c for c in sins["T11"]["component"] if c["code"]["coding"][0]["code"] == "pain")
+    assert "patient" in t11_pain["code"]["text"].lower()
+    l2_pain = next(c for c in sins["L2"]["component"] if c["code"]["coding"][0]["code"] == "pain")
+    assert l2_pain["valueCodeableConcept"]["coding"][0]["code"] == "pain-free"
+
+
+def test_assess_command_line_exit_codes(tmp_path: Path) -> None:
+    """The installed console script: 0 all accepted, 1 some rejected, 2 usage errors."""
+    exe = [sys.executable, "-m", "fhir_app.cli"]
+    ok = subprocess.run(
+        [*exe, "assess", str(EXAMPLES / "patient-01-stable-blastic.json")],
+        capture_output=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert orjson.loads(ok.stdout)["resourceType"] == "Bundle"
+    bad = tmp_path / "bad.ndjson"
+    good = (EXAMPLES / "patient-01-stable-blastic.json").read_bytes()
+    first = orjson.loads(good)["entry"][3]["resource"]
+    bad.write_bytes(orjson.dumps(first) + b"\n{not json\n")
+    some = subprocess.run([*exe, "assess", str(bad)], capture_output=True, check=False)
+    assert some.returncode == 1
+    assert b"line 2" in some.stderr
+    usage = subprocess.run(
+        [*exe, "assess", str(tmp_path / "missing.json")], capture_output=True, check=False
+    )
+    assert usage.returncode == 2
+
+
+def test_examples_are_generated_by_the_builder() -> None:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import build_examples  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    for name in build_examples.EXAMPLES:
+        assert (EXAMPLES / f"{name}.json").read_bytes() == build_examples.render(name), name
