@@ -1,0 +1,138 @@
+"""Every error leaves as an OperationOutcome, with its HTTP status from one mapping.
+
+What can go wrong, and the status it gets:
+
+| raised | status |
+|---|---|
+| `ServiceError` (service refusals; `ApiError` for the HTTP layer's own) | its `status` |
+| `InputRejected` (the contract refuses an input) | `outcome.http_status_for(issues)` |
+| Starlette `HTTPException` (unknown route 404, method not allowed 405) | its status code |
+| `RequestValidationError` (a malformed header or path parameter) | 400 |
+| anything else | 500, without internals; the traceback goes to the log with a reference |
+
+Issue codes for statuses that carry no issues of their own come from `ISSUE_CODE_OF_STATUS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from fhir_app.api.responses import FhirJsonResponse
+from fhir_app.fhir.inputs import InputRejected, Issue
+from fhir_app.fhir.outcome import http_status_for, operation_outcome
+from fhir_app.service import ServiceError
+
+log = logging.getLogger("fhir_app.api")
+
+# FHIR issue-type codes (http://hl7.org/fhir/issue-type) for errors raised by status alone.
+ISSUE_CODE_OF_STATUS: Mapping[int, str] = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    412: "conflict",
+    413: "too-costly",
+    415: "not-supported",
+    422: "processing",
+    429: "throttled",
+    500: "exception",
+    503: "transient",
+}
+
+
+class ApiError(ServiceError):
+    """A refusal by the HTTP layer itself (401, 406, 413, 415, ...), with response headers."""
+
+    def __init__(
+        self, status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status, issues)
+        self.headers = dict(headers or {})
+
+    @classmethod
+    def plain(cls, status: int, text: str, headers: Mapping[str, str] | None = None) -> ApiError:
+        """A one-issue error whose issue code follows from the status."""
+        code = ISSUE_CODE_OF_STATUS.get(status, "processing")
+        return cls(status, [Issue("error", code, text)], headers)
+
+
+def outcome_response(
+    status: int, issues: list[Issue], headers: Mapping[str, str] | None = None
+) -> FhirJsonResponse:
+    """An OperationOutcome response: the only way an error leaves this server."""
+    return FhirJsonResponse(operation_outcome(issues), status_code=status, headers=headers)
+
+
+async def service_error(request: Request, exc: Exception) -> Response:
+    """ServiceError and ApiError: the status and issues they carry."""
+    assert isinstance(exc, ServiceError)
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    return outcome_response(exc.status, exc.issues, headers)
+
+
+async def input_rejected(request: Request, exc: Exception) -> Response:
+    """An input the contract refuses: the status the outcome module assigns to its issues."""
+    assert isinstance(exc, InputRejected)
+    return outcome_response(http_status_for(exc.issues), exc.issues)
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, method not allowed) as OperationOutcomes."""
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    headers = dict(exc.headers or {})
+    if status == 404:
+        text = f"There is no FHIR interaction at {request.method} {request.url.path}"
+    elif status == 405:
+        allowed = headers.get("Allow") or headers.get("allow") or ""
+        text = f"{request.method} is not allowed on {request.url.path}" + (
+            f"; allowed: {allowed}" if allowed else ""
+        )
+    else:
+        text = str(exc.detail)
+    code = ISSUE_CODE_OF_STATUS.get(status, "processing")
+    return outcome_response(status, [Issue("error", code, text)], headers)
+
+
+async def request_validation(request: Request, exc: Exception) -> Response:
+    """A header, path or query value FastAPI could not read: 400, one issue per problem."""
+    assert isinstance(exc, RequestValidationError)
+    issues = []
+    for problem in exc.errors():
+        where = " ".join(str(part) for part in problem.get("loc", ()))
+        issues.append(Issue("error", "invalid", f"{where}: {problem.get('msg', 'invalid')}"))
+    return outcome_response(400, issues or [Issue("error", "invalid", "invalid request")])
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    """A bug or an outage: 500 with a reference to the log entry, never the internals."""
+    reference = uuid.uuid4().hex[:12]
+    log.error(
+        "unexpected error %s on %s %s",
+        reference,
+        request.method,
+        request.url.path,
+        exc_info=exc,
+    )
+    text = f"Internal server error (reference {reference}); the details are in the server log"
+    return outcome_response(500, [Issue("fatal", "exception", text)])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping above on an application."""
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(InputRejected, input_rejected)
+    app.add_exception_handler(StarletteHTTPException, http_exception)
+    app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(Exception, unexpected)

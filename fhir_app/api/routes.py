@@ -1,0 +1,419 @@
+"""The FHIR R4 RESTful interactions under `/fhir` (CONTRACT section 5, FHIR R4 http.html).
+
+| interaction | route |
+|---|---|
+| capabilities | `GET /fhir/metadata` (public even when tokens are set) |
+| transaction / batch | `POST /fhir` with a Bundle of type `transaction` / `batch` |
+| `$assess` | `POST /fhir/$assess`: a Bundle of inputs in, a collection of outputs back |
+| create | `POST /fhir/{type}`, conditional with `If-None-Exist` |
+| update | `PUT /fhir/{type}/{id}` (create at a client id), `If-Match` for version checks |
+| delete | `DELETE /fhir/{type}/{id}` |
+| read / vread / history | `GET /fhir/{type}/{id}[/_history[/{vid}]]` |
+| search | `GET /fhir/{type}?subject=|patient=|code=|identifier=|_id=|_lastUpdated=` |
+
+Inputs (Observation, ImagingStudy, Patient) are written; outputs (RiskAssessment,
+DiagnosticReport, Provenance, and the derived Observations) are read-only: 405.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from starlette.responses import Response
+
+from fhir_app.api.bundles import history_bundle, searchset
+from fhir_app.api.capability import capability_statement
+from fhir_app.api.dependencies import (
+    BodyDep,
+    NegotiatedDep,
+    ServiceDep,
+    SettingsDep,
+    authenticated,
+    fhir_base,
+)
+from fhir_app.api.errors import ApiError
+from fhir_app.api.negotiation import Negotiated, ReturnPreference
+from fhir_app.api.responses import FhirJsonResponse, etag, http_date
+from fhir_app.config import Settings
+from fhir_app.fhir.inputs import Issue, JsonObject
+from fhir_app.fhir.outcome import operation_outcome
+from fhir_app.fhir.parse import iter_input_resources
+from fhir_app.service import (
+    INPUT_TYPES,
+    OUTPUT_TYPES,
+    ServiceError,
+    StoredResource,
+    WriteResult,
+    assess,
+)
+
+SUPPORTED_TYPES = INPUT_TYPES | OUTPUT_TYPES
+# FHIR R4 datatypes.html#id
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# Search parameters handed to the service; the result and format parameters are read here.
+SEARCH_PARAMETERS = frozenset({"subject", "patient", "code", "identifier", "_id", "_lastUpdated"})
+FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
+
+public = APIRouter(prefix="/fhir")
+protected = APIRouter(prefix="/fhir", dependencies=[Depends(authenticated)])
+
+IfNoneExist = Annotated[str | None, Header(alias="If-None-Exist")]
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def supported_type(rtype: str) -> None:
+    """404 for a resource type this server does not hold (FHIR R4 http.html#read)."""
+    if rtype not in SUPPORTED_TYPES:
+        raise ApiError.plain(
+            404,
+            f"Resource type {rtype!r} is not supported here; supported: "
+            f"{', '.join(sorted(SUPPORTED_TYPES))}",
+        )
+
+
+def writable_type(rtype: str) -> None:
+    """405 for a type that fhir-app derives and nobody else may write."""
+    supported_type(rtype)
+    if rtype not in INPUT_TYPES:
+        raise ApiError.plain(
+            405,
+            f"{rtype} resources are derived by fhir-app and cannot be written; inputs are "
+            f"{', '.join(sorted(INPUT_TYPES))}",
+            {"Allow": "GET"},
+        )
+
+
+def valid_id(rid: str) -> None:
+    """400 for a logical id outside FHIR's id syntax."""
+    if not FHIR_ID.fullmatch(rid):
+        raise ApiError.plain(400, f"{rid!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)")
+
+
+def etag_matches(header: str, version_id: int) -> bool:
+    """If-None-Match against a version: `W/"3"`, `"3"` or a bare `3` (as fhirpy sends), `*`."""
+    for candidate in header.split(","):
+        text = candidate.strip().removeprefix("W/").strip('"')
+        if text == "*" or text == str(version_id):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def version_headers(version_id: int, last_updated: datetime | None) -> dict[str, str]:
+    """ETag and Last-Modified of a stored version."""
+    headers = {"ETag": etag(version_id)}
+    if last_updated is not None:
+        headers["Last-Modified"] = http_date(last_updated)
+    return headers
+
+
+def information(text: str) -> JsonObject:
+    """An OperationOutcome reporting success, for `Prefer: return=OperationOutcome`."""
+    return operation_outcome([Issue("information", "informational", text)])
+
+
+def write_response(result: WriteResult, base: str, preferences: Negotiated) -> Response:
+    """The answer to a create, update or delete, shaped by `Prefer: return=`."""
+    what = f"{result.resource_type}/{result.resource_id}"
+    if result.status == 204:
+        if preferences.return_preference == "OperationOutcome":
+            return FhirJsonResponse(information(f"{what} deleted"), pretty=preferences.pretty)
+        return Response(status_code=204)
+    headers: dict[str, str] = {}
+    if result.version_id is not None:
+        headers = version_headers(result.version_id, result.last_updated)
+        headers["Location"] = f"{base}/{result.location}"
+    body: JsonObject | None = result.resource
+    if preferences.return_preference == "minimal":
+        body = None
+    elif preferences.return_preference == "OperationOutcome":
+        verb = "created" if result.status == 201 else "stored"
+        body = information(f"{what} {verb} at version {result.version_id}")
+    return FhirJsonResponse(
+        body, status_code=result.status, headers=headers, pretty=preferences.pretty
+    )
+
+
+def shape_entries(bundle: JsonObject, preference: ReturnPreference) -> JsonObject:
+    """Apply `Prefer: return=` to every entry of a transaction or batch response."""
+    if preference == "representation":
+        return bundle
+    for entry in bundle.get("entry", []):
+        resource = entry.pop("resource", None)
+        response = entry.setdefault("response", {})
+        if preference == "OperationOutcome" and "outcome" not in response:
+            where = response.get("location") or (
+                f"{resource['resourceType']}/{resource['id']}" if resource else "entry"
+            )
+            response["outcome"] = information(f"{where}: {response.get('status', '')}".strip())
+    return bundle
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@public.get("/metadata")
+def metadata(request: Request, preferences: NegotiatedDep) -> Response:
+    """The CapabilityStatement of this server."""
+    return FhirJsonResponse(capability_statement(fhir_base(request)), pretty=preferences.pretty)
+
+
+# --------------------------------------------------------------------------- system level
+
+
+@protected.post("")
+def transaction_or_batch(
+    body: BodyDep, service: ServiceDep, preferences: NegotiatedDep
+) -> Response:
+    """A `transaction` Bundle (atomic) or a `batch` Bundle (each entry on its own)."""
+    document = body.document
+    if body.resource_type != "Bundle":
+        raise ApiError.plain(
+            400,
+            f"POST /fhir takes a Bundle of type transaction or batch, not a {body.resource_type}",
+        )
+    kind = document.get("type")
+    if kind == "transaction":
+        answer = service.transaction(document)
+    elif kind == "batch":
+        answer = service.batch(document)
+    else:
+        raise ServiceError.of(
+            400,
+            "invalid",
+            f"POST /fhir takes a Bundle of type transaction or batch, not {kind!r}; "
+            "to derive outputs without storing anything, POST the Bundle to /fhir/$assess",
+            "Bundle.type",
+        )
+    return FhirJsonResponse(
+        shape_entries(answer, preferences.return_preference), pretty=preferences.pretty
+    )
+
+
+@protected.post("/$assess")
+def assess_operation(body: BodyDep, service: ServiceDep, preferences: NegotiatedDep) -> Response:
+    """Derive the outputs of a Bundle of inputs (any Bundle type) without storing anything.
+
+    Every input must be accepted: a rejected one is 422 naming its entry, and nothing is derived
+    from a partial set (it would understate the findings).
+    """
+    if body.resource_type != "Bundle":
+        raise ApiError.plain(400, f"$assess takes a Bundle of inputs, not a {body.resource_type}")
+    result = assess(iter_input_resources(body.data), service.settings)
+    if result.rejections:
+        issues = [
+            Issue(i.severity, i.code, f"{r.label}: {i.diagnostics}", i.expression)
+            for r in result.rejections
+            for i in r.issues
+        ]
+        raise ServiceError(422, issues)
+    return FhirJsonResponse(result.bundle(), pretty=preferences.pretty)
+
+
+# --------------------------------------------------------------------------- type level
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    """A search as the service takes it: criteria, page size and offset."""
+
+    params: list[tuple[str, str]]
+    count: int
+    offset: int
+
+
+def non_negative(name: str, value: str) -> int:
+    """A non-negative integer parameter, or 400."""
+    if not value.strip().isdigit():
+        raise ServiceError.of(400, "invalid", f"{name}={value} is not a non-negative integer", name)
+    return int(value)
+
+
+def search_request(
+    query: Iterable[tuple[str, str]], settings: Settings, *, lenient: bool
+) -> SearchRequest:
+    """Split and check the query parameters of a search.
+
+    Empty values are ignored (FHIR R4 search.html). Unknown parameters are 400 unless the client
+    sent `Prefer: handling=lenient`. `_count` above `max_page_size` is lowered to it.
+    """
+    params: list[tuple[str, str]] = []
+    count = settings.default_page_size
+    offset = 0
+    unknown: list[str] = []
+    for name, value in query:
+        if name in FORMAT_PARAMETERS or value == "":
+            continue
+        if name == "_count":
+            count = min(non_negative(name, value), settings.max_page_size)
+        elif name == "_offset":
+            offset = non_negative(name, value)
+        elif name in SEARCH_PARAMETERS:
+            params.append((name, value))
+        else:
+            unknown.append(name)
+    if unknown and not lenient:
+        supported = ", ".join(sorted(SEARCH_PARAMETERS | {"_count", "_offset"}))
+        raise ServiceError(
+            400,
+            [
+                Issue(
+                    "error",
+                    "not-supported",
+                    f"search parameter {name!r} is not supported (supported: {supported}; "
+                    "send Prefer: handling=lenient to have unknown parameters ignored)",
+                    (name,),
+                )
+                for name in unknown
+            ],
+        )
+    return SearchRequest(params, count, offset)
+
+
+@protected.get("/{resource_type}")
+def search(
+    resource_type: str,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    preferences: NegotiatedDep,
+) -> Response:
+    """Search the current resources of a type: a `searchset` page with paging links."""
+    supported_type(resource_type)
+    wanted = search_request(
+        request.query_params.multi_items(), settings, lenient=preferences.lenient
+    )
+    rows, total = service.search(
+        resource_type, wanted.params, count=wanted.count, offset=wanted.offset
+    )
+    bundle = searchset(
+        rows,
+        total,
+        base=fhir_base(request),
+        rtype=resource_type,
+        params=wanted.params,
+        count=wanted.count,
+        offset=wanted.offset,
+    )
+    return FhirJsonResponse(bundle, pretty=preferences.pretty)
+
+
+@protected.post("/{resource_type}")
+def create(
+    resource_type: str,
+    request: Request,
+    body: BodyDep,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+    if_none_exist: IfNoneExist = None,
+) -> Response:
+    """Create an input with a server-assigned id; with If-None-Exist, only when none matches."""
+    writable_type(resource_type)
+    result = service.create(resource_type, body.document, if_none_exist=if_none_exist)
+    return write_response(result, fhir_base(request), preferences)
+
+
+# --------------------------------------------------------------------------- instance level
+
+
+@protected.get("/{resource_type}/{resource_id}")
+def read(
+    resource_type: str,
+    resource_id: str,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The current version; 304 when If-None-Match names it, 410 when deleted."""
+    supported_type(resource_type)
+    valid_id(resource_id)
+    row = service.read(resource_type, resource_id)
+    return stored_response(row, preferences, if_none_match)
+
+
+def stored_response(
+    row: StoredResource, preferences: Negotiated, if_none_match: str | None = None
+) -> Response:
+    """A stored version with its ETag and Last-Modified."""
+    headers = version_headers(row.version_id, row.last_updated)
+    if if_none_match and etag_matches(if_none_match, row.version_id):
+        return Response(status_code=304, headers=headers)
+    return FhirJsonResponse(row.content, headers=headers, pretty=preferences.pretty)
+
+
+@protected.put("/{resource_type}/{resource_id}")
+def update(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    body: BodyDep,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+    if_match: IfMatch = None,
+) -> Response:
+    """Update an input, or create it at this id; If-Match makes it conditional on the version."""
+    writable_type(resource_type)
+    valid_id(resource_id)
+    result = service.update(resource_type, resource_id, body.document, if_match=if_match)
+    return write_response(result, fhir_base(request), preferences)
+
+
+@protected.delete("/{resource_type}/{resource_id}")
+def delete(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+) -> Response:
+    """Delete an input; the outputs are derived again without it."""
+    writable_type(resource_type)
+    valid_id(resource_id)
+    result = service.delete(resource_type, resource_id)
+    return write_response(result, fhir_base(request), preferences)
+
+
+@protected.get("/{resource_type}/{resource_id}/_history")
+def history(
+    resource_type: str,
+    resource_id: str,
+    request: Request,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+) -> Response:
+    """Every version of a resource, newest first."""
+    supported_type(resource_type)
+    valid_id(resource_id)
+    rows = service.history(resource_type, resource_id)
+    bundle = history_bundle(rows, base=fhir_base(request), rtype=resource_type, rid=resource_id)
+    return FhirJsonResponse(bundle, pretty=preferences.pretty)
+
+
+@protected.get("/{resource_type}/{resource_id}/_history/{version_id}")
+def vread(
+    resource_type: str,
+    resource_id: str,
+    version_id: str,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
+) -> Response:
+    """One version of a resource."""
+    supported_type(resource_type)
+    valid_id(resource_id)
+    if not version_id.isdigit():
+        raise ApiError.plain(
+            404, f"{resource_type}/{resource_id}/_history/{version_id} is not known"
+        )
+    row = service.read(resource_type, resource_id, int(version_id))
+    return stored_response(row, preferences)
