@@ -116,6 +116,13 @@ def checkpoint_key(path: Path) -> str:
     return hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def _aware(moment: datetime) -> datetime:
+    """`moment`, refused when naive: the store cannot guess its zone."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"naive datetime given to the store: {moment.isoformat()}")
+    return moment
+
+
 def _served(
     resource_type: str, resource_id: str, version_id: int, moment: datetime, content: JsonObject
 ) -> JsonObject:
@@ -165,13 +172,17 @@ def _stored(row: Row[Any]) -> StoredResource:
 
 def _current_versions() -> Select[Any]:
     """Current rows joined to the content of their version."""
-    return select(*_VERSION_COLUMNS).join(
-        ResourceVersion,
-        and_(
-            ResourceVersion.resource_type == ResourceCurrent.resource_type,
-            ResourceVersion.resource_id == ResourceCurrent.resource_id,
-            ResourceVersion.version_id == ResourceCurrent.version_id,
-        ),
+    return (
+        select(*_VERSION_COLUMNS)
+        .select_from(ResourceCurrent)
+        .join(
+            ResourceVersion,
+            and_(
+                ResourceVersion.resource_type == ResourceCurrent.resource_type,
+                ResourceVersion.resource_id == ResourceCurrent.resource_id,
+                ResourceVersion.version_id == ResourceCurrent.version_id,
+            ),
+        )
     )
 
 
@@ -188,7 +199,9 @@ def _insert_if_absent(connection: Connection, table: Table, values: JsonObject) 
         statement = sqlite.insert(table).values(values).on_conflict_do_nothing()
     else:  # pragma: no cover - make_engine only supports the two
         raise StoreError(f"unsupported database: {dialect}")
-    return bool(connection.execute(statement).rowcount)
+    # RETURNING, not rowcount: psycopg reports no rowcount for INSERT ... ON CONFLICT.
+    returned = connection.execute(statement.returning(*table.primary_key.columns)).first()
+    return returned is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +282,7 @@ class ResourceRepository:
         `tokens` replace the resource's search tokens. Safe when several transactions write the
         same resource at once: exactly one creates version 1, the others see it.
         """
+        now = _aware(now)
         digest = content_hash(content)
         for _attempt in range(_WRITE_ATTEMPTS):
             current = self._lock_current(resource_type, resource_id)
@@ -340,6 +354,7 @@ class ResourceRepository:
         The deleted version keeps the patient, status and output flag of the version it ends,
         so that callers know whose outputs to derive again.
         """
+        now = _aware(now)
         current = self._lock_current(resource_type, resource_id)
         if current is None or current.deleted:
             return None
@@ -404,7 +419,7 @@ class ResourceRepository:
             compare = _LAST_UPDATED_PREFIXES.get(prefix)
             if compare is None:
                 raise ValueError(f"unsupported _lastUpdated prefix: {prefix!r}")
-            conditions.append(compare(ResourceCurrent.last_updated, moment))
+            conditions.append(compare(ResourceCurrent.last_updated, _aware(moment)))
         by_param: dict[str, list[ColumnElement[bool]]] = defaultdict(list)
         for param, system, code in tokens:
             match = SearchToken.code == code
@@ -449,7 +464,10 @@ class ResourceRepository:
         """Patients with a resource (input or output, deletions included) updated after `since`."""
         rows = self._connection.execute(
             select(ResourceCurrent.patient_id)
-            .where(ResourceCurrent.last_updated > since, ResourceCurrent.patient_id.is_not(None))
+            .where(
+                ResourceCurrent.last_updated > _aware(since),
+                ResourceCurrent.patient_id.is_not(None),
+            )
             .distinct()
             .order_by(ResourceCurrent.patient_id)
         )
@@ -582,6 +600,7 @@ class CheckpointRepository:
     @translated
     def save(self, source_key: str, position: int, *, now: datetime) -> None:
         """Record `position` for `source_key` (insert or move forward)."""
+        now = _aware(now)
         if not _insert_if_absent(
             self._connection,
             ingest_checkpoint_table,
