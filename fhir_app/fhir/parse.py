@@ -84,6 +84,9 @@ def iter_input_resources(
     NDJSON, one resource per line (label `line 7`; a Bundle on a line is expanded,
     `line 7 Bundle.entry[0]`). A bad line or entry is one rejection and the rest go on.
 
+    References between entries by `fullUrl` (`urn:uuid:...`) are rewritten to `Type/id`, as a
+    FHIR server reads a Bundle.
+
     NDJSON is chosen by the file name (`.ndjson`, `.jsonl`) or, without one, when the document does
     not parse as a whole but one of its first two non-blank lines is a resource on its own. Callers
     still run `validate_resource` on every object yielded.
@@ -117,10 +120,59 @@ def _iter_document(document: Any, prefix: str) -> Iterator[tuple[str, JsonObject
     if not isinstance(entries, list):
         yield label, rejected("structure", "Bundle.entry must be an array", "Bundle.entry")
         return
+    _resolve_full_urls(entries)
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]"
         entry_label = f"{prefix} {where}" if prefix else where
         yield entry_label, _bundle_entry_resource(entry, where)
+
+
+def _resolve_full_urls(entries: list[Any]) -> None:
+    """Rewrite references to another entry's `fullUrl` (often `urn:uuid:`) as `Type/id`.
+
+    This is how a FHIR server reads a Bundle (R4 http.html#trules), so that `subject` and
+    `derivedFrom` name the patient and study by id. The target's id is its own, else the id of
+    its PUT url, else the uuid of a `urn:uuid:` fullUrl (then given to the resource as its id).
+    """
+    targets: dict[str, str] = {}
+    for entry in entries:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(full_url, str):
+            continue
+        resource_type = resource.get("resourceType")
+        resource_id = resource.get("id") or _put_id(entry.get("request"))
+        if resource_id is None and full_url.startswith("urn:uuid:"):
+            resource_id = resource["id"] = full_url.removeprefix("urn:uuid:")
+        if isinstance(resource_type, str) and isinstance(resource_id, str):
+            targets[full_url] = f"{resource_type}/{resource_id}"
+    if targets:
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                _rewrite_references(entry["resource"], targets)
+
+
+def _put_id(request: Any) -> str | None:
+    """The id of a `PUT Type/id` request url."""
+    if not isinstance(request, dict) or request.get("method") != "PUT":
+        return None
+    url = request.get("url")
+    if not isinstance(url, str) or "/" not in url:
+        return None
+    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1] or None
+
+
+def _rewrite_references(node: Any, targets: Mapping[str, str]) -> None:
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str) and reference in targets:
+            node["reference"] = targets[reference]
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _rewrite_references(value, targets)
+    elif isinstance(node, list):
+        for item in node:
+            _rewrite_references(item, targets)
 
 
 def _bundle_entry_resource(entry: Any, where: str) -> JsonObject | InputRejected:

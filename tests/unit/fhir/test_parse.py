@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ import orjson
 import pytest
 
 from fhir_app.fhir import codes, samples
+from fhir_app.fhir.inbound import map_observation
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import iter_input_resources, load_json, validate_resource
 
+RECEIVED = datetime(2025, 1, 2, tzinfo=UTC)
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
@@ -69,6 +72,13 @@ def items(data: bytes, hint: str | None = None) -> list[tuple[str, JsonObject | 
     return list(iter_input_resources(data, filename_hint=hint))
 
 
+def resources(data: bytes) -> list[JsonObject]:
+    """The resources of a document that must all be taken in."""
+    got = [item for _, item in items(data)]
+    assert all(isinstance(r, dict) for r in got), got
+    return [r for r in got if isinstance(r, dict)]
+
+
 def test_single_resource_document() -> None:
     raw = observation()
     assert items(orjson.dumps(raw)) == [("document", raw)]
@@ -90,6 +100,54 @@ def test_bundle_entries_are_labelled_by_index() -> None:
         ("required", ("Bundle.entry[3].resource",)),
         ("structure", ("Bundle.entry[4]",)),
     ]
+
+
+def test_bundle_references_by_full_url_become_type_and_id() -> None:
+    patient_url = "urn:uuid:0c3d5e2a-8f1b-4c6d-9e7f-123456789abc"
+    study = samples.imaging_study("s9", "x", "CT", started="2024", uid="1.2.3")
+    obs = observation("o1", subject={"reference": patient_url})
+    obs["derivedFrom"] = [{"reference": "urn:uuid:study-entry"}]
+    patient = samples.patient("p1", "Doe", "Jane", "1950", "female")
+    del patient["id"]  # created by the Bundle: its id comes from the uuid
+    study["subject"] = {"reference": patient_url}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": patient_url, "resource": patient, "request": {"method": "POST"}},
+            {"fullUrl": "urn:uuid:study-entry", "resource": study},
+            {"fullUrl": "urn:uuid:obs", "resource": obs},
+        ],
+    }
+    got = resources(orjson.dumps(bundle))
+    uuid = patient_url.removeprefix("urn:uuid:")
+    assert got[0] == patient | {"id": uuid}
+    assert got[1]["subject"] == {"reference": f"Patient/{uuid}"}
+    resolved = got[2]
+    assert resolved["subject"] == {"reference": f"Patient/{uuid}"}
+    assert resolved["derivedFrom"] == [{"reference": "ImagingStudy/s9"}]
+    validate_resource(resolved)
+    mapped = map_observation(resolved, resource_id="o1", version=1, received_at=RECEIVED)
+    assert (mapped.patient, mapped.study_ids) == (uuid, ("s9",))
+
+
+def test_put_url_gives_the_id_of_an_entry_without_one() -> None:
+    patient = samples.patient("p1", "Doe", "Jane", "1950", "female")
+    del patient["id"]
+    obs = observation("o1", subject={"reference": "http://ehr.example.org/Patient/abc"})
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "http://ehr.example.org/Patient/abc",
+                "resource": patient,
+                "request": {"method": "PUT", "url": "Patient/p7"},
+            },
+            {"resource": obs},
+        ],
+    }
+    assert resources(orjson.dumps(bundle))[1]["subject"] == {"reference": "Patient/p7"}
 
 
 def test_malformed_document_is_one_rejection() -> None:
