@@ -653,17 +653,31 @@ def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy
     status = str(raw.get("status"))
     patient = _patient(raw, "ImagingStudy")
     modalities: dict[str, None] = {}
+    others: list[tuple[str, str]] = []
     for path, coding in _modality_codings(raw):
         system = coding.get("system") if isinstance(coding, dict) else None
         code = coding.get("code") if isinstance(coding, dict) else None
-        if system != codes.DCM or code not in codes.MODALITIES:
+        if system != codes.DCM or not isinstance(code, str):
             raise rejected(
                 "code-invalid",
-                f"{path} must be a {codes.DCM} modality of {', '.join(sorted(codes.MODALITIES))}; "
-                f"got {system}#{code}",
+                f"{path} must be a {codes.DCM} modality; got {system}#{code}",
                 path,
             )
-        modalities[code] = None
+        if code in codes.MODALITIES:
+            modalities[code] = None
+        else:
+            others.append((path, code))
+    # Real CT and MR studies carry non-image series too (SR dose reports, KO key images, PR, SEG):
+    # they are tolerated beside an imaging series, but a study with no imaging modality of the
+    # contract gives no context to any finding and is refused.
+    if others and not modalities:
+        path, code = others[0]
+        raise rejected(
+            "code-invalid",
+            f"{path}: {code} is not an imaging modality of the contract "
+            f"({', '.join(sorted(codes.MODALITIES))}) and the study has none of them",
+            path,
+        )
     started = raw.get("started")
     return MappedStudy(
         resource_id,

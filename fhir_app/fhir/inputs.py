@@ -55,8 +55,8 @@ class MappedObservation:
 
     @property
     def preliminary(self) -> bool:
-        """True when the status makes the outputs preliminary."""
-        return self.status == "preliminary"
+        """True when the status makes the outputs preliminary (`unknown` counts as such)."""
+        return self.status in ("preliminary", "unknown")
 
     @property
     def levels(self) -> frozenset[VertebralLevel]:

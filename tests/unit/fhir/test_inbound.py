@@ -836,3 +836,10 @@ def test_any_panel_equals_its_standalone_findings(rows: list[tuple[str, Any, Any
     in_panel = accept(panel(pairs))
     standalone = [f for kind, value in pairs for f in accept(finding_obs(kind, value)).findings]
     assert list(in_panel.findings) == standalone
+
+
+def test_non_image_series_beside_ct_are_tolerated() -> None:
+    raw = samples.imaging_study("s1", "p1", "CT", started="2025-01-01", uid="1.2.3")
+    raw["series"].append({"uid": "1.2.3.9", "modality": samples.coding(codes.DCM, "SR")})
+    mapped = map_study(raw, resource_id="s1", version=1)
+    assert mapped.modalities == ("CT",)
