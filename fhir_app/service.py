@@ -274,9 +274,11 @@ class StoreVersioner:
     A final output whose content changes becomes `amended` (CONTRACT section 4c).
     """
 
-    def __init__(self, resources: Any, now: datetime) -> None:
+    def __init__(self, resources: Any, now: datetime, patient: str | None = None) -> None:
         self.resources = resources
         self.now = now
+        # The patient derived for: a Provenance names no subject, yet is searched by patient.
+        self.patient = patient
         self.written: list[str] = []
 
     def stamp(self, resource: JsonObject) -> JsonObject:
@@ -294,7 +296,7 @@ class StoreVersioner:
             rtype,
             rid,
             candidate,
-            patient_id=patient_of(candidate),
+            patient_id=patient_of(candidate) or self.patient,
             status=candidate.get("status"),
             is_output=True,
             tokens=search_tokens(candidate),
@@ -549,7 +551,7 @@ class FhirService:
             and row.resource_id not in expected
             and row.content.get("status") != "entered-in-error"
         ]
-        versioner = StoreVersioner(repo, now)
+        versioner = StoreVersioner(repo, now, patient)
         if inputs.by_level or withdrawals:
             derive(inputs, versioner, self.settings, now, withdrawals)
         return versioner.written

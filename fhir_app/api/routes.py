@@ -173,6 +173,7 @@ def metadata(request: Request, preferences: NegotiatedDep) -> Response:
 
 
 @protected.post("")
+@protected.post("/", include_in_schema=False)  # `[base]/`: some clients keep the slash
 def transaction_or_batch(
     body: BodyDep, service: ServiceDep, preferences: NegotiatedDep
 ) -> Response:
