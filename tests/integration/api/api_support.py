@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from fhir_app.store import metadata
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+# `serve(**setting_overrides, service_override=None)` -> the /fhir base of a new server.
+Serve = Callable[..., str]
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_support import live_server
+from api_support import Serve, live_server
 
 from fhir_app.api import create_app
 from fhir_app.config import Settings
@@ -38,9 +38,6 @@ def settings(database_url: str) -> Settings:
 def service(make_uow: Callable[[], UnitOfWork]) -> FhirService:
     """The persistent service over the test database."""
     return FhirService(make_uow)
-
-
-Serve = Callable[..., str]
 
 
 @pytest.fixture
