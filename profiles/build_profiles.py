@@ -1181,24 +1181,20 @@ def structure_definition(
 # --- CapabilityStatement and OperationDefinition -------------------------------------------
 
 WRITE_INTERACTIONS: Final = ("create", "update", "delete")
-READ_INTERACTIONS: Final = ("read", "vread", "history-instance")
+READ_INTERACTIONS: Final = ("read", "vread", "history-instance", "search-type")
 
-# (name, type, official definition or None, documentation)
+# Search parameters the API takes, per type (name, type, official SearchParameter id or None,
+# documentation). Every type also takes COMMON_SEARCH.
+_SUBJECT = ("subject", "reference", "{type}-subject", "The patient, Patient/<id>.")
+_PATIENT = ("patient", "reference", "clinical-patient", "The patient, by id or Patient/<id>.")
+_CODE = ("code", "token", "clinical-code", "A code, as system|code or code.")
+_IDENTIFIER = ("identifier", "token", "clinical-identifier", "An identifier, system|value.")
 SEARCH_PARAMETERS: Final[Mapping[str, tuple[tuple[str, str, str | None, str], ...]]] = {
-    "Observation": (
-        ("subject", "reference", "Observation-subject", "The patient, Patient/<id>."),
-        ("patient", "reference", "clinical-patient", "The patient, by id or Patient/<id>."),
-        ("code", "token", "clinical-code", "system|code, e.g. the sins-total code."),
-    ),
-    "RiskAssessment": (
-        ("subject", "reference", "RiskAssessment-subject", "The patient, Patient/<id>."),
-        ("patient", "reference", "clinical-patient", "The patient, by id or Patient/<id>."),
-    ),
-    "DiagnosticReport": (
-        ("subject", "reference", "DiagnosticReport-subject", "The patient, Patient/<id>."),
-        ("patient", "reference", "clinical-patient", "The patient, by id or Patient/<id>."),
-        ("code", "token", "clinical-code", "system|code, e.g. LOINC 18748-4."),
-    ),
+    "Observation": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
+    "ImagingStudy": (_SUBJECT, _PATIENT, _IDENTIFIER),
+    "Patient": ((*_IDENTIFIER[:2], "Patient-identifier", _IDENTIFIER[3]),),
+    "RiskAssessment": (_SUBJECT, _PATIENT, _IDENTIFIER),
+    "DiagnosticReport": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
     "Provenance": (
         (
             "patient",
@@ -1209,7 +1205,8 @@ SEARCH_PARAMETERS: Final[Mapping[str, tuple[tuple[str, str, str | None, str], ..
     ),
 }
 COMMON_SEARCH: Final = (
-    ("_lastUpdated", "date", "Resource-lastUpdated", "When the resource version was stored."),
+    ("_id", "token", "Resource-id", "The logical id."),
+    ("_lastUpdated", "date", "Resource-lastUpdated", "When the current version was stored."),
     ("_count", "number", None, "Page size; further pages by the Bundle's next link."),
 )
 
@@ -1222,7 +1219,7 @@ def _search_params(resource_type: str) -> list[JsonObject]:
     ):
         entry: JsonObject = {"name": name}
         if definition is not None:
-            entry["definition"] = HL7_SEARCH_PARAMETER + definition
+            entry["definition"] = HL7_SEARCH_PARAMETER + definition.format(type=resource_type)
         entry["type"] = kind
         entry["documentation"] = documentation
         out.append(entry)
@@ -1232,30 +1229,31 @@ def _search_params(resource_type: str) -> list[JsonObject]:
 def _rest_resource(
     resource_type: str,
     supported_profiles: Sequence[str],
-    interactions: Sequence[str],
     documentation: str,
     *,
     writable: bool,
 ) -> JsonObject:
-    entry: JsonObject = {
-        "type": resource_type,
-        "profile": HL7_SD + resource_type,
-        "supportedProfile": list(supported_profiles),
-        "documentation": documentation,
-    }
+    entry: JsonObject = {"type": resource_type, "profile": HL7_SD + resource_type}
+    if supported_profiles:
+        entry["supportedProfile"] = list(supported_profiles)
+    entry["documentation"] = documentation
+    interactions = (*READ_INTERACTIONS, *WRITE_INTERACTIONS) if writable else READ_INTERACTIONS
     entry["interaction"] = [{"code": code} for code in interactions]
-    entry["versioning"] = "versioned"
+    # Inputs may be updated conditionally on their version (If-Match); outputs are read-only.
+    entry["versioning"] = "versioned-update" if writable else "versioned"
     entry["readHistory"] = True
     entry["updateCreate"] = writable
     if writable:
         entry["conditionalCreate"] = True
-    if resource_type in SEARCH_PARAMETERS:
-        entry["searchParam"] = _search_params(resource_type)
+    entry["searchParam"] = _search_params(resource_type)
     return entry
 
 
 def capability_statement() -> JsonObject:
-    """What the REST API under /fhir offers (CONTRACT section 5)."""
+    """What the REST API under /fhir offers (CONTRACT section 5).
+
+    The server adds `software.version` and `implementation.url` when it serves this statement.
+    """
     resources = [
         _rest_resource(
             "Observation",
@@ -1265,36 +1263,32 @@ def capability_statement() -> JsonObject:
                 codes.PROFILE_SINS,
                 codes.PROFILE_CLASSIFICATION,
             ),
-            (*READ_INTERACTIONS, *WRITE_INTERACTIONS, "search-type"),
-            "Input findings are written here; SINS and classification outputs are read and "
-            "searched here.",
+            "Input findings are written here; the derived SINS and classification "
+            "Observations are read and searched here and cannot be written.",
             writable=True,
         ),
         _rest_resource(
             "ImagingStudy",
             (codes.PROFILE_IMAGING_STUDY,),
-            (*READ_INTERACTIONS, *WRITE_INTERACTIONS),
             "The studies findings were read from: modality context and report links.",
             writable=True,
         ),
+        _rest_resource("Patient", (), "The patients the findings are about.", writable=True),
         _rest_resource(
             "RiskAssessment",
             (codes.PROFILE_RISK,),
-            (*READ_INTERACTIONS, "search-type"),
             "SINS risk assessments, one per patient and vertebral level; derived, read-only.",
             writable=False,
         ),
         _rest_resource(
             "DiagnosticReport",
             (codes.PROFILE_REPORT,),
-            (*READ_INTERACTIONS, "search-type"),
             "The vertebral metastasis report, one per patient; derived, read-only.",
             writable=False,
         ),
         _rest_resource(
             "Provenance",
             (codes.PROFILE_PROVENANCE,),
-            (*READ_INTERACTIONS, "search-type"),
             "One per derivation; derived, read-only.",
             writable=False,
         ),

