@@ -54,7 +54,7 @@ DEFAULT_DEFINITIONS: Final = (
 )
 
 # The publication date of contract v1; a fixed value keeps the generator deterministic.
-DATE: Final = "2025-11-25"
+DATE: Final = "2026-11-25"
 PUBLISHER: Final = "fhir-app"
 HL7_SD: Final = "http://hl7.org/fhir/StructureDefinition/"
 BULK_EXPORT: Final = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
