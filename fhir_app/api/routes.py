@@ -58,6 +58,8 @@ FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # Search parameters handed to the service; the result and format parameters are read here.
 SEARCH_PARAMETERS = frozenset({"subject", "patient", "code", "identifier", "_id", "_lastUpdated"})
 FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
+RESULT_PARAMETERS = frozenset({"_count", "_offset", "_total", "_summary=count"})
+TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 
 public = APIRouter(prefix="/fhir")
 protected = APIRouter(prefix="/fhir", dependencies=[Depends(authenticated)])
@@ -246,26 +248,34 @@ def search_request(
 ) -> SearchRequest:
     """Split and check the query parameters of a search.
 
-    Empty values are ignored (FHIR R4 search.html). Unknown parameters are 400 unless the client
-    sent `Prefer: handling=lenient`. `_count` above `max_page_size` is lowered to it.
+    Empty values are ignored (FHIR R4 search.html). Unknown parameters (and unsupported values
+    of `_total` and `_summary`) are 400 unless the client sent `Prefer: handling=lenient`.
+    `_count` above `max_page_size` is lowered to it; `_summary=count` asks for the total only.
     """
     params: list[tuple[str, str]] = []
     count = settings.default_page_size
     offset = 0
     unknown: list[str] = []
+    summary_count = False
     for name, value in query:
         if name in FORMAT_PARAMETERS or value == "":
             continue
         if name == "_count":
             count = min(non_negative(name, value), settings.max_page_size)
+        elif name == "_total" and value in TOTAL_VALUES:
+            continue  # the total is always counted exactly
+        elif name == "_summary" and value == "count":
+            summary_count = True
         elif name == "_offset":
             offset = non_negative(name, value)
         elif name in SEARCH_PARAMETERS:
             params.append((name, value))
+        elif name in ("_total", "_summary"):
+            unknown.append(f"{name}={value}")
         else:
             unknown.append(name)
     if unknown and not lenient:
-        supported = ", ".join(sorted(SEARCH_PARAMETERS | {"_count", "_offset"}))
+        supported = ", ".join(sorted(SEARCH_PARAMETERS | RESULT_PARAMETERS))
         raise ServiceError(
             400,
             [
@@ -279,7 +289,7 @@ def search_request(
                 for name in unknown
             ],
         )
-    return SearchRequest(params, count, offset)
+    return SearchRequest(params, 0 if summary_count else count, offset)
 
 
 @protected.get("/{resource_type}")
