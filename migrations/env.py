@@ -77,6 +77,10 @@ def run_migrations_online() -> None:
                 render_as_batch=True,
                 compare_type=True,
                 render_item=render_item,
+                # SQLite does roll back DDL once BEGIN is emitted (make_engine does): one
+                # transaction per run makes a failed upgrade leave nothing half-done, and
+                # concurrent runs queue on BEGIN IMMEDIATE before reading the version table.
+                transactional_ddl=True,
             )
             with context.begin_transaction():
                 if connection.dialect.name == "postgresql":

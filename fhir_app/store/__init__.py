@@ -3,7 +3,6 @@ SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 
 from fhir_app.store.engine import make_engine, normalize_database_url
 from fhir_app.store.errors import StoreError, TransientStoreError
-from fhir_app.store.migrate import migrate
 from fhir_app.store.repository import (
     CheckpointRepository,
     ResourceRepository,
@@ -15,6 +14,7 @@ from fhir_app.store.repository import (
 )
 from fhir_app.store.schema import metadata
 from fhir_app.store.uow import UnitOfWork, uow_factory
+from fhir_app.store.upgrade import alembic_config, migrate
 
 __all__ = [
     "CheckpointRepository",
@@ -24,6 +24,7 @@ __all__ = [
     "Token",
     "TransientStoreError",
     "UnitOfWork",
+    "alembic_config",
     "checkpoint_key",
     "content_hash",
     "fhir_instant",

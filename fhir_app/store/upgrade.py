@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,9 @@ from fhir_app.store.engine import normalize_database_url
 # The source checkout keeps migrations/ and alembic.ini next to the fhir_app package; an
 # installed copy (the Docker image) keeps them in the working folder.
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
+# Alembic keeps its running environment in module globals: one migration per process at a time.
+# (Processes exclude each other in the database: see migrations/env.py.)
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def project_root() -> Path:
@@ -44,4 +48,6 @@ def alembic_config(url: str) -> Config:
 def migrate(url: str, revision: str = "head") -> None:
     """Upgrade the database at `url` to `revision` (default: the newest). Idempotent; on
     PostgreSQL concurrent callers wait for each other (advisory lock in env.py)."""
-    command.upgrade(alembic_config(url), revision)
+    config = alembic_config(url)
+    with _ALEMBIC_LOCK:
+        command.upgrade(config, revision)
