@@ -40,7 +40,7 @@ SIDE_CODES = {
     "left": (codes.SNOMED, codes.SNOMED_LEFT, "Left"),
     "right": (codes.SNOMED, codes.SNOMED_RIGHT, "Right"),
     "both": (codes.SNOMED, codes.SNOMED_BILATERAL, "Right and left"),
-    "none": (codes.CS_SINS, "no-posterolateral", "None of the above"),
+    "none": (codes.CS_SINS, "no-posterolateral", "No posterolateral involvement"),
 }
 SIGNAL_CODES = {
     "hyper": codes.RADLEX_HYPER,
