@@ -1,0 +1,92 @@
+"""Settings from the environment (prefix FHIR_APP_)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from fhir_app.config import Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FHIR_APP_ variable of the machine leaks into these tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FHIR_APP_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.database_url == "sqlite:///./fhir-app.db"
+    assert settings.auth_tokens == []
+    assert settings.allow_unauthenticated_remote is False
+    assert settings.max_request_bytes == 10 * 1024 * 1024
+    assert (settings.ct_lytic_max_hu, settings.ct_blastic_min_hu) == (100, 300)
+    assert (settings.bone_island_mean_hu, settings.bone_island_max_hu) == (885, 1060)
+    assert (settings.default_page_size, settings.max_page_size) == (50, 1000)
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIR_APP_DATABASE_URL", "postgresql+psycopg://app@db/fhirapp")
+    monkeypatch.setenv("FHIR_APP_ALLOW_UNAUTHENTICATED_REMOTE", "true")
+    monkeypatch.setenv("FHIR_APP_MAX_PAGE_SIZE", "200")
+    monkeypatch.setenv("FHIR_APP_CT_LYTIC_MAX_HU", "120")
+    settings = Settings()
+    assert settings.database_url == "postgresql+psycopg://app@db/fhirapp"
+    assert settings.allow_unauthenticated_remote is True
+    assert settings.max_page_size == 200
+    assert settings.ct_lytic_max_hu == 120
+
+
+@pytest.mark.parametrize(
+    ("value", "tokens"),
+    [
+        ("s3cret", ["s3cret"]),
+        ("one, two ,,three", ["one", "two", "three"]),
+        ('["one", "two"]', ["one", "two"]),
+        ("", []),
+        ("  ", []),
+    ],
+)
+def test_auth_tokens_from_a_list_or_commas(
+    monkeypatch: pytest.MonkeyPatch, value: str, tokens: list[str]
+) -> None:
+    monkeypatch.setenv("FHIR_APP_AUTH_TOKENS", value)
+    assert Settings().auth_tokens == tokens
+
+
+def test_tokens_stay_out_of_the_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FHIR_APP_AUTH_TOKENS", "very-secret-token")
+    assert "very-secret-token" not in repr(Settings())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FHIR_APP_CT_LYTIC_MAX_HU", "400"),  # above the blastic threshold
+        ("FHIR_APP_BONE_ISLAND_MEAN_HU", "2000"),  # above the maximum threshold
+        ("FHIR_APP_DEFAULT_PAGE_SIZE", "5000"),  # above the maximum page
+        ("FHIR_APP_MAX_REQUEST_BYTES", "0"),
+    ],
+)
+def test_inconsistent_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_get_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    get_settings.cache_clear()
+    try:
+        monkeypatch.setenv("FHIR_APP_DEFAULT_PAGE_SIZE", "20")
+        first = get_settings()
+        monkeypatch.setenv("FHIR_APP_DEFAULT_PAGE_SIZE", "30")
+        assert get_settings() is first
+        assert first.default_page_size == 20
+    finally:
+        get_settings.cache_clear()
