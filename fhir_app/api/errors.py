@@ -8,6 +8,7 @@ What can go wrong, and the status it gets:
 | `InputRejected` (the contract refuses an input) | `outcome.http_status_for(issues)` |
 | Starlette `HTTPException` (unknown route 404, method not allowed 405) | its status code |
 | `RequestValidationError` (a malformed header or path parameter) | 400 |
+| `TransientStoreError` (a lost race or a busy database; nothing was stored) | 503, Retry-After |
 | anything else | 500, without internals; the traceback goes to the log with a reference |
 
 Issue codes for statuses that carry no issues of their own come from `ISSUE_CODE_OF_STATUS`.
@@ -28,6 +29,7 @@ from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.fhir.inputs import InputRejected, Issue
 from fhir_app.fhir.outcome import http_status_for, operation_outcome
 from fhir_app.service import ServiceError
+from fhir_app.store import TransientStoreError
 
 log = logging.getLogger("fhir_app.api")
 
@@ -115,6 +117,13 @@ async def request_validation(request: Request, exc: Exception) -> Response:
     return outcome_response(400, issues or [Issue("error", "invalid", "invalid request")])
 
 
+async def transient(request: Request, exc: Exception) -> Response:
+    """The database lost a race or was busy and the unit of work rolled back: try again."""
+    log.warning("transient store error on %s %s: %s", request.method, request.url.path, exc)
+    text = "The database was busy and nothing was stored; send the request again"
+    return outcome_response(503, [Issue("error", "transient", text)], {"Retry-After": "1"})
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     """A bug or an outage: 500 with a reference to the log entry, never the internals."""
     reference = uuid.uuid4().hex[:12]
@@ -135,4 +144,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InputRejected, input_rejected)
     app.add_exception_handler(StarletteHTTPException, http_exception)
     app.add_exception_handler(RequestValidationError, request_validation)
+    app.add_exception_handler(TransientStoreError, transient)
     app.add_exception_handler(Exception, unexpected)

@@ -26,7 +26,9 @@ Serve = Callable[..., str]
 @contextmanager
 def live_server(app: Any) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 at a free port until the block ends; yields the /fhir base."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP,
+    # and with Nagle on every small response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

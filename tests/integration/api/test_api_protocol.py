@@ -24,6 +24,7 @@ from fhir_app.api import create_app
 from fhir_app.config import Settings
 from fhir_app.fhir.samples import observation
 from fhir_app.service import FhirService, StoredResource
+from fhir_app.store import TransientStoreError
 
 
 def finding(obs_id: str = "f1", patient: str = "p1", value: str = "lytic") -> dict[str, Any]:
@@ -438,3 +439,21 @@ def test_metadata(fhir: httpx.Client, base_url: str) -> None:
     assert "json" in " ".join(statement["format"])
     types = {r["type"] for rest in statement["rest"] for r in rest["resource"]}
     assert {"Observation", "ImagingStudy", "RiskAssessment", "DiagnosticReport"} <= types
+
+
+class BusyService(FhirService):
+    """A service whose database keeps losing races."""
+
+    def read(self, rtype: str, rid: str, version_id: int | None = None) -> StoredResource:
+        raise TransientStoreError("could not serialize access due to concurrent update")
+
+
+def test_transient_store_errors_are_503_with_retry_after(
+    serve: Serve, service: FhirService
+) -> None:
+    base = serve(service_override=BusyService(service.uow_factory))
+    with httpx.Client(base_url=f"{base}/") as client:
+        response = client.get("Observation/f1")
+    assert_outcome(response, 503, "transient")
+    assert response.headers["retry-after"] == "1"
+    assert "serialize" not in response.text
