@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,32 @@ def empty_database_url(
         _drop_postgres_database(admin_url, url)
 
 
+class _BackgroundDrops:
+    """Drops test databases on a worker thread: a drop then overlaps with the next test instead
+    of delaying it. `finish()` waits for all and re-raises the first failure."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drop-test-db")
+        self._pending: list[Future[None]] = []
+
+    def drop(self, admin_url: URL, url: URL) -> None:
+        self._pending.append(self._executor.submit(_drop_postgres_database, admin_url, url))
+
+    def finish(self) -> None:
+        self._executor.shutdown(wait=True)
+        for dropped in self._pending:
+            dropped.result()
+
+
+@pytest.fixture(scope="session")
+def _postgres_drops() -> Iterator[_BackgroundDrops]:
+    drops = _BackgroundDrops()
+    try:
+        yield drops
+    finally:
+        drops.finish()
+
+
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database at the newest schema, built by the migrations (URL as text)."""
@@ -145,13 +172,14 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
         yield f"sqlite:///{path}"
         return
     admin_url: URL = request.getfixturevalue("postgres_admin_url")
+    drops: _BackgroundDrops = request.getfixturevalue("_postgres_drops")
     url = _create_postgres_database(
         admin_url, template=request.getfixturevalue("_postgres_template")
     )
     try:
         yield _url_text(url)
     finally:
-        _drop_postgres_database(admin_url, url)
+        drops.drop(admin_url, url)
 
 
 @pytest.fixture
