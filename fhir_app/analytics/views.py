@@ -32,8 +32,12 @@ from typing import Any, Final
 
 import fhirpathpy
 import orjson
+from antlr4 import CommonTokenStream, InputStream  # type: ignore[import-untyped]
+from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
 from fhirpathpy.engine.nodes import FP_Type
 from fhirpathpy.models import models
+from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
+from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
 JsonObject = dict[str, Any]
 Row = dict[str, Any]
@@ -98,6 +102,35 @@ _FUNCTIONS: Final = {
 }
 
 
+class _RaisingListener(ErrorListener):  # type: ignore[misc]
+    """Turns the first syntax error of the FHIRPath grammar into a ViewError."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def syntaxError(  # the name antlr4 calls
+        self, recognizer: Any, symbol: Any, line: int, column: int, message: str, error: Any
+    ) -> None:
+        raise ViewError(f"FHIRPath {self.path!r} does not parse at {column}: {message}")
+
+
+def check_syntax(path: str) -> None:
+    """Raise ViewError unless `path` is one whole FHIRPath expression.
+
+    fhirpathpy's own parser recovers from syntax errors and ignores trailing text (`id id`
+    reads as `id`), so the expression is parsed here first against the same grammar, to the end.
+    """
+    listener = _RaisingListener(path)
+    lexer = FHIRPathLexer(InputStream(path))
+    lexer.removeErrorListeners()
+    lexer.addErrorListener(listener)
+    parser = FHIRPathParser(CommonTokenStream(lexer))
+    parser.removeErrorListeners()
+    parser.addErrorListener(listener)
+    parser.entireExpression()  # type: ignore[no-untyped-call]
+
+
 @cache
 def _compiled(path: str, raw: bool) -> _Path:
     # `raw` keeps fhirpathpy's typed nodes, so a forEach element still knows it is, e.g., an
@@ -105,8 +138,12 @@ def _compiled(path: str, raw: bool) -> _Path:
     options: dict[str, Any] = {"userInvocationTable": _FUNCTIONS}
     if raw:
         options["returnRawData"] = True
+    # fhirpathpy binds `$this` only inside a function's argument. The focus is always one item
+    # here, so `select(path)` means the same as `path` and binds a leading `$this` to the focus.
+    expression = f"select({path})" if "$this" in path else path
+    check_syntax(path)
     try:
-        function: _Path = fhirpathpy.compile(path, models["r4"], options)
+        function: _Path = fhirpathpy.compile(expression, models["r4"], options)
     except Exception as exc:  # fhirpathpy raises plain Exceptions on syntax errors
         raise ViewError(f"FHIRPath {path!r} does not parse: {exc}") from exc
     return function
