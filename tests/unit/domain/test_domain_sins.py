@@ -17,7 +17,7 @@ from fhir_app.domain.findings import (
     PosteriorElementInvolvement,
     Side,
 )
-from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.levels import SinsLocation, VertebralLevel
 from fhir_app.domain.sins import collapse_from_measurements
 from fhir_app.domain.sins_answers import (
     SINS_POINTS,
@@ -80,7 +80,8 @@ def test_stated_answer_is_scored_end_to_end(component: str, answer: str, expecte
     if component == "location":
         result = assess(LEVEL_OF_LOCATION[answer])
     else:
-        value: FindingValue = _answer(component, answer)
+        value = _answer(component, answer)
+        assert not isinstance(value, SinsLocation)  # location comes from the level only
         result = assess(VertebralLevel.T7, finding(STATING_KIND[component], value))
     component_result = result.sins.component(SinsComponent(component))
     assert component_result.answer is not None
