@@ -72,7 +72,7 @@ class PatientSummary:
         for a in self.levels:
             s = a.sins
             score = f"SINS {s.total}" if s.total is not None else f"SINS {s.low}-{s.high}"
-            category = s.category.value if s.category else "category open"
+            category = s.category_words()
             appearance = a.classification.appearance.determined
             look = appearance.value if appearance else "appearance open"
             parts.append(f"{a.level.label} {look}, {score} ({category})")

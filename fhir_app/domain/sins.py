@@ -21,7 +21,9 @@ from fhir_app.domain.findings import (
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins_answers import (
     ANSWER_WORDS,
+    CATEGORY_WORDS,
     COMPONENT_WORDS,
+    SINS_CATEGORY_BANDS,
     SINS_POINTS,
     SURGICAL_CONSULTATION_MIN_TOTAL,
     CollapseAnswer,
@@ -311,6 +313,13 @@ class SinsScore:
             f"findings on {names} would decide it."
         )
 
+    def category_words(self) -> str:
+        """`potentially unstable`, or `category open: stable or potentially unstable`."""
+        if self.category is not None:
+            return CATEGORY_WORDS[self.category]
+        order = [c for _, _, c in SINS_CATEGORY_BANDS if c in self.possible_categories]
+        return "category open: " + " or ".join(CATEGORY_WORDS[c] for c in order)
+
     def rationale(self) -> str:
         """The total and each component in words."""
         head = (
@@ -318,7 +327,7 @@ class SinsScore:
             if self.total is not None
             else f"SINS {self.low}-{self.high} (incomplete findings)"
         )
-        category = self.category.value if self.category else "category open"
+        category = self.category_words()
         lines = [f"{self.level.label}: {head}, {category}."]
         lines.extend(c.sentence() for c in self.components)
         return " ".join(lines)

@@ -149,6 +149,12 @@ class SinsCategory(StrEnum):
     UNSTABLE = "unstable"
 
 
+CATEGORY_WORDS: dict[SinsCategory, str] = {
+    SinsCategory.STABLE: "stable",
+    SinsCategory.POTENTIALLY_UNSTABLE: "potentially unstable",
+    SinsCategory.UNSTABLE: "unstable",
+}
+
 # The category table: (lowest total, highest total, category).
 SINS_CATEGORY_BANDS: tuple[tuple[int, int, SinsCategory], ...] = (
     (0, 6, SinsCategory.STABLE),

@@ -105,8 +105,10 @@ def test_summary_orders_most_unstable_first_and_concludes() -> None:
     assert summary.most_unstable.level is VertebralLevel.L1
     assert summary.surgical_consultation
     assert summary.conclusion() == (
-        "L1 lytic, SINS 18 (unstable); C4 lytic, SINS 7-17 (category open); "
-        "T7 appearance open, SINS 1-16 (category open); S3 blastic, SINS 0 (stable). "
+        "L1 lytic, SINS 18 (unstable); "
+        "C4 lytic, SINS 7-17 (category open: potentially unstable or unstable); "
+        "T7 appearance open, SINS 1-16 "
+        "(category open: stable or potentially unstable or unstable); S3 blastic, SINS 0 (stable). "
         "Surgical consultation recommended (SINS 7-18)."
     )
 

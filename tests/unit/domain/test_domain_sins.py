@@ -383,7 +383,7 @@ def test_complete_findings_give_a_total_rationale_and_no_missing_sentence() -> N
     assert sins.missing_sentence() is None
     assert sins.deciding_components == ()
     assert sins.rationale() == (
-        "L1: SINS 8, potentially-unstable. "
+        "L1: SINS 8, potentially unstable. "
         "Location: junctional (O-C2, C7-T2, T11-L1, L5-S1) (3). From the level L1. "
         "Pain: mechanical pain (3). Stated in the findings. "
         "Bone lesion: lytic (2). Reported as lytic (lytic). "
@@ -418,7 +418,9 @@ def test_open_component_sentence_and_missing_sentence_across_the_threshold() -> 
         "Vertebral body collapse: open, 0-3 points; one of collapse > 50% (3) / "
         "collapse < 50% (2) / none of the above (0). From body involvement 30%."
     )
-    assert sins.rationale().startswith("T7: SINS 4-7 (incomplete findings), category open. ")
+    assert sins.rationale().startswith(
+        "T7: SINS 4-7 (incomplete findings), category open: stable or potentially unstable. "
+    )
 
 
 def test_open_range_inside_one_category_determines_the_category() -> None:

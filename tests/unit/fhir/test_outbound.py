@@ -521,7 +521,7 @@ def test_risk_assessment_method_level_basis_and_outcome() -> None:
     assert basis[1:] == refs(t12["sins"]["derivedFrom"])
     prediction = risk["prediction"][0]
     assert codings(prediction["outcome"]) == [(codes.CS_SINS, codes.SPINAL_INSTABILITY)]
-    assert prediction["rationale"].startswith("T12: SINS 11, potentially-unstable.")
+    assert prediction["rationale"].startswith("T12: SINS 11, potentially unstable.")
     assert "Pain: mechanical pain (3)" in prediction["rationale"]
 
 
