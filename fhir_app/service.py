@@ -274,17 +274,28 @@ class StoreVersioner:
     A final output whose content changes becomes `amended` (CONTRACT section 4c).
     """
 
-    def __init__(self, resources: Any, now: datetime, patient: str | None = None) -> None:
+    def __init__(
+        self,
+        resources: Any,
+        now: datetime,
+        patient: str | None = None,
+        known: Iterable[StoredResource] | None = None,
+    ) -> None:
         self.resources = resources
         self.now = now
         # The patient derived for: a Provenance names no subject, yet is searched by patient.
         self.patient = patient
+        # The patient's current outputs, read once: one query per derivation, not per output.
+        self.known = None if known is None else {(r.resource_type, r.resource_id): r for r in known}
         self.written: list[str] = []
 
     def stamp(self, resource: JsonObject) -> JsonObject:
         """Persist the output when it changed; return it as stored."""
         rtype, rid = resource["resourceType"], resource["id"]
-        current = self.resources.current(rtype, rid)
+        if self.known is None:
+            current = self.resources.current(rtype, rid)
+        else:
+            current = self.known.get((rtype, rid))
         candidate = resource
         if current is not None and not current.deleted:
             if outbound.comparable(current.content) == outbound.comparable(resource):
@@ -423,7 +434,7 @@ class FhirService:
                 if row is not None and not row.deleted:
                     return self._result(200, row)
         raw = {**raw, "id": rid}
-        return self._write(uow, rtype, rid, raw, affected, created=True)
+        return self._write(uow, rtype, rid, raw, affected, created=True, current=None)
 
     def _update(
         self,
@@ -455,7 +466,9 @@ class FhirService:
                     f"If-Match {if_match} does not match the current version ({have})",
                 )
         created = current is None or current.deleted
-        return self._write(uow, rtype, rid, {**raw, "id": rid}, affected, created=created)
+        return self._write(
+            uow, rtype, rid, {**raw, "id": rid}, affected, created=created, current=current
+        )
 
     def _write(
         self,
@@ -466,10 +479,11 @@ class FhirService:
         affected: set[str],
         *,
         created: bool,
+        current: StoredResource | None,
     ) -> WriteResult:
+        """Validate and store one input; `current` is its current version, read by the caller."""
         repo = uow.resources
         now = self.clock()
-        current = repo.current(rtype, rid)
         next_version = 1 if current is None else current.version_id + 1
         self._validated(raw, rid, next_version, now)
         stored, changed = repo.write(
@@ -543,15 +557,16 @@ class FhirService:
         }
         if inputs.by_level:
             expected.add(outbound.output_id("report", patient, None))
+        previous = repo.outputs_of_patient(patient)
         # Outputs of levels that lost every finding (or the report, when no level is left).
         withdrawals = [
             row.content
-            for row in repo.outputs_of_patient(patient)
+            for row in previous
             if row.resource_type != "Provenance"
             and row.resource_id not in expected
             and row.content.get("status") != "entered-in-error"
         ]
-        versioner = StoreVersioner(repo, now, patient)
+        versioner = StoreVersioner(repo, now, patient, known=previous)
         if inputs.by_level or withdrawals:
             derive(inputs, versioner, self.settings, now, withdrawals)
         return versioner.written
