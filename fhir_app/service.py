@@ -194,12 +194,22 @@ def patient_of(resource: JsonObject) -> str | None:
     return None
 
 
+# Where the `code` search parameter looks, per type. CONTRACT section 5 searches RiskAssessment and
+# Provenance by code too: their R4 counterparts are the assessment method and the activity.
+CODE_ELEMENTS: dict[str, tuple[str, ...]] = {
+    "RiskAssessment": ("code", "method"),
+    "Provenance": ("activity",),
+}
+
+
 def search_tokens(resource: JsonObject) -> list[tuple[str, str | None, str]]:
     """The token search parameters of a resource: `code` codings and `identifier`s."""
     tokens: list[tuple[str, str | None, str]] = []
-    code = resource.get("code")
-    if isinstance(code, dict):
-        for c in code.get("coding", []) or []:
+    for element in CODE_ELEMENTS.get(str(resource.get("resourceType")), ("code",)):
+        concept = resource.get(element)
+        if not isinstance(concept, dict):
+            continue
+        for c in concept.get("coding", []) or []:
             if isinstance(c, dict) and isinstance(c.get("code"), str):
                 tokens.append(("code", c.get("system"), c["code"]))
     for ident in resource.get("identifier", []) or []:

@@ -333,6 +333,12 @@ def test_search_by_code_and_last_updated(fhir: httpx.Client) -> None:
     assert fhir.get("Observation", params={"_lastUpdated": "ge2000-01-01"}).json()["total"] == 6
     assert fhir.get("Observation", params={"_lastUpdated": "lt2000-01-01"}).json()["total"] == 0
     assert_outcome(fhir.get("Observation", params={"_lastUpdated": "yesterday"}), 400)
+    # CONTRACT section 5: RiskAssessment by its method, Provenance by its activity.
+    sins_method = "https://fhir-app.org/fhir/CodeSystem/sins|sins"
+    assert fhir.get("RiskAssessment", params={"code": sins_method}).json()["total"] == 2
+    assert fhir.get("RiskAssessment", params={"code": "other"}).json()["total"] == 0
+    provenance = fhir.get("Provenance", params={"code": "CREATE"}).json()
+    assert provenance["total"] >= 1
 
 
 def test_unknown_search_parameters_are_400_unless_lenient(fhir: httpx.Client) -> None:
