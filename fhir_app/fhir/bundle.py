@@ -7,11 +7,12 @@ a fullUrl is rewritten to `Type/id`, as FHIR R4 (http.html#trules) prescribes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
+from fhir_app.fhir.parse import rewrite_references
 
 BUNDLE_TYPES_PROCESSED = frozenset({"transaction", "batch", "collection", "searchset"})
 
@@ -98,31 +99,4 @@ def assign_ids(entries: list[BundleEntry], new_id: Callable[[], str]) -> None:
     if targets:
         for entry in entries:
             if entry.resource is not None:
-                _rewrite(entry.resource, targets)
-
-
-def _rewrite(node: Any, targets: dict[str, str]) -> None:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in targets:
-            node["reference"] = targets[ref]
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _rewrite(value, targets)
-    elif isinstance(node, list):
-        for item in node:
-            _rewrite(item, targets)
-
-
-def iter_references(node: Any) -> Iterator[str]:
-    """Every `reference` string inside a resource."""
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str):
-            yield ref
-        for value in node.values():
-            if isinstance(value, dict | list):
-                yield from iter_references(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from iter_references(item)
+                rewrite_references(entry.resource, targets)

@@ -149,7 +149,7 @@ def _resolve_full_urls(entries: list[Any]) -> None:
     if targets:
         for entry in entries:
             if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                _rewrite_references(entry["resource"], targets)
+                rewrite_references(entry["resource"], targets)
 
 
 def _put_id(request: Any) -> str | None:
@@ -162,17 +162,18 @@ def _put_id(request: Any) -> str | None:
     return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1] or None
 
 
-def _rewrite_references(node: Any, targets: Mapping[str, str]) -> None:
+def rewrite_references(node: Any, targets: Mapping[str, str]) -> None:
+    """Rewrite every `reference` found in `targets` (fullUrl -> `Type/id`), in place."""
     if isinstance(node, dict):
         reference = node.get("reference")
         if isinstance(reference, str) and reference in targets:
             node["reference"] = targets[reference]
         for value in node.values():
             if isinstance(value, dict | list):
-                _rewrite_references(value, targets)
+                rewrite_references(value, targets)
     elif isinstance(node, list):
         for item in node:
-            _rewrite_references(item, targets)
+            rewrite_references(item, targets)
 
 
 def _bundle_entry_resource(entry: Any, where: str) -> JsonObject | InputRejected:
