@@ -11,7 +11,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import orjson
 import typer
@@ -204,6 +204,101 @@ def serve_command(
     service = make_service(settings)
     typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
     uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+
+
+def usage_error(exc: ServiceError) -> NoReturn:
+    """Report a refused option on stderr and exit with the usage code."""
+    for issue in exc.issues:
+        typer.echo(f"error: {issue.diagnostics}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def output_folder(out: Path) -> Path:
+    """`out`, refused (exit 2) when it exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        typer.echo(f"error: --out {out} exists and is not a folder", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    return out
+
+
+@app.command("export")
+def export_command(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for <ResourceType>.ndjson and manifest.json.")
+    ],
+    types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            help="Output types to export, comma-separated or repeated (default: every one of "
+            "RiskAssessment, DiagnosticReport, Observation, Provenance).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only outputs last updated at or after this FHIR instant "
+            "(e.g. 2025-01-31T12:00:00Z).",
+        ),
+    ] = None,
+    flat: Annotated[
+        bool,
+        typer.Option(
+            "--flat",
+            help="Also write the lesion table (lesions.csv, lesions.parquet) of the patients "
+            "in the export.",
+        ),
+    ] = False,
+) -> None:
+    """Export the current outputs as FHIR Bulk Data NDJSON, one file per type, with a manifest."""
+    from fhir_app.export import export_request, export_to_folder
+
+    try:
+        request = export_request(types=types or (), since=since)
+    except ServiceError as exc:
+        usage_error(exc)
+    folder = output_folder(out)
+    service = make_service(get_settings())
+    result = export_to_folder(service, request, folder, flat=flat)
+    written = [f"{o['count']} {o['type']}" for o in result.manifest["output"]]
+    if result.lesions is not None:
+        written.append(f"{result.lesions} lesions (lesions.csv, lesions.parquet)")
+    typer.echo(
+        f"wrote {', '.join(written) or 'no outputs'} to {folder} "
+        f"(transactionTime {result.manifest['transactionTime']})",
+        err=True,
+    )
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command("report")
+def report_command(
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder for lesions-per-level.png and lesions.csv."),
+    ] = Path("."),
+) -> None:
+    """Print population summaries of the current outputs; write the chart and the lesion table."""
+    from rich.console import Console
+
+    from fhir_app.analytics.lesions import write_csv
+    from fhir_app.analytics.report import (
+        lesions_per_level_chart,
+        population_report,
+        render_report,
+    )
+    from fhir_app.export import LESIONS_CSV, lesion_table
+
+    folder = output_folder(out)
+    service = make_service(get_settings())
+    rows = lesion_table(service, until=service.clock())
+    Console().print(render_report(population_report(rows)))
+    folder.mkdir(parents=True, exist_ok=True)
+    chart = lesions_per_level_chart(rows, folder / "lesions-per-level.png")
+    write_csv(rows, folder / LESIONS_CSV)
+    typer.echo(f"wrote {chart} and {folder / LESIONS_CSV} ({len(rows)} lesions)", err=True)
+    raise typer.Exit(EXIT_OK)
 
 
 def main() -> None:

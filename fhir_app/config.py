@@ -7,6 +7,7 @@ call and caches them, so tests and the CLI can set the environment first.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -48,6 +49,15 @@ class Settings(BaseSettings):
     )
     default_page_size: int = Field(default=50, gt=0)
     max_page_size: int = Field(default=1000, gt=0)
+    export_dir: Path = Field(
+        default=Path("./fhir-app-exports"),
+        description="Folder of the bulk $export jobs: one folder per job, NDJSON and state.",
+    )
+    export_retention_hours: float = Field(
+        default=24,
+        gt=0,
+        description="How long a finished $export job's files are kept (the manifest's Expires).",
+    )
 
     @field_validator("auth_tokens", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from fhir_app.api.errors import install_error_handlers
+from fhir_app.api.export import bulk_export
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
 from fhir_app.config import Settings
@@ -30,5 +31,7 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     install_error_handlers(app)
     # `metadata` first: otherwise GET /fhir/metadata would be a search of type "metadata".
     app.include_router(public)
+    # Before `protected` too: `$export...` would otherwise be taken for a resource type.
+    app.include_router(bulk_export)
     app.include_router(protected)
     return app

@@ -460,6 +460,52 @@ class ResourceRepository:
         return self._of_patient(patient_id, is_output=True, types=None)
 
     @translated
+    def current_outputs_page(
+        self,
+        resource_type: str,
+        *,
+        since: datetime | None,
+        until: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[StoredResource]:
+        """A keyset page of the current outputs of a type, for bulk export.
+
+        Current, non-deleted output versions with `since <= lastUpdated <= until` (`since` None:
+        no lower bound), ordered by (lastUpdated, id), strictly after the (lastUpdated, id) pair
+        `after` (None: from the start). Keyset, not offset, paging: a resource that changes while
+        the pages are read moves beyond `until`, so the pages neither skip nor repeat the others.
+        """
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        conditions: list[ColumnElement[bool]] = [
+            ResourceCurrent.resource_type == resource_type,
+            ResourceCurrent.is_output == true(),
+            ResourceCurrent.deleted == false(),
+            ResourceCurrent.last_updated <= _aware(until),
+        ]
+        if since is not None:
+            conditions.append(ResourceCurrent.last_updated >= _aware(since))
+        if after is not None:
+            moment, resource_id = after
+            conditions.append(
+                or_(
+                    ResourceCurrent.last_updated > _aware(moment),
+                    and_(
+                        ResourceCurrent.last_updated == moment,
+                        ResourceCurrent.resource_id > resource_id,
+                    ),
+                )
+            )
+        rows = self._connection.execute(
+            _current_versions()
+            .where(*conditions)
+            .order_by(ResourceCurrent.last_updated, ResourceCurrent.resource_id)
+            .limit(limit)
+        )
+        return [_stored(row) for row in rows]
+
+    @translated
     def patients_changed_since(self, since: datetime) -> list[str]:
         """Patients with a resource (input or output, deletions included) updated after `since`."""
         rows = self._connection.execute(
