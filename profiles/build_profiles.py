@@ -1330,7 +1330,10 @@ def capability_statement() -> JsonObject:
                     {
                         "name": "export",
                         "definition": BULK_EXPORT,
-                        "documentation": "Bulk data export of the whole system as NDJSON.",
+                        "documentation": "Bulk Data export (system level, Prefer: "
+                        "respond-async) of the outputs as NDJSON: RiskAssessment, "
+                        "DiagnosticReport, the SINS and classification Observations, "
+                        "Provenance; _type, _since and _outputFormat.",
                     },
                 ],
             }
