@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import orjson
 import typer
 
+from fhir_app.bulk import (
+    DEFAULT_CHUNK_RECORDS,
+    BulkOptions,
+    BulkProcessor,
+    describe_rejection,
+)
 from fhir_app.config import Settings, get_settings
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir.inputs import InputRejected, JsonObject
@@ -25,8 +31,6 @@ from fhir_app.service import (
     Rejection,
     ServiceError,
     assess,
-    current_outputs,
-    patient_of,
 )
 
 app = typer.Typer(
@@ -100,49 +104,140 @@ def make_service(settings: Settings) -> FhirService:
 @app.command("process")
 def process_command(
     inputs: Inputs,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the NDJSON outputs.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for the NDJSON outputs.", file_okay=False, writable=True
+        ),
+    ],
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Worker processes that validate and derive (default: one per CPU for inputs "
+            "of 2 MB or more; 0: all in this process).",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int,
+        typer.Option(min=1, help="Input records (lines, Bundle entries) per transaction."),
+    ] = DEFAULT_CHUNK_RECORDS,
 ) -> None:
-    """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched."""
+    """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched.
+
+    Streams files of any size; each chunk is one transaction. Run the same command again after an
+    interruption and it carries on where the last committed chunk ended.
+    """
+    from fhir_app.store import bulk_uow_factory, make_engine, migrate
+
     settings = get_settings()
-    service = make_service(settings)
-    rejections: list[Rejection] = []
-    touched: set[str] = set()
-    accepted = 0
-    for label, item in read_inputs(inputs):
-        if isinstance(item, InputRejected):
-            rejections.append(Rejection(label, item.issues))
-            continue
-        try:
-            service.ingest(item)
-        except ServiceError as exc:
-            rejections.append(Rejection(label, exc.issues))
-            continue
-        except InputRejected as exc:
-            rejections.append(Rejection(label, exc.issues))
-            continue
-        accepted += 1
-        patient = patient_of(item)
-        if patient:
-            touched.add(patient)
-    out.mkdir(parents=True, exist_ok=True)
-    by_type: dict[str, list[bytes]] = defaultdict(list)
-    for resource in current_outputs(service, touched):
-        by_type[resource["resourceType"]].append(orjson.dumps(resource))
-    by_type["OperationOutcome"] = [orjson.dumps(r.outcome()) for r in rejections]
-    for stale in out.glob("*.ndjson"):
-        stale.unlink()
-    for rtype, lines in sorted(by_type.items()):
-        if lines:
-            (out / f"{rtype}.ndjson").write_bytes(b"\n".join(lines) + b"\n")
-    for rejection in rejections:
-        report_rejection(rejection)
-    counts = ", ".join(f"{len(v)} {k}" for k, v in sorted(by_type.items()) if v) or "no outputs"
+    migrate(settings.database_url)
+    processor = BulkProcessor(
+        bulk_uow_factory(make_engine(settings.database_url)),
+        appearance_settings(settings),
+        options=BulkOptions(workers=workers, chunk_records=chunk_size),
+    )
+    with _progress_bar() as bar:
+
+        def report(outcome: JsonObject) -> None:
+            for line in describe_rejection(outcome):
+                if bar is None:
+                    typer.echo(line, err=True)
+                else:
+                    bar.say(line)
+
+        # Rejections come from the run's record, so a resumed run names those found before the
+        # interruption too.
+        result = processor.run(inputs, out, bar, on_rejection=report)
+    counts = ", ".join(f"{n} {rtype}" for rtype, n in sorted(result.written.items()) if n)
     typer.echo(
-        f"{accepted} accepted, {len(rejections)} rejected; {len(touched)} patients; "
-        f"wrote {counts} to {out}",
+        f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
+        f"wrote {counts or 'no outputs'} to {out}",
         err=True,
     )
-    raise typer.Exit(EXIT_REJECTED if rejections else EXIT_OK)
+    raise typer.Exit(EXIT_REJECTED if result.rejected else EXIT_OK)
+
+
+class _BarProgress:
+    """A rich progress bar on stderr: bytes read while ingesting, patients while deriving, and
+    the rate of each (resources/s, patients/s)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._ingest: Any = None
+        self._derive: Any = None
+        self._resources = 0
+        self._patients = 0
+
+    def __enter__(self) -> _BarProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._progress.stop()
+
+    @staticmethod
+    def _rate(count: int, task: Any) -> str:
+        elapsed = task.elapsed or 0.0
+        per_second = count / elapsed if elapsed > 0 else 0.0
+        return f"{per_second:,.0f}/s"
+
+    def say(self, line: str) -> None:
+        """Print a line above the bar."""
+        self._progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def ingest_started(self, total_bytes: int) -> None:
+        """A bar over the bytes of the input files."""
+        self._ingest = self._progress.add_task("ingest", total=total_bytes or None, count="")
+
+    def ingested(self, resources: int, bytes_read: int) -> None:
+        """Advance to `bytes_read`; show the resources taken in and their rate."""
+        self._resources += resources
+        task = self._progress.tasks[self._ingest]
+        count = f"{self._resources:,} resources, {self._rate(self._resources, task)}"
+        self._progress.update(self._ingest, completed=bytes_read, count=count)
+
+    def derive_started(self, patients: int) -> None:
+        """A bar over the patients queued for derivation."""
+        if self._ingest is not None:
+            self._progress.update(self._ingest, completed=self._progress.tasks[self._ingest].total)
+        self._derive = self._progress.add_task("derive", total=patients or None, count="")
+
+    def derived(self, patients: int) -> None:
+        """Advance by `patients`; show their rate."""
+        self._patients += patients
+        task = self._progress.tasks[self._derive]
+        count = f"{self._patients:,} patients, {self._rate(self._patients, task)}"
+        self._progress.update(self._derive, advance=patients, count=count)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[_BarProgress | None]:
+    """A progress bar when stderr is a terminal; nothing otherwise (logs and pipes stay quiet)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with _BarProgress() as bar:
+        yield bar
 
 
 @app.command("migrate")

@@ -1,6 +1,7 @@
 """Persistence: SQLAlchemy tables, repositories and the unit of work (the only importer of
 SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 
+from fhir_app.store.bulk import BulkRepository, BulkUnitOfWork, bulk_uow_factory
 from fhir_app.store.engine import make_engine, normalize_database_url
 from fhir_app.store.errors import StoreError, TransientStoreError
 from fhir_app.store.repository import (
@@ -17,6 +18,8 @@ from fhir_app.store.uow import UnitOfWork, uow_factory
 from fhir_app.store.upgrade import alembic_config, migrate
 
 __all__ = [
+    "BulkRepository",
+    "BulkUnitOfWork",
     "CheckpointRepository",
     "ResourceRepository",
     "StoreError",
@@ -25,6 +28,7 @@ __all__ = [
     "TransientStoreError",
     "UnitOfWork",
     "alembic_config",
+    "bulk_uow_factory",
     "checkpoint_key",
     "content_hash",
     "fhir_instant",

@@ -1,0 +1,802 @@
+"""Bulk processing: the use case behind `fhir-app process INPUT... --out DIR` (CONTRACT section 5).
+
+A registry hands over files of a million resources; this path takes them in streamed (bounded
+memory), in chunked transactions, resumable after a crash, and derives every touched patient once:
+
+1. Ingest. The files are read record by record (fhir_app.fhir.stream). Chunks of records go to
+   worker processes, which parse, validate (fhir.resources: most of the CPU) and map them; the
+   main process stores each checked chunk in one transaction together with what makes it
+   resumable: the file position (`ingest_checkpoint`), the run's counters, touched patients and
+   rejections, and the patients whose inputs changed (queued for derivation). Inputs without an id
+   get one derived from their content, so a second run stores them at the same id.
+2. Derive. Every queued patient is derived once, from all of its current inputs, in batches: the
+   main process reads a batch, a worker derives it (the same `derive` as the REST path, with
+   versions decided against the outputs read), the main process stores the new versions and takes
+   the patients off the queue in one transaction. A first derivation is `final` or `preliminary`;
+   an unchanged one writes nothing.
+3. Write. `DIR/<ResourceType>.ndjson` with the current outputs of every patient the run touched
+   and `DIR/OperationOutcome.ndjson` with every rejection in input order, then the run's state is
+   removed. Killed anywhere, the same command resumes from the last commit and ends with the same
+   files and database as an uninterrupted run (apart from timestamps).
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import multiprocessing
+import os
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, Final, Protocol, TypeVar
+
+import orjson
+
+from fhir_app.domain.appearance import AppearanceSettings
+from fhir_app.fhir import outbound
+from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
+from fhir_app.fhir.parse import validate_resource
+from fhir_app.fhir.stream import Record, RecordKind, iter_records, record_resources
+from fhir_app.service import (
+    LEVEL_KINDS,
+    Rejection,
+    derive,
+    grouped,
+    mapped,
+    patient_of,
+    search_tokens,
+    utcnow,
+)
+from fhir_app.store import TransientStoreError, checkpoint_key, content_hash
+from fhir_app.store.bulk import (
+    BulkUnitOfWork,
+    CurrentState,
+    InputRow,
+    NewVersion,
+    OutputRow,
+    served_content,
+    served_text,
+    serving_parts,
+)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Records per ingest transaction, and the most JSON bytes a chunk may carry (long lines).
+DEFAULT_CHUNK_RECORDS: Final = 1_000
+MAX_CHUNK_BYTES: Final = 8 * 1024 * 1024
+# Patients per derivation transaction, and per page when writing the outputs out.
+DEFAULT_DERIVE_PATIENTS: Final = 200
+OUTPUT_PAGE_PATIENTS: Final = 100
+# Below this much input the worker processes would cost more to start than they save.
+PARALLEL_MIN_BYTES: Final = 2 * 1024 * 1024
+# Allocations between two young-generation collections during a run (the default is 700).
+GC_THRESHOLD: Final = 50_000
+# A chunk that lost a race with another writer is run again on fresh reads, this many times.
+WRITE_ATTEMPTS: Final = 5
+# Namespace of the ids given to inputs without one (uuid5 of their canonical content).
+CONTENT_ID_NAMESPACE: Final = uuid.UUID("6f1d7a52-3c1e-5b7e-9a57-7a0c2f1b8e3d")
+OPERATION_OUTCOME: Final = "OperationOutcome"
+_PARTIAL_SUFFIX: Final = ".partial"
+
+
+# --------------------------------------------------------------------------------- options etc.
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOptions:
+    """How a run is cut up. `workers` None: one per available CPU when the input is large
+    enough to pay for them; 0: everything in this process."""
+
+    workers: int | None = None
+    chunk_records: int = DEFAULT_CHUNK_RECORDS
+    derive_patients: int = DEFAULT_DERIVE_PATIENTS
+
+
+class BulkProgress(Protocol):
+    """What a run reports while it goes (the CLI draws a progress bar from it)."""
+
+    def ingest_started(self, total_bytes: int) -> None:
+        """Ingest begins over files of `total_bytes` in all."""
+
+    def ingested(self, resources: int, bytes_read: int) -> None:
+        """`resources` more inputs were stored or refused; `bytes_read` of the files are read."""
+
+    def derive_started(self, patients: int) -> None:
+        """Derivation begins for `patients` queued patients."""
+
+    def derived(self, patients: int) -> None:
+        """`patients` more patients were derived."""
+
+
+class _Silent:
+    """A BulkProgress that says nothing."""
+
+    def ingest_started(self, total_bytes: int) -> None:
+        """Nothing to show."""
+
+    def ingested(self, resources: int, bytes_read: int) -> None:
+        """Nothing to show."""
+
+    def derive_started(self, patients: int) -> None:
+        """Nothing to show."""
+
+    def derived(self, patients: int) -> None:
+        """Nothing to show."""
+
+
+@dataclass(slots=True)
+class BulkResult:
+    """What a run did: inputs accepted and refused (over every attempt of the run), patients
+    touched, and the lines written per output file."""
+
+    accepted: int = 0
+    rejected: int = 0
+    patients: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    index: int
+    path: Path
+    key: str  # checkpoint_key of the file: path, size, modification time
+
+
+def run_key_of(paths: Sequence[Path]) -> str:
+    """The identity of a run: its input files (each by path, size and mtime), in order."""
+    keys = "\n".join(checkpoint_key(path) for path in paths)
+    return hashlib.sha256(keys.encode()).hexdigest()
+
+
+def _source_checkpoint(run_key: str, source: _Source) -> str:
+    text = f"{run_key}\0{source.index}\0{source.key}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def content_id(resource: JsonObject) -> str:
+    """The id of an input that came without one: a UUID of its canonical content, so that the
+    same resource sent again lands on the same id instead of a duplicate."""
+    body = {key: value for key, value in resource.items() if key not in ("id", "meta")}
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
+    return str(uuid.uuid5(CONTENT_ID_NAMESPACE, canonical))
+
+
+# --------------------------------------------------------------------------------- ingest (work)
+
+
+@dataclass(frozen=True, slots=True)
+class _IngestTask:
+    source_index: int
+    source_name: str
+    records: list[tuple[int, str, RecordKind, bytes | InputRejected]]
+    end: int  # the checkpoint position after this chunk (records of the file consumed)
+    offset: int  # bytes of the file read after this chunk
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedInput:
+    """An input that passed validation and mapping, ready to store."""
+
+    record_index: int
+    item_index: int
+    label: str
+    resource_type: str
+    resource_id: str
+    text: str  # the JSON as received, with its id
+    meta: JsonObject  # its meta and every other element as JSON text (store.bulk.serving_parts)
+    rest: str
+    content_hash: str
+    patient_id: str | None
+    status: str | None
+    tokens: tuple[tuple[str, str | None, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _RefusedInput:
+    record_index: int
+    item_index: int
+    outcome: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckedChunk:
+    source_index: int
+    end: int
+    offset: int
+    items: list[_CheckedInput | _RefusedInput]
+
+
+def check_chunk(task: _IngestTask) -> _CheckedChunk:
+    """Parse, validate and map one chunk of records (in a worker process)."""
+    received_at = utcnow()
+    items: list[_CheckedInput | _RefusedInput] = []
+    for record_index, label, kind, data in task.records:
+        for item_index, (where, item) in enumerate(record_resources(kind, label, data)):
+            full_label = f"{task.source_name}: {where}"
+            try:
+                if isinstance(item, InputRejected):
+                    raise item
+                items.append(_checked(record_index, item_index, full_label, item, received_at))
+            except InputRejected as exc:
+                outcome = Rejection(full_label, exc.issues).outcome()
+                items.append(_RefusedInput(record_index, item_index, outcome))
+    return _CheckedChunk(task.source_index, task.end, task.offset, items)
+
+
+def _checked(
+    record_index: int, item_index: int, label: str, raw: JsonObject, received_at: datetime
+) -> _CheckedInput:
+    """Validate and map one input as FhirService.ingest does; raises InputRejected."""
+    validate_resource(raw)
+    resource_type = str(raw["resourceType"])
+    given = raw.get("id")
+    resource_id = given if isinstance(given, str) and given else content_id(raw)
+    body = {**raw, "id": resource_id}
+    mapped(body, resource_id=resource_id, version_id=1, received_at=received_at)
+    status = body.get("status")
+    meta, rest = serving_parts(body)
+    return _CheckedInput(
+        record_index=record_index,
+        item_index=item_index,
+        label=label,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        text=orjson.dumps(body).decode(),
+        meta=meta,
+        rest=rest,
+        content_hash=content_hash(body),
+        patient_id=patient_of(body),
+        status=status if isinstance(status, str) else None,
+        tokens=tuple(search_tokens(body)),
+    )
+
+
+# ------------------------------------------------------------------------------- derive (work)
+
+
+@dataclass(frozen=True, slots=True)
+class _DeriveTask:
+    patients: list[tuple[str, list[InputRow], list[OutputRow]]]
+    settings: AppearanceSettings
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    patients: list[str]
+    versions: list[NewVersion]
+    existing: list[tuple[str, str]]  # outputs that had a current row when read
+
+
+class _PlannedVersions:
+    """outbound.Versioner against the outputs read for a batch: the same decisions as
+    service.StoreVersioner (a new version only when the content changed; a changed final output
+    becomes amended), collected as NewVersions for one batched write."""
+
+    def __init__(self, current: dict[tuple[str, str], OutputRow], now: datetime, patient: str):
+        self.current = current
+        self.now = now
+        self.patient = patient
+        self.written: list[NewVersion] = []
+
+    def stamp(self, resource: JsonObject) -> JsonObject:
+        """The output as it will be stored: the current version when unchanged."""
+        key = (str(resource["resourceType"]), str(resource["id"]))
+        current = self.current.get(key)
+        candidate = resource
+        if current is not None and not current.deleted:
+            if outbound.comparable(current.content) == outbound.comparable(resource):
+                return dict(current.content)
+            was_final = current.content.get("status") in ("final", "amended")
+            if resource.get("status") == "final" and was_final:
+                candidate = {**resource, "status": "amended"}
+        digest = content_hash(candidate)
+        if current is not None and not current.deleted and current.content_hash == digest:
+            return dict(current.content)
+        version_id = 1 if current is None else current.version_id + 1
+        moment = self.now if current is None else max(self.now, current.last_updated)
+        served = served_content(key[0], key[1], version_id, moment, candidate)
+        status = candidate.get("status")
+        self.written.append(
+            NewVersion(
+                resource_type=key[0],
+                resource_id=key[1],
+                version_id=version_id,
+                last_updated=moment,
+                patient_id=patient_of(candidate) or self.patient,
+                status=status if isinstance(status, str) else None,
+                is_output=True,
+                content=orjson.dumps(served).decode(),
+                content_hash=digest,
+                tokens=tuple(search_tokens(candidate)),
+            )
+        )
+        self.current[key] = OutputRow(
+            self.patient, key[0], key[1], version_id, False, moment, digest, served
+        )
+        return served
+
+
+@dataclass(slots=True)
+class _StoredInput:
+    """A stored input as service.grouped reads it (service.StoredResource)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    patient_id: str | None
+    status: str | None
+    is_output: bool
+    content: dict[str, Any]
+
+
+def derive_patient(
+    patient: str,
+    inputs: Sequence[InputRow],
+    outputs: Sequence[OutputRow],
+    settings: AppearanceSettings,
+    now: datetime,
+) -> list[NewVersion]:
+    """The new output versions of one patient, as FhirService derives it after a write."""
+    rows = [
+        _StoredInput(
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            version_id=row.version_id,
+            last_updated=row.last_updated,
+            deleted=False,
+            patient_id=patient,
+            status=None,
+            is_output=False,
+            content=orjson.loads(row.text),
+        )
+        for row in sorted(inputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
+    ]
+    patient_inputs = grouped(rows, patient)
+    expected = {
+        outbound.output_id(kind, patient, level)
+        for level in patient_inputs.by_level
+        for kind in LEVEL_KINDS
+    }
+    if patient_inputs.by_level:
+        expected.add(outbound.output_id("report", patient, None))
+    current = sorted(outputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
+    # Outputs of levels that lost every finding (or the report, when no level is left).
+    withdrawals = [
+        row.content
+        for row in current
+        if not row.deleted
+        and row.resource_type != "Provenance"
+        and row.resource_id not in expected
+        and row.content.get("status") != "entered-in-error"
+    ]
+    by_key = {(row.resource_type, row.resource_id): row for row in current}
+    versioner = _PlannedVersions(by_key, now, patient)
+    if patient_inputs.by_level or withdrawals:
+        derive(patient_inputs, versioner, settings, now, withdrawals)
+    return versioner.written
+
+
+def derive_batch(task: _DeriveTask) -> _Derived:
+    """Derive a batch of patients (in a worker process)."""
+    versions: list[NewVersion] = []
+    existing: list[tuple[str, str]] = []
+    for patient, inputs, outputs in task.patients:
+        versions.extend(derive_patient(patient, inputs, outputs, task.settings, task.now))
+        existing.extend((row.resource_type, row.resource_id) for row in outputs)
+    return _Derived([patient for patient, _, _ in task.patients], versions, existing)
+
+
+# --------------------------------------------------------------------------------- parallelism
+
+
+class _Workers:
+    """Worker processes mapping tasks in order, with a bounded number in flight, so that the
+    reader never runs ahead of the writer by more than a few chunks (bounded memory)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._pool: Any = None
+        if count > 0:
+            # fork: the workers start at once with fhir.resources already imported. The pool is
+            # made before any database connection exists, so none is shared with a child.
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self._pool = context.Pool(count)
+
+    def map(self, function: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
+        """`function` over `tasks`, results in task order."""
+        if self._pool is None:
+            yield from map(function, tasks)
+            return
+        in_flight: deque[Any] = deque()
+        for task in tasks:
+            in_flight.append(self._pool.apply_async(function, (task,)))
+            if len(in_flight) > self.count * 2:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+
+@contextmanager
+def _collector_for_bulk() -> Iterator[None]:
+    """The cyclic garbage collector tuned for a bulk run, restored after.
+
+    A run allocates millions of short-lived dicts (parsed JSON) while hundreds of thousands of
+    long-lived objects (fhir.resources' models, imported code) sit in the heap: with the default
+    thresholds the collector scans that heap so often that parsing JSON costs several times its
+    own time. Freezing what exists now (also sparing the forked workers copy-on-write of it) and
+    collecting less often keeps collection cheap; cycles are still collected.
+    """
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+class BulkProcessor:
+    """`fhir-app process`: ingest, derive once per patient, write the outputs; resumable."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], BulkUnitOfWork],
+        settings: AppearanceSettings | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        options: BulkOptions | None = None,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.settings = settings or AppearanceSettings()
+        self.clock = clock
+        self.options = options or BulkOptions()
+
+    def run(
+        self,
+        paths: Sequence[Path],
+        out: Path,
+        progress: BulkProgress | None = None,
+        on_rejection: Callable[[JsonObject], None] | None = None,
+    ) -> BulkResult:
+        """Process the files into `out` (created if needed); resumes an interrupted run of the
+        same files. `on_rejection` sees every rejection's OperationOutcome in input order."""
+        progress = progress or _Silent()
+        sources = [_Source(i, path, checkpoint_key(path)) for i, path in enumerate(paths)]
+        with _collector_for_bulk():
+            return self._run(paths, sources, out, progress, on_rejection)
+
+    def _run(
+        self,
+        paths: Sequence[Path],
+        sources: Sequence[_Source],
+        out: Path,
+        progress: BulkProgress,
+        on_rejection: Callable[[JsonObject], None] | None,
+    ) -> BulkResult:
+        run_key = run_key_of(paths)
+        total_bytes = sum(path.stat().st_size for path in paths)
+        workers = _Workers(self._worker_count(total_bytes))
+        try:
+            with self.uow_factory() as uow:
+                uow.bulk.open_run(run_key, now=self.clock())
+                positions = [
+                    uow.checkpoints.position(_source_checkpoint(run_key, s)) or 0 for s in sources
+                ]
+                uow.commit()
+            progress.ingest_started(total_bytes)
+            self._ingest(run_key, sources, positions, workers, progress)
+            self._derive_pending(workers, progress)
+        finally:
+            workers.close()
+        return self._write_out(run_key, sources, out, on_rejection)
+
+    def _worker_count(self, total_bytes: int) -> int:
+        if self.options.workers is not None:
+            return max(0, self.options.workers)
+        cpus = available_cpus()
+        return cpus if cpus > 1 and total_bytes >= PARALLEL_MIN_BYTES else 0
+
+    # ---- ingest ------------------------------------------------------------------------------
+
+    def _tasks(self, sources: Sequence[_Source], positions: Sequence[int]) -> Iterator[_IngestTask]:
+        for source, start in zip(sources, positions, strict=True):
+            chunk: list[tuple[int, str, RecordKind, bytes | InputRejected]] = []
+            size = 0
+            record: Record | None = None
+            for record in iter_records(source.path, start=start):
+                chunk.append((record.index, record.label, record.kind, record.data))
+                size += len(record.data) if isinstance(record.data, bytes) else 0
+                if len(chunk) >= self.options.chunk_records or size >= MAX_CHUNK_BYTES:
+                    yield _IngestTask(
+                        source.index, source.path.name, chunk, record.index + 1, record.offset
+                    )
+                    chunk, size = [], 0
+            if chunk and record is not None:
+                yield _IngestTask(
+                    source.index, source.path.name, chunk, record.index + 1, record.offset
+                )
+
+    def _ingest(
+        self,
+        run_key: str,
+        sources: Sequence[_Source],
+        positions: Sequence[int],
+        workers: _Workers,
+        progress: BulkProgress,
+    ) -> None:
+        done_before = [0] * len(sources)
+        for source in sources:
+            done_before[source.index] = sum(s.path.stat().st_size for s in sources[: source.index])
+        for checked in workers.map(check_chunk, self._tasks(sources, positions)):
+            source = sources[checked.source_index]
+            self._retrying(partial(self._store_chunk, run_key, source, checked))
+            progress.ingested(len(checked.items), done_before[source.index] + checked.offset)
+
+    def _store_chunk(self, run_key: str, source: _Source, checked: _CheckedChunk) -> None:
+        now = self.clock()
+        with self.uow_factory() as uow:
+            accepted_inputs = [i for i in checked.items if isinstance(i, _CheckedInput)]
+            keys = [(i.resource_type, i.resource_id) for i in accepted_inputs]
+            stored = uow.bulk.current_states(keys)
+            states: dict[tuple[str, str], CurrentState] = dict(stored)
+            versions: list[NewVersion] = []
+            rejections: list[tuple[int, int, int, JsonObject]] = []
+            touched: set[str] = set()
+            changed: set[str] = set()
+            accepted = 0
+            for item in checked.items:
+                if isinstance(item, _RefusedInput):
+                    rejections.append(
+                        (source.index, item.record_index, item.item_index, item.outcome)
+                    )
+                    continue
+                key = (item.resource_type, item.resource_id)
+                state = states.get(key)
+                if state is not None and state.is_output:
+                    text = f"{key[0]}/{key[1]} is derived by fhir-app and cannot be written"
+                    outcome = Rejection(item.label, [Issue("error", "conflict", text)]).outcome()
+                    rejections.append((source.index, item.record_index, item.item_index, outcome))
+                    continue
+                accepted += 1
+                if item.patient_id:
+                    touched.add(item.patient_id)
+                unchanged = state is not None and state.content_hash == item.content_hash
+                if unchanged and state is not None and not state.deleted:
+                    continue  # sent before as it is now: no new version
+                version = self._input_version(item, state, now)
+                versions.append(version)
+                if state is not None and state.patient_id:
+                    changed.add(state.patient_id)
+                if item.patient_id:
+                    changed.add(item.patient_id)
+                states[key] = CurrentState(
+                    version_id=version.version_id,
+                    deleted=False,
+                    patient_id=item.patient_id,
+                    is_output=False,
+                    last_updated=version.last_updated,
+                    content_hash=item.content_hash,
+                )
+            uow.bulk.write_versions(versions, existing=stored.keys())
+            uow.bulk.queue_derivation(changed, now=now)
+            uow.bulk.record_chunk(
+                run_key, accepted=accepted, patients=touched, rejections=rejections, now=now
+            )
+            uow.checkpoints.save(_source_checkpoint(run_key, source), checked.end, now=now)
+            uow.commit()
+
+    @staticmethod
+    def _input_version(
+        item: _CheckedInput, state: CurrentState | None, now: datetime
+    ) -> NewVersion:
+        version_id = 1 if state is None else state.version_id + 1
+        # Versions must not go back in time when clocks of two writers disagree.
+        moment = now if state is None else max(now, state.last_updated)
+        content = served_text(
+            item.resource_type, item.resource_id, version_id, moment, item.meta, item.rest
+        )
+        return NewVersion(
+            resource_type=item.resource_type,
+            resource_id=item.resource_id,
+            version_id=version_id,
+            last_updated=moment,
+            patient_id=item.patient_id,
+            status=item.status,
+            is_output=False,
+            content=content,
+            content_hash=item.content_hash,
+            tokens=item.tokens,
+            raw=item.text,
+        )
+
+    # ---- derive ------------------------------------------------------------------------------
+
+    def _derive_pending(self, workers: _Workers, progress: BulkProgress) -> None:
+        with self.uow_factory() as uow:
+            pending = uow.bulk.pending_count()
+        progress.derive_started(pending)
+        # Passes until the queue is empty: a patient queued behind the keyset cursor by another
+        # writer during a pass is picked up by the next one.
+        while pending:
+            pending = 0
+            for derived in workers.map(derive_batch, self._derive_tasks()):
+                self._store_derived(derived)
+                pending += len(derived.patients)
+                progress.derived(len(derived.patients))
+
+    def _derive_tasks(self) -> Iterator[_DeriveTask]:
+        after: str | None = None
+        while True:
+            task = self._read_batch(after)
+            if task is None:
+                return
+            after = task.patients[-1][0]
+            yield task
+
+    def _read_batch(self, after: str | None) -> _DeriveTask | None:
+        with self.uow_factory() as uow:
+            patients = uow.bulk.pending_patients(after=after, limit=self.options.derive_patients)
+            if not patients:
+                return None
+            inputs = uow.bulk.inputs_of_patients(patients)
+            outputs = uow.bulk.outputs_of_patients(patients)
+        inputs_by: dict[str, list[InputRow]] = {p: [] for p in patients}
+        outputs_by: dict[str, list[OutputRow]] = {p: [] for p in patients}
+        for row in inputs:
+            inputs_by[row.patient_id].append(row)
+        for output in outputs:
+            outputs_by[output.patient_id].append(output)
+        return _DeriveTask(
+            [(p, inputs_by[p], outputs_by[p]) for p in patients], self.settings, self.clock()
+        )
+
+    def _store_derived(self, derived: _Derived) -> None:
+        def store(result: _Derived) -> None:
+            with self.uow_factory() as uow:
+                uow.bulk.write_versions(result.versions, existing=result.existing)
+                uow.bulk.derivation_done(result.patients)
+                uow.commit()
+
+        try:
+            store(derived)
+        except TransientStoreError:
+            # Another writer changed outputs of these patients since they were read: read and
+            # derive the batch again, here, until it goes in.
+            def again() -> None:
+                with self.uow_factory() as uow:
+                    patients = derived.patients
+                    inputs = uow.bulk.inputs_of_patients(patients)
+                    outputs = uow.bulk.outputs_of_patients(patients)
+                task = _DeriveTask(
+                    [
+                        (
+                            p,
+                            [r for r in inputs if r.patient_id == p],
+                            [r for r in outputs if r.patient_id == p],
+                        )
+                        for p in patients
+                    ],
+                    self.settings,
+                    self.clock(),
+                )
+                store(derive_batch(task))
+
+            self._retrying(again)
+
+    @staticmethod
+    def _retrying(action: Callable[[], None]) -> None:
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                action()
+                return
+            except TransientStoreError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+
+    # ---- write -------------------------------------------------------------------------------
+
+    def _write_out(
+        self,
+        run_key: str,
+        sources: Sequence[_Source],
+        out: Path,
+        on_rejection: Callable[[JsonObject], None] | None,
+    ) -> BulkResult:
+        out.mkdir(parents=True, exist_ok=True)
+        for leftover in out.glob(f".*.ndjson{_PARTIAL_SUFFIX}"):
+            leftover.unlink()
+        result = BulkResult()
+        files: dict[str, IO[bytes]] = {}
+
+        def sink(resource_type: str) -> IO[bytes]:
+            if resource_type not in files:
+                partial = out / f".{resource_type}.ndjson{_PARTIAL_SUFFIX}"
+                files[resource_type] = partial.open("wb", buffering=1 << 20)
+                result.written[resource_type] = 0
+            return files[resource_type]
+
+        try:
+            with self.uow_factory() as uow:
+                totals = uow.bulk.open_run(run_key, now=self.clock())
+                result.accepted, result.rejected = totals.accepted, totals.rejected
+                result.patients = uow.bulk.run_patient_count(run_key)
+                for resource in self._run_outputs(uow, run_key):
+                    rtype = str(resource["resourceType"])
+                    sink(rtype).write(orjson.dumps(resource) + b"\n")
+                    result.written[rtype] += 1
+                for outcome in self._run_rejections(uow, run_key):
+                    sink(OPERATION_OUTCOME).write(orjson.dumps(outcome) + b"\n")
+                    result.written[OPERATION_OUTCOME] += 1
+                    if on_rejection is not None:
+                        on_rejection(outcome)
+        finally:
+            for handle in files.values():
+                handle.close()
+        for stale in out.glob("*.ndjson"):
+            stale.unlink()
+        for rtype in files:
+            (out / f".{rtype}.ndjson{_PARTIAL_SUFFIX}").replace(out / f"{rtype}.ndjson")
+        # Only now, with every file in place, is the run finished: a crash before this commit
+        # writes the same files again on the next run.
+        with self.uow_factory() as uow:
+            uow.bulk.close_run(run_key, [_source_checkpoint(run_key, s) for s in sources])
+            uow.commit()
+        return result
+
+    @staticmethod
+    def _run_outputs(uow: BulkUnitOfWork, run_key: str) -> Iterator[JsonObject]:
+        """Current outputs of the run's patients: patients in code point order, then by type
+        and id (the order `service.current_outputs` gives)."""
+        after: str | None = None
+        while patients := uow.bulk.run_patients(run_key, after=after, limit=OUTPUT_PAGE_PATIENTS):
+            after = patients[-1]
+            order = {patient: n for n, patient in enumerate(patients)}
+            rows = [r for r in uow.bulk.outputs_of_patients(patients) if not r.deleted]
+            rows.sort(key=lambda r: (order[r.patient_id], r.resource_type, r.resource_id))
+            for row in rows:
+                yield row.content
+
+    @staticmethod
+    def _run_rejections(uow: BulkUnitOfWork, run_key: str) -> Iterator[JsonObject]:
+        after: tuple[int, int, int] | None = None
+        while page := uow.bulk.run_rejections(run_key, after=after, limit=1_000):
+            after = page[-1][0]
+            for _, outcome in page:
+                yield outcome
+
+
+def describe_rejection(outcome: JsonObject) -> Iterator[str]:
+    """One line per issue of a rejection's OperationOutcome, as the CLI prints it."""
+    for issue in outcome.get("issue", []):
+        expression = issue.get("expression") or []
+        where = f" [{', '.join(expression)}]" if expression else ""
+        yield f"rejected {issue.get('diagnostics', '')}{where}"
