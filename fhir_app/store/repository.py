@@ -26,6 +26,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -193,15 +194,75 @@ def _insert_if_absent(connection: Connection, table: Table, values: JsonObject) 
     outcome, so the caller can read the winner's row right after.
     """
     dialect = connection.dialect.name
-    if dialect == "postgresql":
-        statement: Any = postgresql.insert(table).values(values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(table).values(values).on_conflict_do_nothing()
-    else:  # pragma: no cover - make_engine only supports the two
-        raise StoreError(f"unsupported database: {dialect}")
-    # RETURNING, not rowcount: psycopg reports no rowcount for INSERT ... ON CONFLICT.
-    returned = connection.execute(statement.returning(*table.primary_key.columns)).first()
+    statement = _INSERT_IF_ABSENT.get((dialect, table.name))
+    if statement is None:
+        if dialect == "postgresql":
+            built: Any = postgresql.insert(table).on_conflict_do_nothing()
+        elif dialect == "sqlite":
+            built = sqlite.insert(table).on_conflict_do_nothing()
+        else:  # pragma: no cover - make_engine only supports the two
+            raise StoreError(f"unsupported database: {dialect}")
+        # RETURNING, not rowcount: psycopg reports no rowcount for INSERT ... ON CONFLICT.
+        statement = built.returning(*table.primary_key.columns)
+        _INSERT_IF_ABSENT[(dialect, table.name)] = statement
+    returned = connection.execute(statement, values).first()
     return returned is not None
+
+
+# Statements of the hot path, built once with bind parameters: building a SQLAlchemy expression
+# costs more than executing a cached one, and a REST transaction runs hundreds of them.
+_CURRENT_BY_KEY: Final = _current_versions().where(
+    ResourceCurrent.resource_type == bindparam("rt"),
+    ResourceCurrent.resource_id == bindparam("rid"),
+)
+_VERSION_BY_KEY: Final = select(*_VERSION_COLUMNS).where(
+    ResourceVersion.resource_type == bindparam("rt"),
+    ResourceVersion.resource_id == bindparam("rid"),
+    ResourceVersion.version_id == bindparam("vid"),
+)
+_LOCK_CURRENT: Final = (
+    select(
+        ResourceCurrent.version_id,
+        ResourceCurrent.deleted,
+        ResourceCurrent.patient_id,
+        ResourceCurrent.status,
+        ResourceCurrent.is_output,
+        ResourceCurrent.last_updated,
+        ResourceCurrent.content_hash,
+    )
+    .where(
+        ResourceCurrent.resource_type == bindparam("rt"),
+        ResourceCurrent.resource_id == bindparam("rid"),
+    )
+    # FOR UPDATE makes a second writer of this resource wait for our commit on PostgreSQL;
+    # SQLite ignores it (its transactions are already serialised).
+    .with_for_update()
+)
+_INSERT_VERSION: Final = resource_version_table.insert()
+_INSERT_CURRENT: Final = resource_current_table.insert()
+_CURRENT_COLUMNS: Final = (
+    "version_id",
+    "deleted",
+    "patient_id",
+    "status",
+    "is_output",
+    "last_updated",
+    "content_hash",
+)
+_UPDATE_CURRENT: Final = (
+    update(resource_current_table)
+    .where(
+        resource_current_table.c.resource_type == bindparam("k_rt"),
+        resource_current_table.c.resource_id == bindparam("k_rid"),
+    )
+    .values({name: bindparam(name) for name in _CURRENT_COLUMNS})
+)
+_DELETE_TOKENS: Final = delete(search_token_table).where(
+    search_token_table.c.resource_type == bindparam("rt"),
+    search_token_table.c.resource_id == bindparam("rid"),
+)
+_INSERT_TOKENS: Final = search_token_table.insert()
+_INSERT_IF_ABSENT: Final[dict[tuple[str, str], Any]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +287,7 @@ class ResourceRepository:
         """The current version; None if the resource never existed. A deleted resource comes
         back with `deleted=True` (its content is a stub: resourceType, id, meta)."""
         row = self._connection.execute(
-            _current_versions().where(
-                ResourceCurrent.resource_type == resource_type,
-                ResourceCurrent.resource_id == resource_id,
-            )
+            _CURRENT_BY_KEY, {"rt": resource_type, "rid": resource_id}
         ).one_or_none()
         return None if row is None else _stored(row)
 
@@ -239,11 +297,7 @@ class ResourceRepository:
     ) -> StoredResource | None:
         """One version of a resource, or None when it does not exist."""
         row = self._connection.execute(
-            select(*_VERSION_COLUMNS).where(
-                ResourceVersion.resource_type == resource_type,
-                ResourceVersion.resource_id == resource_id,
-                ResourceVersion.version_id == version_id,
-            )
+            _VERSION_BY_KEY, {"rt": resource_type, "rid": resource_id, "vid": version_id}
         ).one_or_none()
         return None if row is None else _stored(row)
 
@@ -308,35 +362,18 @@ class ResourceRepository:
                 "raw": raw,
                 "content_hash": digest,
             }
-            current_row = {
-                key: version_row[key]
-                for key in (
-                    "version_id",
-                    "deleted",
-                    "patient_id",
-                    "status",
-                    "is_output",
-                    "last_updated",
-                    "content_hash",
-                )
-            }
+            current_row = {key: version_row[key] for key in _CURRENT_COLUMNS}
             if current is None:
                 if not _insert_if_absent(self._connection, resource_version_table, version_row):
                     continue  # another transaction created it first: read its version and retry
                 self._connection.execute(
-                    resource_current_table.insert().values(
-                        resource_type=resource_type, resource_id=resource_id, **current_row
-                    )
+                    _INSERT_CURRENT,
+                    {"resource_type": resource_type, "resource_id": resource_id, **current_row},
                 )
             else:
-                self._connection.execute(resource_version_table.insert().values(version_row))
+                self._connection.execute(_INSERT_VERSION, version_row)
                 self._connection.execute(
-                    update(resource_current_table)
-                    .where(
-                        resource_current_table.c.resource_type == resource_type,
-                        resource_current_table.c.resource_id == resource_id,
-                    )
-                    .values(current_row)
+                    _UPDATE_CURRENT, {"k_rt": resource_type, "k_rid": resource_id, **current_row}
                 )
                 self._delete_tokens(resource_type, resource_id)
             self._insert_tokens(resource_type, resource_id, tokens)
@@ -568,40 +605,20 @@ class ResourceRepository:
         return [_stored(row) for row in self._connection.execute(statement)]
 
     def _lock_current(self, resource_type: str, resource_id: str) -> _Current | None:
-        # FOR UPDATE makes a second writer of this resource wait for our commit on PostgreSQL;
-        # SQLite ignores it (its transactions are already serialised).
         row = self._connection.execute(
-            select(
-                ResourceCurrent.version_id,
-                ResourceCurrent.deleted,
-                ResourceCurrent.patient_id,
-                ResourceCurrent.status,
-                ResourceCurrent.is_output,
-                ResourceCurrent.last_updated,
-                ResourceCurrent.content_hash,
-            )
-            .where(
-                ResourceCurrent.resource_type == resource_type,
-                ResourceCurrent.resource_id == resource_id,
-            )
-            .with_for_update()
+            _LOCK_CURRENT, {"rt": resource_type, "rid": resource_id}
         ).one_or_none()
         return None if row is None else _Current(*row)
 
     def _delete_tokens(self, resource_type: str, resource_id: str) -> None:
-        self._connection.execute(
-            delete(search_token_table).where(
-                search_token_table.c.resource_type == resource_type,
-                search_token_table.c.resource_id == resource_id,
-            )
-        )
+        self._connection.execute(_DELETE_TOKENS, {"rt": resource_type, "rid": resource_id})
 
     def _insert_tokens(self, resource_type: str, resource_id: str, tokens: Sequence[Token]) -> None:
         # The primary key covers every column: duplicates (the same coding twice) collapse.
         unique = {(param, system or "", code) for param, system, code in tokens}
         if unique:
             self._connection.execute(
-                search_token_table.insert(),
+                _INSERT_TOKENS,
                 [
                     {
                         "resource_type": resource_type,
