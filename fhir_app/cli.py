@@ -387,7 +387,7 @@ def report_command(
 
     folder = output_folder(out)
     service = make_service(get_settings())
-    rows = lesion_table(service, until=service.clock())
+    rows = lesion_table(service)
     Console().print(render_report(population_report(rows)))
     folder.mkdir(parents=True, exist_ok=True)
     chart = lesions_per_level_chart(rows, folder / "lesions-per-level.png")

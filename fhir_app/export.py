@@ -68,8 +68,11 @@ MANIFEST_FILE: Final = "manifest.json"
 # The lesion-table outputs of a `--flat` export.
 LESIONS_CSV: Final = "lesions.csv"
 LESIONS_PARQUET: Final = "lesions.parquet"
-# Per-level outputs the lesion table is read from (CONTRACT 4a-4c).
+# Per-level outputs the lesion table is read from (CONTRACT 4a-4c), and how many patients'
+# outputs are read at once.
 LESION_SOURCE_TYPES: Final = ("Observation", "RiskAssessment")
+LESION_BATCH_PATIENTS: Final = 200
+EPOCH: Final = datetime(1, 1, 1, tzinfo=UTC)
 
 # A FHIR instant (datatypes.html#instant): seconds and a zone are required.
 _INSTANT = re.compile(
@@ -315,23 +318,28 @@ def _write_atomically(path: Path, data: bytes) -> None:
 # --------------------------------------------------------------------------- lesion tables
 
 
-def lesion_table(
-    service: FhirService, *, until: datetime, patients: set[str] | None = None
-) -> list[LesionRow]:
-    """The lesion table (fhir_app.analytics) of the current outputs last updated up to `until`.
+def lesion_table(service: FhirService, patients: Iterable[str] | None = None) -> list[LesionRow]:
+    """The lesion table (fhir_app.analytics) of the current outputs, by patient then level.
 
     `patients` restricts it to those patients (None: everyone). The per-level outputs are read
-    page by page; the table itself is built in memory (one row per lesion).
+    `LESION_BATCH_PATIENTS` patients at a time, so memory holds the rows and one batch of
+    outputs, never the whole population's.
     """
-
-    def resources() -> Iterator[JsonObject]:
-        for rtype in LESION_SOURCE_TYPES:
-            for rows in output_pages(service, rtype, since=None, until=until):
-                for row in rows:
-                    if patients is None or row.patient_id in patients:
-                        yield row.content
-
-    return lesion_rows(resources())
+    if patients is None:
+        with service.uow_factory() as uow:
+            chosen: list[str] = uow.resources.patients_changed_since(EPOCH)
+    else:
+        chosen = sorted(set(patients))
+    rows: list[LesionRow] = []
+    for start in range(0, len(chosen), LESION_BATCH_PATIENTS):
+        batch = chosen[start : start + LESION_BATCH_PATIENTS]
+        with service.uow_factory() as uow:
+            outputs: list[StoredResource] = uow.resources.current_outputs_of_patients(
+                batch, LESION_SOURCE_TYPES
+            )
+        # Batches are in patient order and lesion_rows sorts within one: the table is sorted.
+        rows.extend(lesion_rows(row.content for row in outputs))
+    return rows
 
 
 # --------------------------------------------------------------------------- to a folder
@@ -351,9 +359,10 @@ def export_to_folder(
     """The export of `fhir-app export`: `out/<Type>.ndjson` and `out/manifest.json`.
 
     With `flat`, also the lesion table of the patients in the export (their every current
-    lesion, not only the outputs that changed since `_since`) as `lesions.csv` and
-    `lesions.parquet`. Files of an earlier export in `out` that this one does not write again
-    are removed, so the folder matches its manifest. The manifest's URLs are `file:` URIs.
+    lesion, not only the outputs that changed since `_since`, read right after the NDJSON) as
+    `lesions.csv` and `lesions.parquet`. Files of an earlier export in `out` that this one does
+    not write again are removed, so the folder matches its manifest. The manifest's URLs are
+    `file:` URIs.
     """
     out.mkdir(parents=True, exist_ok=True)
     stale = [f"{rtype}.ndjson" for rtype in EXPORT_TYPES]
@@ -374,7 +383,7 @@ def export_to_folder(
     _write_atomically(out / MANIFEST_FILE, orjson.dumps(document, option=orjson.OPT_INDENT_2))
     lesions: int | None = None
     if patients is not None:
-        rows = lesion_table(service, until=transaction_time, patients=patients)
+        rows = lesion_table(service, patients)
         write_csv(rows, out / LESIONS_CSV)
         write_parquet(rows, out / LESIONS_PARQUET)
         lesions = len(rows)

@@ -543,6 +543,31 @@ class ResourceRepository:
         return [_stored(row) for row in rows]
 
     @translated
+    def current_outputs_of_patients(
+        self, patient_ids: Sequence[str], types: Sequence[str]
+    ) -> list[StoredResource]:
+        """The current, non-deleted outputs of these types of several patients at once (for the
+        lesion table, read patient by patient in batches), by patient, type, lastUpdated, id."""
+        if not patient_ids:
+            return []
+        statement = (
+            _current_versions()
+            .where(
+                ResourceCurrent.patient_id.in_(patient_ids),
+                ResourceCurrent.is_output == true(),
+                ResourceCurrent.deleted == false(),
+                ResourceCurrent.resource_type.in_(types),
+            )
+            .order_by(
+                ResourceCurrent.patient_id,
+                ResourceCurrent.resource_type,
+                ResourceCurrent.last_updated,
+                ResourceCurrent.resource_id,
+            )
+        )
+        return [_stored(row) for row in self._connection.execute(statement)]
+
+    @translated
     def patients_changed_since(self, since: datetime) -> list[str]:
         """Patients with a resource (input or output, deletions included) updated after `since`."""
         rows = self._connection.execute(
