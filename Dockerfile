@@ -30,7 +30,8 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin fhira
     && mkdir /data && chown fhirapp /data
 USER fhirapp
 
-ENV FHIR_APP_DATABASE_URL=sqlite:////data/fhir-app.db
+ENV FHIR_APP_DATABASE_URL=sqlite:////data/fhir-app.db \
+    FHIR_APP_EXPORT_DIR=/data/exports
 VOLUME ["/data"]
 EXPOSE 8080
 
