@@ -78,6 +78,8 @@ OUTPUT_PAGE_PATIENTS: Final = 100
 PARALLEL_MIN_BYTES: Final = 2 * 1024 * 1024
 # Allocations between two young-generation collections during a run (the default is 700).
 GC_THRESHOLD: Final = 50_000
+# Versions written before the planner statistics are first refreshed (then at every fourfold).
+STATISTICS_FIRST_REFRESH: Final = 1_000
 # A chunk that lost a race with another writer is run again on fresh reads, this many times.
 WRITE_ATTEMPTS: Final = 5
 # Namespace of the ids given to inputs without one (uuid5 of their canonical content).
@@ -479,6 +481,8 @@ class BulkProcessor:
         self.settings = settings or AppearanceSettings()
         self.clock = clock
         self.options = options or BulkOptions()
+        self._versions_written = 0
+        self._next_statistics = STATISTICS_FIRST_REFRESH
 
     def run(
         self,
@@ -518,6 +522,16 @@ class BulkProcessor:
         finally:
             workers.close()
         return self._write_out(run_key, sources, out, on_rejection)
+
+    def _written(self, versions: int) -> None:
+        """Count versions stored; refresh the planner statistics each time the run's writes
+        have grown fourfold (a handful of times per run, see BulkRepository.refresh_statistics)."""
+        self._versions_written += versions
+        if self._versions_written >= self._next_statistics:
+            with self.uow_factory() as uow:
+                uow.bulk.refresh_statistics()
+                uow.commit()
+            self._next_statistics = self._versions_written * 4
 
     def _worker_count(self, total_bytes: int) -> int:
         if self.options.workers is not None:
@@ -613,6 +627,7 @@ class BulkProcessor:
             )
             uow.checkpoints.save(_source_checkpoint(run_key, source), checked.end, now=now)
             uow.commit()
+        self._written(len(versions))
 
     @staticmethod
     def _input_version(
@@ -685,6 +700,7 @@ class BulkProcessor:
                 uow.bulk.write_versions(result.versions, existing=result.existing)
                 uow.bulk.derivation_done(result.patients)
                 uow.commit()
+            self._written(len(result.versions))
 
         try:
             store(derived)

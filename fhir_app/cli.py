@@ -18,6 +18,7 @@ import typer
 
 from fhir_app.bulk import (
     DEFAULT_CHUNK_RECORDS,
+    DEFAULT_DERIVE_PATIENTS,
     BulkOptions,
     BulkProcessor,
     describe_rejection,
@@ -122,11 +123,14 @@ def process_command(
         int,
         typer.Option(min=1, help="Input records (lines, Bundle entries) per transaction."),
     ] = DEFAULT_CHUNK_RECORDS,
+    derive_batch: Annotated[
+        int,
+        typer.Option(min=1, help="Patients derived per transaction."),
+    ] = DEFAULT_DERIVE_PATIENTS,
 ) -> None:
     """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched.
 
-    Streams files of any size; each chunk is one transaction. Run the same command again after an
-    interruption and it carries on where the last committed chunk ended.
+    Streams input of any size, one transaction per chunk; run it again to resume after a crash.
     """
     from fhir_app.store import bulk_uow_factory, make_engine, migrate
 
@@ -135,7 +139,9 @@ def process_command(
     processor = BulkProcessor(
         bulk_uow_factory(make_engine(settings.database_url)),
         appearance_settings(settings),
-        options=BulkOptions(workers=workers, chunk_records=chunk_size),
+        options=BulkOptions(
+            workers=workers, chunk_records=chunk_size, derive_patients=derive_batch
+        ),
     )
     with _progress_bar() as bar:
 

@@ -47,7 +47,7 @@ _BOM: Final = b"\xef\xbb\xbf"
 SNIFF_BYTES: Final = 8 * 1024 * 1024
 _URN_UUID: Final = "urn:uuid:"
 # Buffered index rows and cached lookups of the fullUrl index.
-_INDEX_BATCH: Final = 10_000
+_INDEX_BATCH: Final = 2_000
 _LOOKUP_CACHE: Final = 65_536
 
 
@@ -157,7 +157,9 @@ def _ndjson_records(path: Path, start: int) -> Iterator[Record]:
             if index == 0:
                 line = line.removeprefix(_BOM)
             if line.strip():
-                yield Record(index, f"line {index + 1}", RecordKind.LINE, line, offset)
+                # Without its line break, so that JSON errors point where parse.py's do.
+                text = line.rstrip(b"\r\n")
+                yield Record(index, f"line {index + 1}", RecordKind.LINE, text, offset)
 
 
 # ------------------------------------------------------------------------------------ documents

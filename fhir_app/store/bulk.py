@@ -534,6 +534,20 @@ class BulkRepository:
             )
         )
 
+    @translated
+    def refresh_statistics(self) -> None:
+        """Let PostgreSQL plan for the tables as they are now (ANALYZE; nothing on SQLite).
+
+        PostgreSQL plans a foreign-key check once per connection and keeps the plan until the
+        table's statistics change. Planned while `resource_current` was nearly empty (a new
+        database), the check scans the whole table, and inserting search tokens slows down with
+        every row stored. Called as the tables grow, this replaces such plans with index lookups.
+        """
+        if self._connection.dialect.name == "postgresql":
+            self._connection.exec_driver_sql(
+                "ANALYZE resource_version, resource_current, search_token"
+            )
+
     # ---- derivation queue --------------------------------------------------------------------
 
     @translated
