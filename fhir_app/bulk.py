@@ -578,6 +578,7 @@ class BulkProcessor:
     def _store_chunk(self, run_key: str, source: _Source, checked: _CheckedChunk) -> None:
         now = self.clock()
         with self.uow_factory() as uow:
+            uow.bulk.commit_without_waiting()
             accepted_inputs = [i for i in checked.items if isinstance(i, _CheckedInput)]
             keys = [(i.resource_type, i.resource_id) for i in accepted_inputs]
             stored = uow.bulk.current_states(keys)
@@ -697,6 +698,7 @@ class BulkProcessor:
     def _store_derived(self, derived: _Derived) -> None:
         def store(result: _Derived) -> None:
             with self.uow_factory() as uow:
+                uow.bulk.commit_without_waiting()
                 uow.bulk.write_versions(result.versions, existing=result.existing)
                 uow.bulk.derivation_done(result.patients)
                 uow.commit()

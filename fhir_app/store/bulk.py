@@ -21,20 +21,25 @@ Tables (one Alembic revision, `bulk processing`):
 
 from __future__ import annotations
 
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Self
 
 import orjson
+import psycopg
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Connection,
     Engine,
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     and_,
     bindparam,
@@ -149,8 +154,8 @@ class CurrentState:
 
 @dataclass(frozen=True, slots=True)
 class NewVersion:
-    """A version to store. `content` is the resource as served (`served_content`), or its JSON
-    text when the caller serialised it already (a worker process did)."""
+    """A version to store. `content` is the JSON text of the resource as served
+    (`served_text`, or `served_content` serialised), made where the CPU is (a worker process)."""
 
     resource_type: str
     resource_id: str
@@ -159,7 +164,7 @@ class NewVersion:
     patient_id: str | None
     status: str | None
     is_output: bool
-    content: JsonObject | str
+    content: str
     content_hash: str
     tokens: tuple[Token, ...]
     raw: str | None = None
@@ -256,15 +261,6 @@ class BulkRepository:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._text_content = self._content_from_text()
-
-    def _content_from_text(self) -> Any:
-        # JSON text from a worker goes in as it is: cast on PostgreSQL (JSONB), as text on SQLite,
-        # which stores JSON as text anyway; decoding and encoding it again would cost CPU here.
-        text = bindparam("content", type_=Text)
-        if self._connection.dialect.name == "postgresql":
-            return cast(text, postgresql.JSONB)
-        return text
 
     # ---- resources ---------------------------------------------------------------------------
 
@@ -313,96 +309,130 @@ class BulkRepository:
         last: dict[tuple[str, str], NewVersion] = {}
         for version in versions:
             last[(version.resource_type, version.resource_id)] = version
-        try:
-            self._insert_versions(versions)
-            created = [v for key, v in last.items() if key not in had_row]
-            updated = [v for key, v in last.items() if key in had_row]
-            if created:
-                self._connection.execute(
-                    resource_current_table.insert(), [self._current_row(v) for v in created]
-                )
+        created = [v for key, v in last.items() if key not in had_row]
+        updated = [v for key, v in last.items() if key in had_row]
+        with self._raw_errors():
+            self._prefer_fast_compression()
+            self._insert_rows(
+                resource_version_table,
+                [
+                    (
+                        v.resource_type,
+                        v.resource_id,
+                        v.version_id,
+                        v.last_updated,
+                        False,
+                        v.patient_id,
+                        v.status,
+                        v.is_output,
+                        v.content,
+                        v.raw,
+                        v.content_hash,
+                    )
+                    for v in versions
+                ],
+            )
+            self._insert_rows(
+                resource_current_table,
+                [
+                    (
+                        v.resource_type,
+                        v.resource_id,
+                        v.version_id,
+                        False,
+                        v.patient_id,
+                        v.status,
+                        v.is_output,
+                        v.last_updated,
+                        v.content_hash,
+                    )
+                    for v in created
+                ],
+            )
             if updated:
                 self._update_current(updated)
                 self._delete_tokens([(v.resource_type, v.resource_id) for v in updated])
-            token_rows = [
-                {
-                    "resource_type": v.resource_type,
-                    "resource_id": v.resource_id,
-                    "param": param,
-                    "system": system,
-                    "code": code,
-                }
-                for v in last.values()
-                for param, system, code in sorted({(p, s or "", c) for p, s, c in v.tokens})
-            ]
-            if token_rows:
-                self._connection.execute(search_token_table.insert(), token_rows)
-        except IntegrityError as error:
+            self._insert_rows(
+                search_token_table,
+                [
+                    (v.resource_type, v.resource_id, param, system, code)
+                    for v in last.values()
+                    for param, system, code in sorted({(p, s or "", c) for p, s, c in v.tokens})
+                ],
+            )
+
+    def _insert_rows(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
+        """INSERT many rows given in the table's column order, the fastest way each database
+        offers: COPY on PostgreSQL, the driver's executemany on SQLite. JSON columns take the
+        JSON text; the column types' conversions (UTC timestamps, booleans) are applied here."""
+        if not rows:
+            return
+        if not self._connection.in_transaction():
+            self._connection.begin()
+        names = ", ".join(column.name for column in table.columns)
+        driver: Any = self._connection.connection.driver_connection
+        if self._connection.dialect.name == "postgresql":
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+            return
+        processors = [
+            None
+            if isinstance(column.type, JSON)
+            else column.type.bind_processor(self._connection.dialect)
+            for column in table.columns
+        ]
+        converting = [(i, p) for i, p in enumerate(processors) if p is not None]
+        prepared = []
+        for row in rows:
+            values = list(row)
+            for i, process in converting:
+                values[i] = process(values[i])
+            prepared.append(values)
+        marks = ", ".join("?" for _ in table.columns)
+        cursor = driver.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", prepared)
+        finally:
+            cursor.close()
+
+    def _prefer_fast_compression(self) -> None:
+        """Compress large JSON values with lz4 rather than pglz in this transaction (PostgreSQL
+        with lz4): outputs are several kB and pglz doubles the cost of storing them."""
+        if self._connection.dialect.name != "postgresql":
+            return
+        info = self._connection.info
+        if "lz4" not in info:
+            info["lz4"] = bool(
+                self._connection.exec_driver_sql(
+                    "SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                    " WHERE name = 'default_toast_compression'"
+                ).scalar()
+            )
+        if info["lz4"]:
+            self._connection.exec_driver_sql("SET LOCAL default_toast_compression = 'lz4'")
+
+    @contextmanager
+    def _raw_errors(self) -> Iterator[None]:
+        """Driver errors of the raw COPY / executemany in the store's words: a key that another
+        writer stored first is transient (run the batch again), anything else a StoreError."""
+        try:
+            yield
+        except IntegrityError as error:  # through SQLAlchemy (UPDATE, DELETE)
             raise TransientStoreError(
                 f"another writer stored one of these resources first: {error.orig}"
             ) from error
-
-    def _insert_versions(self, versions: Sequence[NewVersion]) -> None:
-        as_text = [v for v in versions if isinstance(v.content, str)]
-        as_object = [v for v in versions if not isinstance(v.content, str)]
-        if as_object:
-            self._connection.execute(
-                resource_version_table.insert(),
-                [{**self._version_row(v), "content": v.content} for v in as_object],
-            )
-        if as_text:
-            statement = resource_version_table.insert().values(
-                {
-                    **{
-                        name: bindparam(name)
-                        for name in (
-                            "resource_type",
-                            "resource_id",
-                            "version_id",
-                            "last_updated",
-                            "deleted",
-                            "patient_id",
-                            "status",
-                            "is_output",
-                            "raw",
-                            "content_hash",
-                        )
-                    },
-                    "content": self._text_content,
-                }
-            )
-            self._connection.execute(
-                statement, [{**self._version_row(v), "content": v.content} for v in as_text]
-            )
-
-    @staticmethod
-    def _version_row(version: NewVersion) -> JsonObject:
-        return {
-            "resource_type": version.resource_type,
-            "resource_id": version.resource_id,
-            "version_id": version.version_id,
-            "last_updated": version.last_updated,
-            "deleted": False,
-            "patient_id": version.patient_id,
-            "status": version.status,
-            "is_output": version.is_output,
-            "raw": version.raw,
-            "content_hash": version.content_hash,
-        }
-
-    @staticmethod
-    def _current_row(version: NewVersion) -> JsonObject:
-        return {
-            "resource_type": version.resource_type,
-            "resource_id": version.resource_id,
-            "version_id": version.version_id,
-            "deleted": False,
-            "patient_id": version.patient_id,
-            "status": version.status,
-            "is_output": version.is_output,
-            "last_updated": version.last_updated,
-            "content_hash": version.content_hash,
-        }
+        except (psycopg.IntegrityError, sqlite3.IntegrityError) as error:
+            raise TransientStoreError(
+                f"another writer stored one of these resources first: {error}"
+            ) from error
+        except psycopg.errors.SerializationFailure as error:
+            raise TransientStoreError(str(error)) from error
+        except (psycopg.Error, sqlite3.Error) as error:
+            raise StoreError(str(error)) from error
 
     def _update_current(self, versions: Sequence[NewVersion]) -> None:
         table = resource_current_table
@@ -533,6 +563,17 @@ class BulkRepository:
                 ),
             )
         )
+
+    @translated
+    def commit_without_waiting(self) -> None:
+        """Let this transaction's COMMIT return before its WAL reaches the disk (PostgreSQL).
+
+        Safe for the chunks of a resumable run: a chunk lost to a server crash takes its own
+        checkpoint with it and is simply done again, and the run's last transaction commits
+        durably, which makes every earlier one durable too (the WAL is written in order).
+        """
+        if self._connection.dialect.name == "postgresql":
+            self._connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     @translated
     def refresh_statistics(self) -> None:
