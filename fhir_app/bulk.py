@@ -73,7 +73,7 @@ DEFAULT_CHUNK_RECORDS: Final = 1_000
 MAX_CHUNK_BYTES: Final = 8 * 1024 * 1024
 # Patients per derivation transaction, and per page when writing the outputs out.
 DEFAULT_DERIVE_PATIENTS: Final = 200
-OUTPUT_PAGE_PATIENTS: Final = 100
+OUTPUT_PAGE_PATIENTS: Final = 200
 # Below this much input the worker processes would cost more to start than they save.
 PARALLEL_MIN_BYTES: Final = 2 * 1024 * 1024
 # Allocations between two young-generation collections during a run (the default is 700).
@@ -767,9 +767,8 @@ class BulkProcessor:
                 totals = uow.bulk.open_run(run_key, now=self.clock())
                 result.accepted, result.rejected = totals.accepted, totals.rejected
                 result.patients = uow.bulk.run_patient_count(run_key)
-                for resource in self._run_outputs(uow, run_key):
-                    rtype = str(resource["resourceType"])
-                    sink(rtype).write(orjson.dumps(resource) + b"\n")
+                for rtype, line in self._run_outputs(uow, run_key):
+                    sink(rtype).write(line + b"\n")
                     result.written[rtype] += 1
                 for outcome in self._run_rejections(uow, run_key):
                     sink(OPERATION_OUTCOME).write(orjson.dumps(outcome) + b"\n")
@@ -791,17 +790,17 @@ class BulkProcessor:
         return result
 
     @staticmethod
-    def _run_outputs(uow: BulkUnitOfWork, run_key: str) -> Iterator[JsonObject]:
-        """Current outputs of the run's patients: patients in code point order, then by type
-        and id (the order `service.current_outputs` gives)."""
+    def _run_outputs(uow: BulkUnitOfWork, run_key: str) -> Iterator[tuple[str, bytes]]:
+        """(type, NDJSON line) of the current outputs of the run's patients: patients in code
+        point order, then by type and id (the order `service.current_outputs` gives)."""
         after: str | None = None
         while patients := uow.bulk.run_patients(run_key, after=after, limit=OUTPUT_PAGE_PATIENTS):
             after = patients[-1]
             order = {patient: n for n, patient in enumerate(patients)}
-            rows = [r for r in uow.bulk.outputs_of_patients(patients) if not r.deleted]
-            rows.sort(key=lambda r: (order[r.patient_id], r.resource_type, r.resource_id))
-            for row in rows:
-                yield row.content
+            lines = uow.bulk.output_lines(patients)
+            lines.sort(key=lambda line: (order[line[0]], line[1], line[2]))
+            for _, resource_type, _, line in lines:
+                yield resource_type, line
 
     @staticmethod
     def _run_rejections(uow: BulkUnitOfWork, run_key: str) -> Iterator[JsonObject]:
