@@ -42,7 +42,7 @@ from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir import outbound
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import validate_resource
-from fhir_app.fhir.stream import Record, RecordKind, iter_records, record_resources
+from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
 from fhir_app.service import (
     LEVEL_KINDS,
     Rejection,
@@ -80,6 +80,8 @@ PARALLEL_MIN_BYTES: Final = 2 * 1024 * 1024
 GC_THRESHOLD: Final = 50_000
 # Versions written before the planner statistics are first refreshed (then at every fourfold).
 STATISTICS_FIRST_REFRESH: Final = 1_000
+# The checkpoint position of a file taken in to its end.
+FILE_DONE: Final = 2**62
 # A chunk that lost a race with another writer is run again on fresh reads, this many times.
 WRITE_ATTEMPTS: Final = 5
 # Namespace of the ids given to inputs without one (uuid5 of their canonical content).
@@ -542,22 +544,32 @@ class BulkProcessor:
     # ---- ingest ------------------------------------------------------------------------------
 
     def _tasks(self, sources: Sequence[_Source], positions: Sequence[int]) -> Iterator[_IngestTask]:
+        """Chunks of records from each file's checkpoint on. A file's last chunk carries the
+        position FILE_DONE, so that a resumed run does not read a finished file again (a
+        Bundle would be parsed twice just to find nothing left)."""
         for source, start in zip(sources, positions, strict=True):
+            if start == FILE_DONE:
+                continue
+            ready: _IngestTask | None = None
             chunk: list[tuple[int, str, RecordKind, bytes | InputRejected]] = []
             size = 0
-            record: Record | None = None
             for record in iter_records(source.path, start=start):
+                if ready is not None:
+                    yield ready  # another record follows: not the file's last chunk
+                    ready = None
                 chunk.append((record.index, record.label, record.kind, record.data))
                 size += len(record.data) if isinstance(record.data, bytes) else 0
                 if len(chunk) >= self.options.chunk_records or size >= MAX_CHUNK_BYTES:
-                    yield _IngestTask(
+                    ready = _IngestTask(
                         source.index, source.path.name, chunk, record.index + 1, record.offset
                     )
                     chunk, size = [], 0
-            if chunk and record is not None:
-                yield _IngestTask(
-                    source.index, source.path.name, chunk, record.index + 1, record.offset
-                )
+            last = ready or (
+                _IngestTask(source.index, source.path.name, chunk, 0, 0) if chunk else None
+            )
+            if last is not None:
+                offset = source.path.stat().st_size
+                yield _IngestTask(source.index, source.path.name, last.records, FILE_DONE, offset)
 
     def _ingest(
         self,
