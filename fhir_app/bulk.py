@@ -4,11 +4,11 @@ A registry hands over files of a million resources; this path takes them in stre
 memory), in chunked transactions, resumable after a crash, and derives every touched patient once:
 
 1. Ingest. The files are read record by record (fhir_app.fhir.stream). Chunks of records go to
-   worker processes, which parse, validate (fhir.resources: most of the CPU) and map them; the
-   main process stores each checked chunk in one transaction together with what makes it
-   resumable: the file position (`ingest_checkpoint`), the run's counters, touched patients and
-   rejections, and the patients whose inputs changed (queued for derivation). Inputs without an id
-   get one derived from their content, so a second run stores them at the same id.
+   worker processes, which parse, validate (fhir.resources: the largest single cost) and map
+   them; the main process stores each checked chunk in one transaction together with what makes
+   it resumable: the file position (`ingest_checkpoint`), the run's counters, touched patients
+   and rejections, and the patients whose inputs changed (queued for derivation). Inputs without
+   an id get one derived from their content, so a second run stores them at the same id.
 2. Derive. Every queued patient is derived once, from all of its current inputs, in batches: the
    main process reads a batch, a worker derives it (the same `derive` as the REST path, with
    versions decided against the outputs read), the main process stores the new versions and takes
