@@ -26,6 +26,7 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import signal
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -415,7 +416,7 @@ class _Workers:
             # made before any database connection exists, so none is shared with a child.
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            self._pool = context.Pool(count)
+            self._pool = context.Pool(count, initializer=_worker_started)
 
     def map(self, function: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
         """`function` over `tasks`, results in task order."""
@@ -457,6 +458,11 @@ def _collector_for_bulk() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+def _worker_started() -> None:
+    """Ctrl-C is the main process's to handle (it stops the pool); a worker ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def available_cpus() -> int:
