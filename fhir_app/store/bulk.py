@@ -542,9 +542,7 @@ class BulkRepository:
                     ResourceCurrent.deleted,
                     ResourceCurrent.last_updated,
                     ResourceCurrent.content_hash,
-                    # As text, parsed here by orjson: the driver's JSON loading is several
-                    # times slower for documents of a few kB.
-                    cast(ResourceVersion.content, Text),
+                    ResourceVersion.content,
                 ).where(
                     ResourceCurrent.patient_id.in_(batch),
                     ResourceCurrent.is_output == true(),
@@ -559,7 +557,7 @@ class BulkRepository:
                     deleted=row.deleted,
                     last_updated=row.last_updated,
                     content_hash=row.content_hash,
-                    content=_in_served_order(orjson.loads(row[7])),
+                    content=_in_served_order(row.content),
                 )
                 for row in result
             )
