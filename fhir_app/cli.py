@@ -93,11 +93,13 @@ def assess_command(
     raise typer.Exit(EXIT_REJECTED if result.rejections else EXIT_OK)
 
 
-def make_service(settings: Settings) -> FhirService:
-    """A service on the configured database, migrated to the latest schema."""
-    from fhir_app.store import make_engine, migrate, uow_factory
+def make_service(settings: Settings, *, migrate: bool = True) -> FhirService:
+    """A service on the configured database, migrated to the latest schema unless told not to."""
+    from fhir_app.store import make_engine, uow_factory
+    from fhir_app.store import migrate as migrate_schema
 
-    migrate(settings.database_url)
+    if migrate:
+        migrate_schema(settings.database_url)
     engine = make_engine(settings.database_url)
     return FhirService(uow_factory(engine), appearance_settings(settings))
 
@@ -287,6 +289,13 @@ def serve_command(
             help="Listen beyond loopback without bearer tokens (you said so explicitly).",
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes; more than 1 uses every core (PostgreSQL, or SQLite in WAL).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the FHIR REST API (base /fhir)."""
     import uvicorn
@@ -302,9 +311,28 @@ def serve_command(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    service = make_service(settings)
+    service = make_service(settings)  # migrates once, before any worker starts
     typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
-    uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+    if workers == 1:
+        uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+        return
+    # Each worker process builds its own engine and app from the same environment.
+    uvicorn.run(
+        "fhir_app.cli:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+def worker_app() -> Any:
+    """The app of one `serve --workers N` process (the schema is already migrated)."""
+    from fhir_app.api import create_app
+
+    settings = get_settings()
+    return create_app(settings, make_service(settings, migrate=False))
 
 
 def usage_error(exc: ServiceError) -> NoReturn:

@@ -192,3 +192,43 @@ def test_examples_are_generated_by_the_builder() -> None:
         sys.path.remove(str(EXAMPLES))
     for name in build_examples.EXAMPLES:
         assert (EXAMPLES / f"{name}.json").read_bytes() == build_examples.render(name), name
+
+
+def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
+    """`fhir-app serve --workers 2`: both processes build their app from the environment."""
+    import os
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "FHIR_APP_DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fhir_app.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/fhir"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        body = (EXAMPLES / "patient-03-unstable.json").read_bytes()
+        headers = {"Content-Type": "application/fhir+json"}
+        assert httpx.post(base, content=body, headers=headers, timeout=30).status_code == 200
+        for _ in range(4):  # whichever worker answers sees the committed outputs
+            found = httpx.get(f"{base}/RiskAssessment", params={"patient": "p03"}, timeout=10)
+            assert found.json()["total"] == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
