@@ -45,7 +45,6 @@ from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import validate_resource
 from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
 from fhir_app.service import (
-    LEVEL_KINDS,
     Rejection,
     derive,
     grouped,
@@ -53,6 +52,7 @@ from fhir_app.service import (
     patient_of,
     search_tokens,
     utcnow,
+    withdrawn_outputs,
 )
 from fhir_app.store import TransientStoreError, checkpoint_key, content_hash
 from fhir_app.store.bulk import (
@@ -367,23 +367,8 @@ def derive_patient(
         for row in sorted(inputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
     ]
     patient_inputs = grouped(rows, patient)
-    expected = {
-        outbound.output_id(kind, patient, level)
-        for level in patient_inputs.by_level
-        for kind in LEVEL_KINDS
-    }
-    if patient_inputs.by_level:
-        expected.add(outbound.output_id("report", patient, None))
     current = sorted(outputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
-    # Outputs of levels that lost every finding (or the report, when no level is left).
-    withdrawals = [
-        row.content
-        for row in current
-        if not row.deleted
-        and row.resource_type != "Provenance"
-        and row.resource_id not in expected
-        and row.content.get("status") != "entered-in-error"
-    ]
+    withdrawals = withdrawn_outputs(patient, patient_inputs, current)
     by_key = {(row.resource_type, row.resource_id): row for row in current}
     versioner = _PlannedVersions(by_key, now, patient)
     if patient_inputs.by_level or withdrawals:

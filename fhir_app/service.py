@@ -236,6 +236,39 @@ def iter_stored_inputs(
             yield m
 
 
+class OutputState(Protocol):
+    """What deciding withdrawals needs to know of a stored output (read-only)."""
+
+    @property
+    def resource_type(self) -> str: ...
+
+    @property
+    def resource_id(self) -> str: ...
+
+    @property
+    def deleted(self) -> bool: ...
+
+    @property
+    def content(self) -> dict[str, Any]: ...
+
+
+def withdrawn_outputs(
+    patient: str, inputs: PatientInputs, previous: Iterable[OutputState]
+) -> list[JsonObject]:
+    """Outputs of levels that lost every finding (or the report, when no level is left)."""
+    expected = {outbound.output_id(k, patient, lvl) for lvl in inputs.by_level for k in LEVEL_KINDS}
+    if inputs.by_level:
+        expected.add(outbound.output_id("report", patient, None))
+    return [
+        row.content
+        for row in previous
+        if not row.deleted
+        and row.resource_type != "Provenance"
+        and row.resource_id not in expected
+        and row.content.get("status") != "entered-in-error"
+    ]
+
+
 def grouped(rows: Sequence[StoredResource], patient: str) -> PatientInputs:
     """The counting inputs of one patient from its stored rows."""
     observations: list[MappedObservation] = []
@@ -390,16 +423,6 @@ class FhirService:
             self._rederive(uow, affected)
             uow.commit()
         return result
-
-    def ingest(self, raw: JsonObject) -> WriteResult:
-        """Store one input as `fhir-app process` does: update at its id, else create."""
-        rtype = raw.get("resourceType")
-        if not isinstance(rtype, str):
-            raise ServiceError.of(400, "structure", "resourceType is missing", "resourceType")
-        rid = raw.get("id")
-        if isinstance(rid, str) and rid:
-            return self.update(rtype, rid, raw)
-        return self.create(rtype, raw)
 
     def _check_input_type(self, rtype: str, raw: JsonObject) -> None:
         if raw.get("resourceType") != rtype:
@@ -568,14 +591,7 @@ class FhirService:
         if inputs.by_level:
             expected.add(outbound.output_id("report", patient, None))
         previous = repo.outputs_of_patient(patient)
-        # Outputs of levels that lost every finding (or the report, when no level is left).
-        withdrawals = [
-            row.content
-            for row in previous
-            if row.resource_type != "Provenance"
-            and row.resource_id not in expected
-            and row.content.get("status") != "entered-in-error"
-        ]
+        withdrawals = withdrawn_outputs(patient, inputs, previous)
         versioner = StoreVersioner(repo, now, patient, known=previous)
         if inputs.by_level or withdrawals:
             derive(inputs, versioner, self.settings, now, withdrawals)
