@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Connection, Engine
 
-from fhir_app.store.errors import translated
+from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
+from fhir_app.store.errors import TransientStoreError, translated
 from fhir_app.store.repository import CheckpointRepository, ResourceRepository
+
+# SQLite serialises transactions (every one starts with BEGIN IMMEDIATE). Threads of one process
+# that wait in SQLite's busy handler sleep and retry, which leaves a long, unfair tail of waits
+# under concurrent requests; queueing them on a lock hands the database over as soon as it is
+# free. Correctness still rests on the database: the lock only orders this process's writers.
+_SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _sqlite_lock(engine: Engine) -> threading.RLock | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    with _LOCKS_GUARD:
+        lock = _SQLITE_LOCKS.get(engine)
+        if lock is None:
+            lock = _SQLITE_LOCKS[engine] = threading.RLock()
+        return lock
 
 
 class UnitOfWork:
@@ -31,9 +51,16 @@ class UnitOfWork:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._connection: Connection | None = None
+        self._lock = _sqlite_lock(engine)
 
     def __enter__(self) -> Self:
-        self._connection = self._engine.connect()
+        if self._lock is not None and not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
+            raise TransientStoreError("the SQLite database stayed busy; try again")
+        try:
+            self._connection = self._engine.connect()
+        except BaseException:
+            self._release()
+            raise
         self.resources = ResourceRepository(self._connection)
         self.checkpoints = CheckpointRepository(self._connection)
         return self
@@ -50,7 +77,14 @@ class UnitOfWork:
         try:
             connection.rollback()
         finally:
-            connection.close()
+            try:
+                connection.close()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     @translated
     def commit(self) -> None:
