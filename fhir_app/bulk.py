@@ -54,7 +54,7 @@ from fhir_app.service import (
     utcnow,
     withdrawn_outputs,
 )
-from fhir_app.store import TransientStoreError, checkpoint_key, content_hash
+from fhir_app.store import StoredResource, TransientStoreError, checkpoint_key, content_hash
 from fhir_app.store.bulk import (
     BulkUnitOfWork,
     CurrentState,
@@ -329,21 +329,6 @@ class _PlannedVersions:
         return served
 
 
-@dataclass(slots=True)
-class _StoredInput:
-    """A stored input as service.grouped reads it (service.StoredResource)."""
-
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated: datetime
-    deleted: bool
-    patient_id: str | None
-    status: str | None
-    is_output: bool
-    content: dict[str, Any]
-
-
 def derive_patient(
     patient: str,
     inputs: Sequence[InputRow],
@@ -353,7 +338,7 @@ def derive_patient(
 ) -> list[NewVersion]:
     """The new output versions of one patient, as FhirService derives it after a write."""
     rows = [
-        _StoredInput(
+        StoredResource(
             resource_type=row.resource_type,
             resource_id=row.resource_id,
             version_id=row.version_id,

@@ -167,17 +167,34 @@ def assess(
 
 
 class StoredResource(Protocol):
-    """What the service reads back from the store (see fhir_app.store)."""
+    """What the service reads back from the store (see fhir_app.store), read-only."""
 
-    resource_type: str
-    resource_id: str
-    version_id: int
-    last_updated: datetime
-    deleted: bool
-    patient_id: str | None
-    status: str | None
-    is_output: bool
-    content: dict[str, Any]
+    @property
+    def resource_type(self) -> str: ...
+
+    @property
+    def resource_id(self) -> str: ...
+
+    @property
+    def version_id(self) -> int: ...
+
+    @property
+    def last_updated(self) -> datetime: ...
+
+    @property
+    def deleted(self) -> bool: ...
+
+    @property
+    def patient_id(self) -> str | None: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def is_output(self) -> bool: ...
+
+    @property
+    def content(self) -> dict[str, Any]: ...
 
 
 def patient_of(resource: JsonObject) -> str | None:
