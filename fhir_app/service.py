@@ -7,6 +7,7 @@ transaction leaves the database exactly as it was.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from fhir_app.derivation import PatientInputs, group_by_patient
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.fhir import inbound, outbound
+from fhir_app.fhir.bundle import BundleEntry, assign_ids, bundle_entries
 from fhir_app.fhir.inputs import (
     InputRejected,
     Issue,
@@ -470,10 +472,11 @@ class FhirService:
         raw: JsonObject,
         if_none_exist: str | None,
         affected: set[str],
+        rid: str | None = None,
     ) -> WriteResult:
         self._check_input_type(rtype, raw)
         repo = uow.resources
-        rid = repo.next_id()
+        rid = rid or repo.next_id()
         if if_none_exist:
             existing = self._conditional_match(uow, rtype, if_none_exist)
             if existing is not None:
@@ -618,8 +621,6 @@ class FhirService:
 
     def transaction(self, bundle: JsonObject) -> JsonObject:
         """Process a transaction Bundle atomically: every entry succeeds, or nothing is stored."""
-        from fhir_app.fhir.bundle import assign_ids, bundle_entries
-
         entries = bundle_entries(bundle)
         responses: list[JsonObject] = []
         with self.uow_factory() as uow:
@@ -649,12 +650,8 @@ class FhirService:
 
     def batch(self, bundle: JsonObject) -> JsonObject:
         """Process a batch Bundle: each entry in its own transaction, answered per entry."""
-        from fhir_app.fhir.bundle import assign_ids, bundle_entries
-
         entries = bundle_entries(bundle)
-        counter = iter(range(1, 1 << 62))
-        # Ids for POST entries are drawn from a fresh unit of work per entry below.
-        assign_ids(entries, lambda: f"pending-{next(counter)}")
+        assign_ids(entries, lambda: str(uuid.uuid4()))
         responses: list[JsonObject] = []
         for entry in entries:
             try:
@@ -675,7 +672,7 @@ class FhirService:
                 )
         return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}
 
-    def _entry(self, uow: UnitOfWork, entry: Any, affected: set[str]) -> WriteResult:
+    def _entry(self, uow: UnitOfWork, entry: BundleEntry, affected: set[str]) -> WriteResult:
         method = (entry.method or "").upper()
         resource = entry.resource
         target = (entry.url or "").split("?")[0].strip("/")
@@ -684,9 +681,10 @@ class FhirService:
             if resource is None:
                 raise ServiceError.of(400, "required", "a POST entry needs a resource")
             rtype = parts[0] if parts else str(resource.get("resourceType"))
-            if resource.get("id", "").startswith("pending-"):
-                resource["id"] = uow.resources.next_id()
-            return self._create(uow, rtype, resource, entry.if_none_exist, affected)
+            # assign_ids gave the entry its id and pointed the Bundle's references at it.
+            return self._create(
+                uow, rtype, resource, entry.if_none_exist, affected, rid=resource.get("id")
+            )
         if method == "PUT":
             if resource is None or len(parts) != 2:
                 raise ServiceError.of(400, "required", "a PUT entry needs a resource and Type/id")
