@@ -605,11 +605,6 @@ class FhirService:
         now = self.clock()
         repo = uow.resources
         inputs = grouped(repo.inputs_of_patient(patient), patient)
-        expected = {
-            outbound.output_id(k, patient, lvl) for lvl in inputs.by_level for k in LEVEL_KINDS
-        }
-        if inputs.by_level:
-            expected.add(outbound.output_id("report", patient, None))
         previous = repo.outputs_of_patient(patient)
         withdrawals = withdrawn_outputs(patient, inputs, previous)
         versioner = StoreVersioner(repo, now, patient, known=previous)
