@@ -619,7 +619,7 @@ class FhirService:
         entries = bundle_entries(bundle)
         responses: list[JsonObject] = []
         with self.uow_factory() as uow:
-            assign_ids(entries, uow.resources.next_id)
+            assign_ids(entries, uow.resources.next_id, self._conditional_matches(uow, entries))
             affected: set[str] = set()
             for entry in entries:
                 try:
@@ -666,6 +666,20 @@ class FhirService:
                     }
                 )
         return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}
+
+    def _conditional_matches(self, uow: UnitOfWork, entries: list[BundleEntry]) -> dict[int, str]:
+        """The existing resource of each conditional create that matches one, by entry index."""
+        matches: dict[int, str] = {}
+        for entry in entries:
+            if (entry.method or "").upper() == "POST" and entry.if_none_exist and entry.resource:
+                rtype = (entry.url or "").split("?")[0].strip("/").split("/")[0]
+                try:
+                    found = self._conditional_match(uow, rtype, entry.if_none_exist)
+                except ServiceError:
+                    continue  # refused again, with the entry named, when the entry is processed
+                if found is not None:
+                    matches[entry.index] = found.resource_id
+        return matches
 
     def _entry(self, uow: UnitOfWork, entry: BundleEntry, affected: set[str]) -> WriteResult:
         method = (entry.method or "").upper()

@@ -7,7 +7,7 @@ a fullUrl is rewritten to `Type/id`, as FHIR R4 (http.html#trules) prescribes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,19 +78,27 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def assign_ids(entries: list[BundleEntry], new_id: Callable[[], str]) -> None:
+def assign_ids(
+    entries: list[BundleEntry],
+    new_id: Callable[[], str],
+    existing: Mapping[int, str] | None = None,
+) -> None:
     """Give every entry resource its server id and rewrite fullUrl references to `Type/id`.
 
     A PUT keeps the id of its request url; a POST (or a resource without id) gets a new one,
-    because on create the server assigns the id (FHIR R4 http.html#create).
+    because on create the server assigns the id (FHIR R4 http.html#create), unless `existing`
+    names, by entry index, the resource a conditional create matched: references then point there.
     """
+    existing = existing or {}
     targets: dict[str, str] = {}
     for entry in entries:
         resource = entry.resource
         if resource is None or not isinstance(resource.get("resourceType"), str):
             continue
         rtype = resource["resourceType"]
-        if entry.method == "PUT" and entry.url and "/" in entry.url:
+        if entry.index in existing:
+            resource["id"] = existing[entry.index]
+        elif entry.method == "PUT" and entry.url and "/" in entry.url:
             resource["id"] = entry.url.split("?")[0].rsplit("/", 1)[1]
         elif entry.method == "POST" or not isinstance(resource.get("id"), str):
             resource["id"] = new_id()
