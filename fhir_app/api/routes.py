@@ -50,6 +50,7 @@ from fhir_app.service import (
     StoredResource,
     WriteResult,
     assess,
+    rejection_status,
 )
 
 SUPPORTED_TYPES = INPUT_TYPES | OUTPUT_TYPES
@@ -208,8 +209,9 @@ def transaction_or_batch(
 def assess_operation(body: BodyDep, service: ServiceDep, preferences: NegotiatedDep) -> Response:
     """Derive the outputs of a Bundle of inputs (any Bundle type) without storing anything.
 
-    Every input must be accepted: a rejected one is 422 naming its entry, and nothing is derived
-    from a partial set (it would understate the findings).
+    Every input must be accepted: a rejected one is 422 naming its entry (400 when it is not
+    FHIR JSON at all), and nothing is derived from a partial set (it would understate the
+    findings).
     """
     if body.resource_type != "Bundle":
         raise ApiError.plain(400, f"$assess takes a Bundle of inputs, not a {body.resource_type}")
@@ -220,7 +222,7 @@ def assess_operation(body: BodyDep, service: ServiceDep, preferences: Negotiated
             for r in result.rejections
             for i in r.issues
         ]
-        raise ServiceError(422, issues)
+        raise ServiceError(rejection_status(issues), issues)
     return FhirJsonResponse(result.bundle(), pretty=preferences.pretty)
 
 
