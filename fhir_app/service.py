@@ -648,7 +648,7 @@ class FhirService:
         entries = bundle_entries(bundle)
         unreadable = [issue for entry in entries for issue in entry.problems]
         if unreadable:
-            raise ServiceError(rejection_status(unreadable), unreadable)
+            raise ServiceError(400, unreadable)  # the Bundle cannot be read as asked
         responses: list[JsonObject] = []
         with self.uow_factory() as uow:
             refusals: dict[int, ServiceError] = {}
@@ -672,7 +672,7 @@ class FhirService:
         """Process a batch Bundle: each entry in its own transaction, answered per entry."""
         entries = bundle_entries(bundle)
         refusals: dict[int, ServiceError] = {
-            entry.index: ServiceError(rejection_status(entry.problems), entry.problems)
+            entry.index: ServiceError(400, entry.problems)
             for entry in entries
             if entry.problems
         }
@@ -741,7 +741,7 @@ class FhirService:
     def _entry(self, uow: UnitOfWork, entry: BundleEntry, affected: set[str]) -> WriteResult:
         target = entry.target
         if entry.problems:
-            raise ServiceError(rejection_status(entry.problems), entry.problems)
+            raise ServiceError(400, entry.problems)
         if target is None:
             raise ServiceError.of(
                 400, "not-supported", f"Bundle entry method {entry.method!r} is not supported"

@@ -47,7 +47,7 @@ class BundleEntry:
     if_none_exist: str | None
     if_match: str | None
     target: EntryTarget | None = None  # read from `url`; None when there is a problem
-    problems: list[Issue] = field(default_factory=list)  # why the entry cannot be read (400)
+    problems: list[Issue] = field(default_factory=list)  # why it cannot be read: 400
 
     @property
     def expression(self) -> str:
