@@ -672,9 +672,7 @@ class FhirService:
         """Process a batch Bundle: each entry in its own transaction, answered per entry."""
         entries = bundle_entries(bundle)
         refusals: dict[int, ServiceError] = {
-            entry.index: ServiceError(400, entry.problems)
-            for entry in entries
-            if entry.problems
+            entry.index: ServiceError(400, entry.problems) for entry in entries if entry.problems
         }
         with self.uow_factory() as uow:
             matches = self._conditional_matches(uow, entries, refusals)
