@@ -138,8 +138,14 @@ def assess(
     items: Iterable[tuple[str, JsonObject | InputRejected]],
     settings: AppearanceSettings | None = None,
     now: datetime | None = None,
+    *,
+    max_outputs: int | None = None,
 ) -> AssessResult:
-    """Validate, map and derive a set of inputs in memory: the heart of `$assess`."""
+    """Validate, map and derive a set of inputs in memory: the heart of `$assess`.
+
+    With `max_outputs`, inputs that would derive more resources than that are refused (413
+    `too-costly`) after mapping and before any output is built.
+    """
     settings = settings or AppearanceSettings()
     now = now or utcnow()
     result = AssessResult()
@@ -165,10 +171,28 @@ def assess(
         elif isinstance(m, MappedStudy):
             studies.append(m)
     first = outbound.FirstVersion(now)
-    for _, patient in sorted(group_by_patient(observations, studies).items()):
+    patients = group_by_patient(observations, studies)
+    if max_outputs is not None:
+        expected = sum(outputs_of(patient) for patient in patients.values())
+        if expected > max_outputs:
+            raise ServiceError.of(
+                413,
+                "too-costly",
+                f"These inputs would derive {expected} resources; one $assess derives at most "
+                f"{max_outputs} (setting FHIR_APP_MAX_ASSESS_OUTPUTS); send fewer patients",
+            )
+    for _, patient in sorted(patients.items()):
         if patient.by_level:
             result.outputs.extend(derive(patient, first, settings, now))
     return result
+
+
+def outputs_of(patient: PatientInputs) -> int:
+    """How many resources deriving `patient` emits (outbound.emit_patient): per level the SINS
+    and classification Observations and the RiskAssessment, then the report and the Provenance."""
+    if not patient.by_level:
+        return 0
+    return len(LEVEL_KINDS) * len(patient.by_level) + 2
 
 
 # --------------------------------------------------------------------------- persistent service
