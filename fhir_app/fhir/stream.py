@@ -253,7 +253,8 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
         events = ijson.parse(handle)
         for prefix, event, value in events:
             if event == "number" and isinstance(value, int) and value not in _INTEGER_RANGE:
-                raise rejected("invalid", f"Malformed JSON: integer {value} exceeds the signed 64-bit range")
+                too_large = f"Malformed JSON: integer {value} exceeds the signed 64-bit range"
+                raise rejected("invalid", too_large)
             if prefix == "" and event == "start_map":
                 shape.is_object = True
             elif prefix == "resourceType" and event == "string":
