@@ -698,8 +698,10 @@ class FhirService:
         refusals: dict[int, ServiceError] = {
             entry.index: ServiceError(400, entry.problems) for entry in entries if entry.problems
         }
-        with self.uow_factory() as uow:
-            matches = self._conditional_matches(uow, entries, refusals)
+        matches: dict[int, str] = {}
+        if any(entry.if_none_exist or "?" in (entry.url or "") for entry in entries):
+            with self.uow_factory() as uow:
+                matches = self._conditional_matches(uow, entries, refusals)
         assign_ids(entries, lambda: str(uuid.uuid4()), matches)
         responses: list[JsonObject] = []
         for entry in entries:
