@@ -31,6 +31,9 @@ from fhir_app.fhir.inputs import (
 )
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import validate_resource
+from fhir_app.store import StoredResource as StoredRow
+from fhir_app.store import content_hash
+from fhir_app.store.bulk import InputRow, NewVersion, OutputRow, served_content
 
 try:
     PROCESSOR_VERSION = version("fhir-app")
@@ -330,34 +333,24 @@ class WriteResult:
         return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
 
 
-class StoreVersioner:
-    """Stamps outputs against the database: a new version only when what was derived changed.
+class PlannedVersions:
+    """outbound.Versioner against a patient's outputs as read under its derivation lock.
 
-    A final output whose content changes becomes `amended` (CONTRACT section 4c).
+    The one write rule of the REST and bulk paths: a new version only when what was derived
+    changed; a changed final output becomes `amended` (CONTRACT section 4c). The new versions are
+    collected as NewVersions and written in one batched, set-based write.
     """
 
-    def __init__(
-        self,
-        resources: Any,
-        now: datetime,
-        patient: str | None = None,
-        known: Iterable[StoredResource] | None = None,
-    ) -> None:
-        self.resources = resources
+    def __init__(self, current: dict[tuple[str, str], OutputRow], now: datetime, patient: str):
+        self.current = current
         self.now = now
-        # The patient derived for: a Provenance names no subject, yet is searched by patient.
         self.patient = patient
-        # The patient's current outputs, read once: one query per derivation, not per output.
-        self.known = None if known is None else {(r.resource_type, r.resource_id): r for r in known}
-        self.written: list[str] = []
+        self.written: list[NewVersion] = []
 
     def stamp(self, resource: JsonObject) -> JsonObject:
-        """Persist the output when it changed; return it as stored."""
-        rtype, rid = resource["resourceType"], resource["id"]
-        if self.known is None:
-            current = self.resources.current(rtype, rid)
-        else:
-            current = self.known.get((rtype, rid))
+        """The output as it will be stored: the current version when unchanged."""
+        key = (str(resource["resourceType"]), str(resource["id"]))
+        current = self.current.get(key)
         candidate = resource
         if current is not None and not current.deleted:
             if outbound.comparable(current.content) == outbound.comparable(resource):
@@ -365,25 +358,72 @@ class StoreVersioner:
             was_final = current.content.get("status") in ("final", "amended")
             if resource.get("status") == "final" and was_final:
                 candidate = {**resource, "status": "amended"}
-        stored, changed = self.resources.write(
-            rtype,
-            rid,
-            candidate,
-            patient_id=patient_of(candidate) or self.patient,
-            status=candidate.get("status"),
-            is_output=True,
-            tokens=search_tokens(candidate),
-            now=self.now,
+        digest = content_hash(candidate)
+        if current is not None and not current.deleted and current.content_hash == digest:
+            return dict(current.content)
+        version_id = 1 if current is None else current.version_id + 1
+        moment = self.now if current is None else max(self.now, current.last_updated)
+        served = served_content(key[0], key[1], version_id, moment, candidate)
+        status = candidate.get("status")
+        self.written.append(
+            NewVersion(
+                resource_type=key[0],
+                resource_id=key[1],
+                version_id=version_id,
+                last_updated=moment,
+                patient_id=patient_of(candidate) or self.patient,
+                status=status if isinstance(status, str) else None,
+                is_output=True,
+                content=orjson.dumps(served).decode(),
+                content_hash=digest,
+                tokens=tuple(search_tokens(candidate)),
+            )
         )
-        if changed:
-            self.written.append(f"{rtype}/{rid}/_history/{stored.version_id}")
-        return dict(stored.content)
+        self.current[key] = OutputRow(
+            self.patient, key[0], key[1], version_id, False, moment, digest, served
+        )
+        return served
+
+
+def derive_patient(
+    patient: str,
+    inputs: Sequence[InputRow],
+    outputs: Sequence[OutputRow],
+    settings: AppearanceSettings,
+    now: datetime,
+) -> list[NewVersion]:
+    """The new output versions of one patient, as FhirService derives it after a write."""
+    rows = [
+        StoredRow(
+            resource_type=row.resource_type,
+            resource_id=row.resource_id,
+            version_id=row.version_id,
+            last_updated=row.last_updated,
+            deleted=False,
+            patient_id=patient,
+            status=None,
+            is_output=False,
+            content=orjson.loads(row.text),
+        )
+        for row in sorted(inputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
+    ]
+    patient_inputs = grouped(rows, patient)
+    current = sorted(outputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
+    withdrawals = withdrawn_outputs(patient, patient_inputs, current)
+    by_key = {(row.resource_type, row.resource_id): row for row in current}
+    versioner = PlannedVersions(by_key, now, patient)
+    if patient_inputs.by_level or withdrawals:
+        derive(patient_inputs, versioner, settings, now, withdrawals)
+    return versioner.written
 
 
 class UnitOfWork(Protocol):
     """The store's unit of work as the service uses it."""
 
     resources: Any
+    bulk: Any
+
+    def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None: ...
 
     def __enter__(self) -> Self: ...
 
@@ -594,23 +634,34 @@ class FhirService:
 
     # ---- derivation --------------------------------------------------------------------------
 
-    def _rederive(self, uow: UnitOfWork, patients: Iterable[str]) -> list[str]:
-        """Derive the outputs of each patient again; returns the output versions written."""
-        written: list[str] = []
-        for patient in sorted(set(patients)):
-            written.extend(self._rederive_patient(uow, patient))
-        return written
+    def _rederive(self, uow: UnitOfWork, patients: Iterable[str]) -> list[NewVersion]:
+        """Derive the outputs of each patient again; returns the output versions written.
 
-    def _rederive_patient(self, uow: UnitOfWork, patient: str) -> list[str]:
+        The patients' derivation locks are taken first (this transaction's own input writes are
+        done by now), then their inputs and outputs are read in one batch, derived, and the new
+        output versions written in set-based statements: the same rule and the same write as the
+        bulk path (`derive_patient`, `write_versions`).
+        """
+        ordered = sorted(set(patients))
+        if not ordered:
+            return []
+        uow.lock_patient_derivations(ordered)
         now = self.clock()
-        repo = uow.resources
-        inputs = grouped(repo.inputs_of_patient(patient), patient)
-        previous = repo.outputs_of_patient(patient)
-        withdrawals = withdrawn_outputs(patient, inputs, previous)
-        versioner = StoreVersioner(repo, now, patient, known=previous)
-        if inputs.by_level or withdrawals:
-            derive(inputs, versioner, self.settings, now, withdrawals)
-        return versioner.written
+        inputs: dict[str, list[InputRow]] = {p: [] for p in ordered}
+        outputs: dict[str, list[OutputRow]] = {p: [] for p in ordered}
+        for row in uow.bulk.inputs_of_patients(ordered):
+            inputs[row.patient_id].append(row)
+        for output in uow.bulk.outputs_of_patients(ordered):
+            outputs[output.patient_id].append(output)
+        versions: list[NewVersion] = []
+        existing: list[tuple[str, str]] = []
+        for patient in ordered:
+            versions.extend(
+                derive_patient(patient, inputs[patient], outputs[patient], self.settings, now)
+            )
+            existing.extend((row.resource_type, row.resource_id) for row in outputs[patient])
+        uow.bulk.write_versions(versions, existing=existing)
+        return versions
 
     # ---- transactions and batches ------------------------------------------------------------
 

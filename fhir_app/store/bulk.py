@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import orjson
 import psycopg
@@ -35,7 +35,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Connection,
-    Engine,
     ForeignKey,
     Integer,
     String,
@@ -77,7 +76,6 @@ from fhir_app.store.schema import (
     resource_version_table,
     search_token_table,
 )
-from fhir_app.store.uow import UnitOfWork
 
 # Patient ids of a run are listed in code point order on both backends (PostgreSQL's default
 # collation may be a locale's), the order `sorted()` gives, so outputs come out the same everywhere.
@@ -529,6 +527,27 @@ class BulkRepository:
         return rows
 
     @translated
+    def input_versions(self, patients: Sequence[str]) -> frozenset[tuple[str, str, int]]:
+        """(type, id, version) of the current inputs `inputs_of_patients` reads for these
+        patients: what a derivation read, to check it is still current."""
+        found: set[tuple[str, str, int]] = set()
+        for batch in _chunks(patients):
+            rows = self._connection.execute(
+                select(
+                    ResourceCurrent.resource_type,
+                    ResourceCurrent.resource_id,
+                    ResourceCurrent.version_id,
+                ).where(
+                    ResourceCurrent.patient_id.in_(batch),
+                    ResourceCurrent.is_output == false(),
+                    ResourceCurrent.deleted == false(),
+                    ResourceCurrent.resource_type.in_(INPUT_TYPES),
+                )
+            )
+            found.update((row[0], row[1], row[2]) for row in rows)
+        return frozenset(found)
+
+    @translated
     def outputs_of_patients(self, patients: Sequence[str]) -> list[OutputRow]:
         """The current outputs of these patients (any type, withdrawn ones included)."""
         rows: list[OutputRow] = []
@@ -783,23 +802,3 @@ class BulkRepository:
                     ingest_checkpoint_table.c.source_key.in_(list(checkpoint_keys))
                 )
             )
-
-
-class BulkUnitOfWork(UnitOfWork):
-    """The unit of work of a bulk run: the usual repositories plus the batched one."""
-
-    bulk: BulkRepository
-
-    def __enter__(self) -> Self:
-        super().__enter__()
-        self.bulk = BulkRepository(self._require_open())
-        return self
-
-
-def bulk_uow_factory(engine: Engine) -> Callable[[], BulkUnitOfWork]:
-    """A factory of bulk units of work on `engine`."""
-
-    def new_unit_of_work() -> BulkUnitOfWork:
-        return BulkUnitOfWork(engine)
-
-    return new_unit_of_work

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
+from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
 from fhir_app.store.errors import TransientStoreError, translated
 from fhir_app.store.repository import CheckpointRepository, ResourceRepository
@@ -32,6 +35,23 @@ def _sqlite_lock(engine: Engine) -> threading.RLock | None:
         return lock
 
 
+# One transaction-scoped advisory lock per patient serialises every derivation of that patient (and
+# every bulk chunk that changes its inputs) with every other one, across processes. The key is the
+# first 8 bytes of sha256 over a namespace and the patient id: a collision only makes two patients
+# wait for each other. Locks are taken in key order, so two units of work that derive the same
+# patients never wait for each other in a cycle.
+_PATIENT_LOCK_NAMESPACE = b"fhir-app/patient-derivation\0"
+_LOCK_PATIENTS = text(
+    "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(:keys) WITH ORDINALITY AS k(key, n)"
+).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
+
+
+def patient_lock_key(patient_id: str) -> int:
+    """The advisory-lock key of a patient's derivation (a signed 64-bit integer)."""
+    digest = hashlib.sha256(_PATIENT_LOCK_NAMESPACE + patient_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 class UnitOfWork:
     """A transaction and the repositories that work inside it.
 
@@ -47,6 +67,7 @@ class UnitOfWork:
 
     resources: ResourceRepository
     checkpoints: CheckpointRepository
+    bulk: BulkRepository
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -63,6 +84,7 @@ class UnitOfWork:
             raise
         self.resources = ResourceRepository(self._connection)
         self.checkpoints = CheckpointRepository(self._connection)
+        self.bulk = BulkRepository(self._connection)
         return self
 
     def __exit__(
@@ -95,10 +117,37 @@ class UnitOfWork:
         """Forget everything done since the last commit."""
         self._require_open().rollback()
 
+    @translated
+    def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None:
+        """Serialise this transaction's derivation of these patients with every other writer of
+        them, until commit or rollback.
+
+        Why a lock and not serializable isolation: a derivation reads all of a patient's inputs and
+        rewrites all of its outputs, so under SERIALIZABLE nearly every pair of concurrent writes
+        of one patient would conflict and be retried from scratch; a lock taken after the
+        transaction's own inputs are written, and before the patient's inputs are read, makes the
+        second writer wait for the first's commit and then read everything it committed (read
+        committed takes a new snapshot per statement). So the outputs committed last are always
+        derived from every committed input. PostgreSQL: `pg_advisory_xact_lock` per patient, in
+        key order. SQLite: nothing to do, every transaction already holds the database's write
+        lock from its first statement (`BEGIN IMMEDIATE`).
+        """
+        connection = self._require_open()
+        if connection.dialect.name != "postgresql":
+            return
+        keys = sorted({patient_lock_key(p) for p in patient_ids})
+        if keys:
+            # unnest WITH ORDINALITY keeps the array's (sorted) order of evaluation.
+            connection.execute(_LOCK_PATIENTS, {"keys": keys})
+
     def _require_open(self) -> Connection:
         if self._connection is None:
             raise RuntimeError("the unit of work is not open: use it in a `with` block")
         return self._connection
+
+
+# The bulk path once had a unit of work of its own; every one now has the batched repository.
+BulkUnitOfWork = UnitOfWork
 
 
 def uow_factory(engine: Engine) -> Callable[[], UnitOfWork]:
@@ -108,3 +157,6 @@ def uow_factory(engine: Engine) -> Callable[[], UnitOfWork]:
         return UnitOfWork(engine)
 
     return new_unit_of_work
+
+
+bulk_uow_factory = uow_factory
