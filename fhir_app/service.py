@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 import orjson
 
@@ -32,8 +32,8 @@ from fhir_app.fhir.inputs import (
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import validate_resource
 from fhir_app.store import StoredResource as StoredRow
-from fhir_app.store import content_hash
-from fhir_app.store.bulk import InputRow, NewVersion, OutputRow, served_content
+from fhir_app.store import TransientStoreError, content_hash
+from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
 
 try:
     PROCESSOR_VERSION = version("fhir-app")
@@ -241,6 +241,9 @@ def search_tokens(resource: JsonObject) -> list[tuple[str, str | None, str]]:
 
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+# Attempts of a unit of work that loses races before its commit (then 503 + Retry-After).
+RACE_ATTEMPTS = 4
 
 
 def iter_stored_inputs(
@@ -437,6 +440,115 @@ class UnitOfWork(Protocol):
     def commit(self) -> None: ...
 
 
+class InputWrites:
+    """The input writes of one unit of work, stored in one set-based write at the end.
+
+    The rule of the bulk ingest path, for the REST path: versions are decided from current states
+    read in one statement, locked until commit (so a concurrent writer of the same resource waits
+    for this transaction); an input whose content equals its current version gets no new version.
+    Two transactions creating the same new resource at once collide on the version's primary key
+    when the later one stores: a TransientStoreError, and the service runs the unit of work again.
+    """
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.resources = uow.resources
+        self.bulk = uow.bulk
+        self.states: dict[tuple[str, str], CurrentState | None] = {}
+        self.had_row: set[tuple[str, str]] = set()
+        self.pending: list[NewVersion] = []
+
+    def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None:
+        """The unit of work's per-patient derivation lock, after the pending writes are stored."""
+        self.flush()
+        self.uow.lock_patient_derivations(patient_ids)
+
+    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read (and lock) the current states of these resources in one statement."""
+        missing = sorted({key for key in keys if key not in self.states})
+        if not missing:
+            return
+        found = self.uow.bulk.current_states(missing, lock=True)
+        for key in missing:
+            self.states[key] = found.get(key)
+        self.had_row.update(found)
+
+    def state(self, rtype: str, rid: str) -> CurrentState | None:
+        """The current state of a resource, this unit of work's pending writes included."""
+        key = (rtype, rid)
+        if key not in self.states:
+            self.prefetch([key])
+        return self.states[key]
+
+    def write(
+        self, rtype: str, rid: str, raw: JsonObject, now: datetime
+    ) -> tuple[StoredResource, bool]:
+        """Plan `raw` as the next version of an input; (the version as served, changed)."""
+        state = self.state(rtype, rid)
+        digest = content_hash(raw)
+        if state is not None and not state.deleted and state.content_hash == digest:
+            self.flush()
+            unchanged: StoredResource | None = self.uow.resources.current(rtype, rid)
+            if unchanged is None:  # pragma: no cover - the state was just read
+                raise ServiceError.of(500, "exception", f"{rtype}/{rid} vanished")
+            return unchanged, False
+        version_id = 1 if state is None else state.version_id + 1
+        # Versions must not go back in time when clocks of two writers disagree.
+        moment = now if state is None else max(now, state.last_updated)
+        served = served_content(rtype, rid, version_id, moment, raw)
+        patient = patient_of(raw)
+        status = raw.get("status")
+        self.pending.append(
+            NewVersion(
+                resource_type=rtype,
+                resource_id=rid,
+                version_id=version_id,
+                last_updated=moment,
+                patient_id=patient,
+                status=status if isinstance(status, str) else None,
+                is_output=False,
+                content=orjson.dumps(served).decode(),
+                content_hash=digest,
+                tokens=tuple(search_tokens(raw)),
+                raw=orjson.dumps(raw).decode(),
+            )
+        )
+        self.states[(rtype, rid)] = CurrentState(
+            version_id=version_id,
+            deleted=False,
+            patient_id=patient,
+            is_output=False,
+            last_updated=moment,
+            content_hash=digest,
+        )
+        stored = StoredRow(
+            resource_type=rtype,
+            resource_id=rid,
+            version_id=version_id,
+            last_updated=moment,
+            deleted=False,
+            patient_id=patient,
+            status=status if isinstance(status, str) else None,
+            is_output=False,
+            content=served,
+        )
+        return stored, True
+
+    def forget(self, rtype: str, rid: str) -> None:
+        """Read this resource's state again next time (it was changed by another statement)."""
+        self.flush()
+        self.states.pop((rtype, rid), None)
+        self.had_row.discard((rtype, rid))
+
+    def flush(self) -> None:
+        """Store the pending versions (before anything reads the tables they go to)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        self.uow.bulk.write_versions(pending, existing=self.had_row)
+        self.had_row.update((v.resource_type, v.resource_id) for v in pending)
+
+
 class FhirService:
     """The persistent use cases behind the REST API and `fhir-app process`."""
 
@@ -456,32 +568,58 @@ class FhirService:
         self, rtype: str, raw: JsonObject, *, if_none_exist: str | None = None
     ) -> WriteResult:
         """Create an input with a server-assigned id (conditional when `if_none_exist`)."""
-        with self.uow_factory() as uow:
+
+        def work(uow: InputWrites) -> WriteResult:
             affected: set[str] = set()
             result = self._create(uow, rtype, raw, if_none_exist, affected)
             self._rederive(uow, affected)
-            uow.commit()
-        return result
+            return result
+
+        return self._in_unit_of_work(work)
 
     def update(
         self, rtype: str, rid: str, raw: JsonObject, *, if_match: str | None = None
     ) -> WriteResult:
         """Create or update an input at a client-chosen id."""
-        with self.uow_factory() as uow:
+
+        def work(uow: InputWrites) -> WriteResult:
             affected: set[str] = set()
             result = self._update(uow, rtype, rid, raw, if_match, affected)
             self._rederive(uow, affected)
-            uow.commit()
-        return result
+            return result
+
+        return self._in_unit_of_work(work)
 
     def delete(self, rtype: str, rid: str) -> WriteResult:
         """Delete an input; the outputs are derived again without it."""
-        with self.uow_factory() as uow:
+
+        def work(uow: InputWrites) -> WriteResult:
             affected: set[str] = set()
             result = self._delete(uow, rtype, rid, affected)
             self._rederive(uow, affected)
-            uow.commit()
-        return result
+            return result
+
+        return self._in_unit_of_work(work)
+
+    def _in_unit_of_work(self, work: Callable[[InputWrites], T]) -> T:
+        """Run `work` in a unit of work and commit it; run it again from the start when it lost a
+        race before its commit (a deadlock, a serialization failure, a resource created by another
+        transaction first). Nothing of a lost attempt was stored, so running it again is safe; a
+        fault at the commit itself is not retried (its outcome is unknown) but reported as a
+        TransientStoreError, which the API answers with 503 and Retry-After."""
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            with self.uow_factory() as uow:
+                writes = InputWrites(uow)
+                try:
+                    result = work(writes)
+                    writes.flush()
+                except TransientStoreError:
+                    if attempt == RACE_ATTEMPTS:
+                        raise
+                    continue
+                uow.commit()
+                return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _check_input_type(self, rtype: str, raw: JsonObject) -> None:
         if raw.get("resourceType") != rtype:
@@ -507,7 +645,7 @@ class FhirService:
 
     def _create(
         self,
-        uow: UnitOfWork,
+        uow: InputWrites,
         rtype: str,
         raw: JsonObject,
         if_none_exist: str | None,
@@ -523,6 +661,7 @@ class FhirService:
                 return self._result(200, existing)
             owner = repo.claim_conditional(rtype, normalise_criteria(if_none_exist), rid)
             if owner != rid:
+                uow.forget(rtype, owner)
                 row = repo.current(rtype, owner)
                 if row is not None and not row.deleted:
                     return self._result(200, row)
@@ -531,7 +670,7 @@ class FhirService:
 
     def _update(
         self,
-        uow: UnitOfWork,
+        uow: InputWrites,
         rtype: str,
         rid: str,
         raw: JsonObject,
@@ -544,7 +683,7 @@ class FhirService:
             raise ServiceError.of(
                 400, "invalid", f"resource id {body_id!r} does not match the URL id {rid!r}", "id"
             )
-        current = uow.resources.current(rtype, rid)
+        current = uow.state(rtype, rid)
         if current is not None and current.is_output:
             raise ServiceError.of(
                 409, "conflict", f"{rtype}/{rid} is derived by fhir-app and cannot be written"
@@ -565,31 +704,20 @@ class FhirService:
 
     def _write(
         self,
-        uow: UnitOfWork,
+        uow: InputWrites,
         rtype: str,
         rid: str,
         raw: JsonObject,
         affected: set[str],
         *,
         created: bool,
-        current: StoredResource | None,
+        current: CurrentState | None,
     ) -> WriteResult:
         """Validate and store one input; `current` is its current version, read by the caller."""
-        repo = uow.resources
         now = self.clock()
         next_version = 1 if current is None else current.version_id + 1
         self._validated(raw, rid, next_version, now)
-        stored, changed = repo.write(
-            rtype,
-            rid,
-            raw,
-            patient_id=patient_of(raw),
-            status=raw.get("status") if isinstance(raw.get("status"), str) else None,
-            is_output=False,
-            tokens=search_tokens(raw),
-            raw=orjson.dumps(raw).decode(),
-            now=now,
-        )
+        stored, changed = uow.write(rtype, rid, raw, now)
         if changed:
             if current is not None and current.patient_id:
                 affected.add(current.patient_id)
@@ -597,7 +725,8 @@ class FhirService:
                 affected.add(stored.patient_id)
         return self._result(201 if created and changed else 200, stored)
 
-    def _delete(self, uow: UnitOfWork, rtype: str, rid: str, affected: set[str]) -> WriteResult:
+    def _delete(self, uow: InputWrites, rtype: str, rid: str, affected: set[str]) -> WriteResult:
+        uow.forget(rtype, rid)
         current = uow.resources.current(rtype, rid)
         if current is not None and current.is_output:
             raise ServiceError.of(
@@ -611,8 +740,10 @@ class FhirService:
         return WriteResult(204, None, rtype, rid, None, None)
 
     def _conditional_match(
-        self, uow: UnitOfWork, rtype: str, criteria: str
+        self, uow: InputWrites | UnitOfWork, rtype: str, criteria: str
     ) -> StoredResource | None:
+        if isinstance(uow, InputWrites):
+            uow.flush()  # the search reads the tables the pending writes go to
         params = parse_criteria(criteria)
         rows, total = self._search(uow, rtype, params, count=2, offset=0)
         if total > 1:
@@ -634,7 +765,7 @@ class FhirService:
 
     # ---- derivation --------------------------------------------------------------------------
 
-    def _rederive(self, uow: UnitOfWork, patients: Iterable[str]) -> list[NewVersion]:
+    def _rederive(self, uow: InputWrites, patients: Iterable[str]) -> list[NewVersion]:
         """Derive the outputs of each patient again; returns the output versions written.
 
         The patients' derivation locks are taken first (this transaction's own input writes are
@@ -667,10 +798,13 @@ class FhirService:
 
     def transaction(self, bundle: JsonObject) -> JsonObject:
         """Process a transaction Bundle atomically: every entry succeeds, or nothing is stored."""
-        entries = bundle_entries(bundle)
-        responses: list[JsonObject] = []
-        with self.uow_factory() as uow:
+        pristine = orjson.dumps(bundle)  # each attempt starts from the Bundle as received
+
+        def work(uow: InputWrites) -> list[JsonObject]:
+            responses: list[JsonObject] = []
+            entries = bundle_entries(orjson.loads(pristine))
             assign_ids(entries, uow.resources.next_id, self._conditional_matches(uow, entries))
+            uow.prefetch(entry_targets(entries))
             affected: set[str] = set()
             for entry in entries:
                 try:
@@ -691,7 +825,9 @@ class FhirService:
                     ) from exc
                 responses.append(entry_response(result))
             self._rederive(uow, affected)
-            uow.commit()
+            return responses
+
+        responses = self._in_unit_of_work(work)
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
 
     def batch(self, bundle: JsonObject) -> JsonObject:
@@ -700,13 +836,15 @@ class FhirService:
         assign_ids(entries, lambda: str(uuid.uuid4()))
         responses: list[JsonObject] = []
         for entry in entries:
+
+            def work(uow: InputWrites, entry: BundleEntry = entry) -> WriteResult:
+                affected: set[str] = set()
+                result = self._entry(uow, entry, affected)
+                self._rederive(uow, affected)
+                return result
+
             try:
-                with self.uow_factory() as uow:
-                    affected: set[str] = set()
-                    result = self._entry(uow, entry, affected)
-                    self._rederive(uow, affected)
-                    uow.commit()
-                responses.append(entry_response(result))
+                responses.append(entry_response(self._in_unit_of_work(work)))
             except ServiceError as exc:
                 responses.append(
                     {
@@ -718,7 +856,9 @@ class FhirService:
                 )
         return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}
 
-    def _conditional_matches(self, uow: UnitOfWork, entries: list[BundleEntry]) -> dict[int, str]:
+    def _conditional_matches(
+        self, uow: InputWrites | UnitOfWork, entries: list[BundleEntry]
+    ) -> dict[int, str]:
         """The existing resource of each conditional create that matches one, by entry index."""
         matches: dict[int, str] = {}
         for entry in entries:
@@ -732,7 +872,7 @@ class FhirService:
                     matches[entry.index] = found.resource_id
         return matches
 
-    def _entry(self, uow: UnitOfWork, entry: BundleEntry, affected: set[str]) -> WriteResult:
+    def _entry(self, uow: InputWrites, entry: BundleEntry, affected: set[str]) -> WriteResult:
         method = (entry.method or "").upper()
         resource = entry.resource
         target = (entry.url or "").split("?")[0].strip("/")
@@ -792,7 +932,7 @@ class FhirService:
 
     def _search(
         self,
-        uow: UnitOfWork,
+        uow: InputWrites | UnitOfWork,
         rtype: str,
         params: Sequence[tuple[str, str]],
         *,
@@ -832,6 +972,23 @@ class FhirService:
             offset=offset,
         )
         return found
+
+
+def entry_targets(entries: Sequence[BundleEntry]) -> list[tuple[str, str]]:
+    """(type, id) of every resource the entries write at a known id, to read their current
+    states (and lock them) in one statement."""
+    targets: list[tuple[str, str]] = []
+    for entry in entries:
+        method = (entry.method or "").upper()
+        parts = (entry.url or "").split("?")[0].strip("/").split("/")
+        if method in ("PUT", "DELETE") and len(parts) == 2 and all(parts):
+            targets.append((parts[0], parts[1]))
+        elif method == "POST" and entry.resource is not None:
+            rid = entry.resource.get("id")
+            rtype = entry.resource.get("resourceType")
+            if isinstance(rid, str) and isinstance(rtype, str):
+                targets.append((rtype, rid))
+    return targets
 
 
 def entry_response(result: WriteResult) -> JsonObject:

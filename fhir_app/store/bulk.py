@@ -278,29 +278,34 @@ class BulkRepository:
 
     @translated
     def current_states(
-        self, keys: Iterable[tuple[str, str]]
+        self, keys: Iterable[tuple[str, str]], *, lock: bool = False
     ) -> dict[tuple[str, str], CurrentState]:
-        """The current state of each (type, id) that exists (deleted ones included)."""
+        """The current state of each (type, id) that exists (deleted ones included).
+
+        `lock`: hold the rows until the transaction ends (FOR UPDATE on PostgreSQL, in id order so
+        that two writers of the same resources queue instead of deadlocking; SQLite transactions
+        are serialised anyway), for a writer that decides versions from them."""
         by_type: dict[str, list[str]] = defaultdict(list)
         for resource_type, resource_id in set(keys):
             by_type[resource_type].append(resource_id)
         found: dict[tuple[str, str], CurrentState] = {}
-        for resource_type, ids in by_type.items():
+        for resource_type, ids in sorted(by_type.items()):
             for batch in _chunks(sorted(ids)):
-                rows = self._connection.execute(
-                    select(
-                        ResourceCurrent.resource_id,
-                        ResourceCurrent.version_id,
-                        ResourceCurrent.deleted,
-                        ResourceCurrent.patient_id,
-                        ResourceCurrent.is_output,
-                        ResourceCurrent.last_updated,
-                        ResourceCurrent.content_hash,
-                    ).where(
-                        ResourceCurrent.resource_type == resource_type,
-                        ResourceCurrent.resource_id.in_(batch),
-                    )
+                statement = select(
+                    ResourceCurrent.resource_id,
+                    ResourceCurrent.version_id,
+                    ResourceCurrent.deleted,
+                    ResourceCurrent.patient_id,
+                    ResourceCurrent.is_output,
+                    ResourceCurrent.last_updated,
+                    ResourceCurrent.content_hash,
+                ).where(
+                    ResourceCurrent.resource_type == resource_type,
+                    ResourceCurrent.resource_id.in_(batch),
                 )
+                if lock:
+                    statement = statement.order_by(ResourceCurrent.resource_id).with_for_update()
+                rows = self._connection.execute(statement)
                 for row in rows:
                     found[(resource_type, row[0])] = CurrentState(*row[1:])
         return found
