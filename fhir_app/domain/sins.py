@@ -147,12 +147,16 @@ def _pain(findings: LevelFindings) -> ComponentResult:
         return _stated(SinsComponent.PAIN, finding)
     assert isinstance(finding.value, PainAnswer)
     allows = PATIENT_PAIN_ALLOWS[finding.value]
+    left = (
+        "which lesion hurts is unknown, so every answer remains"
+        if allows == frozenset(PainAnswer)
+        else f"it leaves {' or '.join(a.value for a in PainAnswer if a in allows)} here"
+    )
     return _component(
         SinsComponent.PAIN,
         allows,
         f"Pain reported for the patient ({finding.value.value}), not for this level; with "
-        f"{findings.lesion_levels} lesion levels it leaves "
-        f"{' or '.join(a.value for a in PainAnswer if a in allows)} here.",
+        f"{findings.lesion_levels} lesion levels {left}.",
         sources=(finding.source,),
         patient_level=True,
     )

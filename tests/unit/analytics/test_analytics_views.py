@@ -148,6 +148,7 @@ def test_classification_view_equals_the_lesion_table(outputs: Resources, views: 
         assert classification["appearance"] == row.appearance, key
         assert classification["appearance_open"] is (row.appearance is None), key
         assert classification["likely_primary_1"] == row.likely_primary_1, key
+        assert classification["known_primary"] == row.known_primary, key
 
 
 def test_risk_assessment_view_equals_the_lesion_table(outputs: Resources, views: Views) -> None:
