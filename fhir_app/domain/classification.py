@@ -264,9 +264,10 @@ def primaries_in_context(
         )
     if by_age:
         assert ages is not None
+        aged = str(ages[0]) if ages[0] == ages[1] else f"{ages[0]}-{ages[1]}"
         left_out.append(
-            f"Left out for a patient aged {ages[0]} or more at the study: {', '.join(by_age)} "
-            "(childhood tumours)."
+            f"Left out for a patient aged {aged} at the study: {', '.join(by_age)} "
+            f"(childhood tumours, listed only under {ADULT_AGE})."
         )
     sentence = None
     if known is not None and known in row:

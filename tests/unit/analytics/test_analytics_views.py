@@ -23,7 +23,8 @@ from fhir_app.analytics.views import (
 from fhir_app.domain.levels import LEVEL_BY_SNOMED
 from fhir_app.domain.sins_answers import SinsComponent
 from fhir_app.fhir import codes
-from fhir_app.fhir.outbound import SURGICAL_CONSULTATION
+from fhir_app.domain.assessment import consultation_advice
+from fhir_app.domain.levels import VertebralLevel
 
 Resources = list[dict[str, Any]]
 Views = dict[str, dict[str, Any]]
@@ -79,7 +80,7 @@ def test_view_constants_are_the_contract_codes(views: Views) -> None:
             name = constant["name"]
             if name == "consultation":
                 # The view reads the advice by its opening words (CONTRACT 4c).
-                assert SURGICAL_CONSULTATION.startswith(constant["valueString"])
+                assert consultation_advice((VertebralLevel.T5,)).startswith(constant["valueString"])
             else:
                 assert constant["valueUri"] == CONSTANTS[name], name
 

@@ -40,7 +40,6 @@ from fhir_app.domain.sins_answers import (
 from fhir_app.fhir import codes
 from fhir_app.fhir.inputs import JsonObject, LevelFinding, MappedObservation, MappedStudy
 from fhir_app.fhir.outbound import (
-    SURGICAL_CONSULTATION,
     FirstVersion,
     comparable,
     date_time,
@@ -351,7 +350,10 @@ def test_complete_level_totals_interpretation_and_risk_probability(
         (codes.CS_RISK_PROBABILITY, probability),
     ]
     if total >= 7:
-        assert risk["mitigation"] == SURGICAL_CONSULTATION
+        # CONTRACT 4c (v2): the advice names the level, without the "7-18" of v1.
+        assert risk["mitigation"] == (
+            f"Surgical consultation recommended: SINS 7 or more at {level.label}"
+        )
     else:
         assert "mitigation" not in risk
 
@@ -424,7 +426,7 @@ def test_open_range_above_the_threshold_still_recommends_consultation() -> None:
     partial = [o for o in complete_c7() if o.resource_id not in ("c7-height", "c7-post")]
     risk = level_outputs(Patient(partial).emit(), C7)["risk"]
     assert risk["status"] == "preliminary"  # 12-18: potentially unstable or unstable
-    assert risk["mitigation"] == SURGICAL_CONSULTATION
+    assert risk["mitigation"] == "Surgical consultation recommended: SINS 7 or more at C7"
     assert "qualitativeRisk" not in risk["prediction"][0]
 
 
