@@ -143,9 +143,18 @@ def _pain(findings: LevelFindings) -> ComponentResult:
     finding = findings.latest(FindingKind.PAIN)
     if finding is None:
         return _unknown(SinsComponent.PAIN)
-    if not finding.patient_wide or findings.lesion_levels <= 1:
+    if not finding.patient_wide:
         return _stated(SinsComponent.PAIN, finding)
     assert isinstance(finding.value, PainAnswer)
+    if findings.lesion_levels <= 1:
+        return _component(
+            SinsComponent.PAIN,
+            frozenset({finding.value}),
+            f"Pain reported for the patient ({finding.value.value}), who has one lesion level: "
+            "taken as the pain of this lesion.",
+            sources=(finding.source,),
+            patient_level=True,
+        )
     allows = PATIENT_PAIN_ALLOWS[finding.value]
     left = (
         "which lesion hurts is unknown, so every answer remains"

@@ -20,11 +20,10 @@ from fhir_app.analytics.views import (
     load_views,
     reference_key,
 )
-from fhir_app.domain.levels import LEVEL_BY_SNOMED
+from fhir_app.domain.assessment import consultation_advice
+from fhir_app.domain.levels import LEVEL_BY_SNOMED, VertebralLevel
 from fhir_app.domain.sins_answers import SinsComponent
 from fhir_app.fhir import codes
-from fhir_app.domain.assessment import consultation_advice
-from fhir_app.domain.levels import VertebralLevel
 
 Resources = list[dict[str, Any]]
 Views = dict[str, dict[str, Any]]

@@ -333,9 +333,13 @@ def test_patient_wide_pain_applies_and_says_so() -> None:
         finding(FindingKind.PAIN, PainAnswer.PAIN_FREE, 5, patient_wide=True),
     ).sins.component(SinsComponent.PAIN)
     assert pain.answer is PainAnswer.PAIN_FREE
+    # DOMAIN.md 2 (v2): a patient with one lesion level: the report applies as stated, and the
+    # explanation says where it came from.
     assert pain.explanation == (
-        "Stated in the findings (stated for the patient, not for this level)."
+        "Pain reported for the patient (pain-free), who has one lesion level: taken as the pain "
+        "of this lesion."
     )
+    assert pain.patient_level
 
 
 def test_latest_level_specific_pain_wins_whatever_the_arrival_order() -> None:
