@@ -164,8 +164,9 @@ def _pain(findings: LevelFindings) -> ComponentResult:
     return _component(
         SinsComponent.PAIN,
         allows,
-        f"Pain reported for the patient ({finding.value.value}), not for this level; with "
-        f"{findings.lesion_levels} lesion levels {left}.",
+        # No count in the words: a level added or withdrawn elsewhere changes nothing here.
+        f"Pain reported for the patient ({finding.value.value}), not for this level; the "
+        f"patient has several lesion levels and {left}.",
         sources=(finding.source,),
         patient_level=True,
     )
