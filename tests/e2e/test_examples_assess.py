@@ -187,7 +187,8 @@ def test_discordance_reaches_the_risk_assessment_and_the_report() -> None:
     assert marked == ["collapse", "posterolateral"]
     (risk,) = by_code(bundle, "RiskAssessment")
     notes = " ".join(n["text"] for n in risk["note"])
-    assert "Discordant collapse" in notes and "Discordant posterolateral" in notes
+    assert "Discordant collapse" in notes
+    assert "Discordant posterolateral" in notes
     assert "Discordant collapse" in risk["prediction"][0]["rationale"]
     (report,) = by_code(bundle, "DiagnosticReport")
     assert "discordant vertebral body collapse" in report["conclusion"]
