@@ -198,11 +198,13 @@ def _bone_lesion(appearance: AppearanceResult) -> ComponentResult:
                 "The imaging evidence leaves the appearance open.",
             )
         )
+    # DOMAIN.md 3 (v2): SINS reads the bone lesion on CT; an MRI-only appearance says so here too.
+    inferred = " Inferred from MRI signal alone, not read on CT." if appearance.mri_only else ""
     return _component(
         SinsComponent.BONE_LESION,
         appearance.allows,
         f"{appearance.decided_by.reason[0].upper()}{appearance.decided_by.reason[1:]}"
-        f" ({words(appearance.allows)}).",
+        f" ({words(appearance.allows)}).{inferred}",
     )
 
 

@@ -602,3 +602,18 @@ def test_the_classification_reads_the_context_of_level_findings() -> None:
     result = classify(findings, assess_appearance(findings))
     assert "cervix" not in result.likely_primaries
     assert "ovary" not in result.likely_primaries
+
+
+@pytest.mark.parametrize(
+    ("evidence", "labelled"),
+    [
+        (finding(FindingKind.MRI_T2, T2Signal.ISO), True),
+        (finding(FindingKind.APPEARANCE, LesionAnswer.LYTIC), False),
+        (finding(FindingKind.CT_ATTENUATION, CtAttenuation(40.0)), False),
+    ],
+)
+def test_the_bone_lesion_component_says_when_mri_alone_decided(
+    evidence: Finding, labelled: bool
+) -> None:
+    component = _assess(evidence).sins.component(SinsComponent.BONE_LESION)
+    assert ("Inferred from MRI signal alone, not read on CT." in component.explanation) is labelled
