@@ -20,10 +20,10 @@ from fhir_app.analytics.views import (
     load_views,
     reference_key,
 )
-from fhir_app.domain.levels import LEVEL_BY_SNOMED
+from fhir_app.domain.assessment import consultation_advice
+from fhir_app.domain.levels import LEVEL_BY_SNOMED, VertebralLevel
 from fhir_app.domain.sins_answers import SinsComponent
 from fhir_app.fhir import codes
-from fhir_app.fhir.outbound import SURGICAL_CONSULTATION
 
 Resources = list[dict[str, Any]]
 Views = dict[str, dict[str, Any]]
@@ -79,7 +79,7 @@ def test_view_constants_are_the_contract_codes(views: Views) -> None:
             name = constant["name"]
             if name == "consultation":
                 # The view reads the advice by its opening words (CONTRACT 4c).
-                assert SURGICAL_CONSULTATION.startswith(constant["valueString"])
+                assert consultation_advice((VertebralLevel.T5,)).startswith(constant["valueString"])
             else:
                 assert constant["valueUri"] == CONSTANTS[name], name
 
@@ -148,6 +148,7 @@ def test_classification_view_equals_the_lesion_table(outputs: Resources, views: 
         assert classification["appearance"] == row.appearance, key
         assert classification["appearance_open"] is (row.appearance is None), key
         assert classification["likely_primary_1"] == row.likely_primary_1, key
+        assert classification["known_primary"] == row.known_primary, key
 
 
 def test_risk_assessment_view_equals_the_lesion_table(outputs: Resources, views: Views) -> None:
