@@ -424,6 +424,21 @@ class CompiledView:
         """The column names of every row, in order."""
         return self.root.names()
 
+    def column_types(self) -> list[tuple[str, str | None, bool]]:
+        """(name, FHIR type or None, collection) of every column, in order (a union counts once:
+        its first branch, as for the names)."""
+        found: list[tuple[str, str | None, bool]] = []
+
+        def walk(selection: _Selection) -> None:
+            found.extend((c.name, c.type, c.collection) for c in selection.columns)
+            for select in selection.selects:
+                walk(select)
+            if selection.union:
+                walk(selection.union[0])
+
+        walk(self.root)
+        return found
+
 
 def compile_view(view: Mapping[str, Any]) -> CompiledView:
     """Check a ViewDefinition against the supported subset and compile its FHIRPath."""

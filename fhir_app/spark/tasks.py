@@ -44,6 +44,7 @@ CONTENT_ID_NAMESPACE: Final = uuid.UUID("6f1d7a52-3c1e-5b7e-9a57-7a0c2f1b8e3d")
 _SERVER_META: Final = frozenset({"versionId", "lastUpdated"})
 _BOM: Final = b"\xef\xbb\xbf"
 _READ_BLOCK: Final = 1 << 20
+_SERVED_FIRST: Final = ("resourceType", "id", "meta")
 
 # Kinds of the elements that flow through the job.
 ACCEPTED: Final = "accepted"
@@ -245,7 +246,7 @@ class _Row:
 
 def served_order(resource: JsonObject) -> JsonObject:
     """The resource with `resourceType`, `id` and `meta` first, as the store serves it."""
-    head = {key: resource[key] for key in ("resourceType", "id", "meta") if key in resource}
+    head: JsonObject = {key: resource[key] for key in _SERVED_FIRST if key in resource}
     return {**head, **resource}
 
 
