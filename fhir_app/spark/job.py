@@ -59,6 +59,8 @@ from fhir_app.spark.tasks import (
 
 DEFAULT_MASTER: Final = "local[*]"
 DEFAULT_SPLIT_BYTES: Final = 32 * 1024 * 1024
+# Input bytes per partition: of the checked inputs and of the two shuffles.
+PARTITION_BYTES: Final = 64 * 1024 * 1024
 LESIONS_PARQUET: Final = "lesions.parquet"
 OPERATION_OUTCOME: Final = "OperationOutcome"
 # Lesion rows per Parquet row group written by the driver.
@@ -109,9 +111,11 @@ def spark_session(master: str = DEFAULT_MASTER) -> Iterator[SparkSession]:
 # --------------------------------------------------------------------------------- stages
 
 
-def _splits(spark: SparkSession, paths: Sequence[Path], split_bytes: int) -> list[Split]:
+def _splits(
+    spark: SparkSession, paths: Sequence[Path], split_bytes: int, tasks: int
+) -> list[Split]:
     """The splits of every input: byte ranges of NDJSON files (their line counts from one small
-    job), one split per JSON document."""
+    job of at most `tasks` tasks), one split per JSON document."""
     ranges: list[tuple[int, str, str, int, int]] = []
     documents: list[Split] = []
     for source, path in enumerate(paths):
@@ -124,7 +128,7 @@ def _splits(spark: SparkSession, paths: Sequence[Path], split_bytes: int) -> lis
     counts: list[int] = []
     if ranges:
         counts = (
-            spark.sparkContext.parallelize(ranges, len(ranges))
+            spark.sparkContext.parallelize(ranges, min(len(ranges), tasks))
             .map(lambda r: count_newlines(r[1], r[3], r[4]))
             .collect()
         )
@@ -146,11 +150,12 @@ def _by_patient(entry: tuple[tuple[str, str], Iterable[Accepted]]) -> list[tuple
     return [(item.patient, current)]
 
 
-def _check_all(splits: Sequence[Split], now: datetime, spark: SparkSession) -> RDD[Any]:
+def _check_all(splits: Sequence[Split], now: datetime, spark: SparkSession, tasks: int) -> RDD[Any]:
+    """Every input checked; each of at most `tasks` tasks reads a run of consecutive splits."""
     sc = spark.sparkContext
     if not splits:
         return sc.emptyRDD()
-    return sc.parallelize(splits, len(splits)).flatMap(partial(_check_one, now))
+    return sc.parallelize(splits, min(len(splits), tasks)).flatMap(partial(_check_one, now))
 
 
 def _check_one(now: datetime, split: Split) -> Iterator[Accepted | Refused]:
@@ -188,9 +193,12 @@ def process(
     settings = settings or AppearanceSettings()
     now = now or utcnow()
     sc = spark.sparkContext
-    splits = _splits(spark, paths, split_bytes)
-    partitions = max(2 * sc.defaultParallelism, len(splits))
-    checked = _check_all(splits, now, spark).persist(StorageLevel.MEMORY_AND_DISK)
+    # Partitions by input size (two per core at least, for balance): a Python task costs tens of
+    # milliseconds to schedule, so small inputs must not be cut finer than that.
+    total_bytes = sum(path.stat().st_size for path in paths)
+    partitions = max(2 * sc.defaultParallelism, -(-total_bytes // PARTITION_BYTES))
+    splits = _splits(spark, paths, split_bytes, partitions)
+    checked = _check_all(splits, now, spark, partitions).persist(StorageLevel.MEMORY_AND_DISK)
     derived: RDD[Any] | None = None
     try:
         result = SparkResult()
