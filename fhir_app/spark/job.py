@@ -123,7 +123,7 @@ def _splits(
         if detect_format(path) is InputFormat.DOCUMENT:
             documents.append(Split(source, where, path.name, 0, path.stat().st_size, -1))
             continue
-        for start, end in ndjson_splits(source, path, split_bytes):
+        for start, end in ndjson_splits(path, split_bytes):
             ranges.append((source, where, path.name, start, end))
     counts: list[int] = []
     if ranges:

@@ -96,7 +96,7 @@ class CurrentInput(NamedTuple):
 # --------------------------------------------------------------------------------- reading
 
 
-def ndjson_splits(source: int, path: Path, split_bytes: int) -> list[tuple[int, int]]:
+def ndjson_splits(path: Path, split_bytes: int) -> list[tuple[int, int]]:
     """Byte ranges of about `split_bytes` that cover the file (none for an empty file)."""
     size = path.stat().st_size
     step = max(1, split_bytes)
@@ -259,10 +259,19 @@ def derive_patient(
     """The outputs of one patient, derived from its current inputs by `service.derive`, each at
     version 1 last updated `now`, by type then id (the single path's order)."""
     rows = [
-        _Row(item.resource_type, item.resource_id, item.version_id, now, False, patient, None,
-             False, orjson.loads(item.text))
+        _Row(
+            resource_type=item.resource_type,
+            resource_id=item.resource_id,
+            version_id=item.version_id,
+            last_updated=now,
+            deleted=False,
+            patient_id=patient,
+            status=None,
+            is_output=False,
+            content=orjson.loads(item.text),
+        )
         for item in sorted(inputs, key=lambda item: (item.resource_type, item.resource_id))
-    ]  # fmt: skip
+    ]
     patient_inputs = grouped(rows, patient)
     if not patient_inputs.by_level:
         return []

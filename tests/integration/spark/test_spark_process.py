@@ -5,14 +5,21 @@ records straddle split boundaries; a hand-made NDJSON file with what a registry'
 besides (malformed JSON, an invalid resource, a blank line, a CRLF line, an input without id, one
 resource sent three times with a change in between, one that moves to another patient, a Bundle
 on a line); and an example transaction Bundle as a JSON document.
+
+Spark: one session (local[2], loopback) for the module. The tests are marked `spark` and are
+skipped only when pyspark or Java is missing; under CI (CI=true) with pyspark installed, a missing
+Java fails them instead, so that CI cannot pass without having run them.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,32 @@ VIEWS = REPO / "profiles" / "views"
 # two runs, of one path or of two (CONTRACT: `meta.lastUpdated`, `issued`, `Provenance.recorded`).
 TIMESTAMPS = frozenset({"lastUpdated", "issued", "recorded"})
 SPLIT_BYTES = 64 * 1024
+MASTER = "local[2]"
+
+
+def spark_missing() -> str | None:
+    """Why Spark cannot run here, or None."""
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark is not installed (pip install 'fhir-app[spark]')"
+    java_home = os.environ.get("JAVA_HOME")
+    if shutil.which("java") is None and not (java_home and (Path(java_home) / "bin/java").exists()):
+        return "no Java runtime (pyspark needs Java 17: java on PATH or JAVA_HOME)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """A SparkSession on local[2] bound to the loopback interface."""
+    reason = spark_missing()
+    if reason is not None:
+        if os.environ.get("CI") == "true" and importlib.util.find_spec("pyspark") is not None:
+            pytest.fail(f"CI has pyspark but cannot run Spark: {reason}")
+        pytest.skip(reason)
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    from fhir_app.spark.job import spark_session
+
+    with spark_session(MASTER) as session:
+        yield session
 
 
 def without_timestamps(node: Any) -> Any:
@@ -210,9 +243,10 @@ def test_the_views_give_the_same_rows_over_both_outputs(spark: Any, runs: Runs) 
     )
 
 
-def test_the_command_line_runs_the_spark_path(tmp_path: Path) -> None:
+def test_the_command_line_runs_the_spark_path(spark: Any, tmp_path: Path) -> None:
     """`fhir-app process --engine spark --master local[2]`: the files, the rejections on stderr,
-    exit code 1 (some input rejected), and no database anywhere."""
+    exit code 1 (some input rejected), and no database anywhere. (A second Spark, in its own
+    process: `spark` is here for the skip when Spark cannot run.)"""
     extras = feed_extras(tmp_path / "extras.ndjson")
     out = tmp_path / "out"
     done = subprocess.run(

@@ -37,7 +37,7 @@ NOW = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
 def _splits(path: Path, split_bytes: int) -> list[Split]:
     """The splits of one NDJSON file with their newline counts, as the driver makes them."""
     splits, before = [], 0
-    for start, end in ndjson_splits(0, path, split_bytes):
+    for start, end in ndjson_splits(path, split_bytes):
         splits.append(Split(0, str(path), path.name, start, end, before))
         before += count_newlines(str(path), start, end)
     return splits
@@ -85,7 +85,7 @@ def test_any_cut_of_a_file_gives_the_records_of_the_stream_reader(
 def test_an_empty_file_has_no_splits(tmp_path: Path) -> None:
     path = tmp_path / "empty.ndjson"
     path.write_bytes(b"")
-    assert ndjson_splits(0, path, 10) == []
+    assert ndjson_splits(path, 10) == []
 
 
 def test_a_document_is_one_split_read_by_the_stream_reader() -> None:
