@@ -1,0 +1,102 @@
+"""A database fault at every stage of a unit of work is a TransientStoreError: opening the
+connection, a statement, the COMMIT (whose outcome is then unknown); the pool recovers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from fhir_app.store import (
+    CommitOutcomeUnknown,
+    TransientStoreError,
+    UnitOfWork,
+    make_engine,
+    uow_factory,
+)
+
+pytestmark = pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+FINDING = {"resourceType": "Observation", "status": "final"}
+
+
+def terminate(admin_url: URL, uow: UnitOfWork) -> None:
+    """Kill the server process behind the unit of work's connection, as an admin would."""
+    pid = uow.resources._connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    finally:
+        admin.dispose()
+
+
+def write(uow: UnitOfWork, rid: str) -> None:
+    uow.resources.write(
+        "Observation", rid, FINDING, patient_id="p", status="final", is_output=False, now=T0
+    )
+
+
+def test_opening_a_connection_to_an_unreachable_database(database_url: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = make_engine(make_url(database_url).set(host="127.0.0.1", port=port))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientStoreError), uow_factory(engine)():
+            pass
+        assert time.monotonic() - started < 5
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_lost_mid_statement(
+    make_uow: Callable[[], UnitOfWork], postgres_admin_url: URL
+) -> None:
+    with pytest.raises(TransientStoreError), make_uow() as uow:
+        write(uow, "a")
+        terminate(postgres_admin_url, uow)
+        uow.resources.current("Observation", "a")
+    with make_uow() as uow:  # the pool replaced the dead connection
+        assert uow.resources.current("Observation", "a") is None
+
+
+def test_a_connection_lost_at_commit_leaves_the_outcome_unknown(
+    make_uow: Callable[[], UnitOfWork], postgres_admin_url: URL
+) -> None:
+    with pytest.raises(CommitOutcomeUnknown), make_uow() as uow:
+        write(uow, "b")
+        terminate(postgres_admin_url, uow)
+        uow.commit()
+    with make_uow() as uow:
+        assert uow.resources.current("Observation", "b") is None
+
+
+def test_a_failing_rollback_does_not_hide_the_fault(
+    make_uow: Callable[[], UnitOfWork],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uow = make_uow()
+    with pytest.raises(TransientStoreError, match="the fault"), uow:
+        connection = uow.resources._connection
+
+        def broken_rollback() -> None:
+            raise OperationalError("ROLLBACK", {}, Exception("server closed the connection"))
+
+        monkeypatch.setattr(connection, "rollback", broken_rollback)
+        raise TransientStoreError("the fault")
+    assert "discarding the connection" in caplog.text
+    with make_uow() as again:
+        assert again.resources.current("Observation", "c") is None
