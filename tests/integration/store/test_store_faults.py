@@ -64,10 +64,14 @@ def test_opening_a_connection_to_an_unreachable_database(database_url: str) -> N
 def test_a_connection_lost_mid_statement(
     make_uow: Callable[[], UnitOfWork], postgres_admin_url: URL
 ) -> None:
-    with pytest.raises(TransientStoreError), make_uow() as uow:
-        write(uow, "a")
-        terminate(postgres_admin_url, uow)
-        uow.resources.current("Observation", "a")
+    def read_after_termination() -> None:
+        with make_uow() as uow:
+            write(uow, "a")
+            terminate(postgres_admin_url, uow)
+            uow.resources.current("Observation", "a")
+
+    with pytest.raises(TransientStoreError):
+        read_after_termination()
     with make_uow() as uow:  # the pool replaced the dead connection
         assert uow.resources.current("Observation", "a") is None
 
@@ -75,10 +79,14 @@ def test_a_connection_lost_mid_statement(
 def test_a_connection_lost_at_commit_leaves_the_outcome_unknown(
     make_uow: Callable[[], UnitOfWork], postgres_admin_url: URL
 ) -> None:
-    with pytest.raises(CommitOutcomeUnknown), make_uow() as uow:
-        write(uow, "b")
-        terminate(postgres_admin_url, uow)
-        uow.commit()
+    def commit_after_termination() -> None:
+        with make_uow() as uow:
+            write(uow, "b")
+            terminate(postgres_admin_url, uow)
+            uow.commit()
+
+    with pytest.raises(CommitOutcomeUnknown):
+        commit_after_termination()
     with make_uow() as uow:
         assert uow.resources.current("Observation", "b") is None
 
@@ -88,15 +96,16 @@ def test_a_failing_rollback_does_not_hide_the_fault(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    uow = make_uow()
-    with pytest.raises(TransientStoreError, match="the fault"), uow:
-        connection = uow.resources._connection
+    def broken_rollback() -> None:
+        raise OperationalError("ROLLBACK", {}, Exception("server closed the connection"))
 
-        def broken_rollback() -> None:
-            raise OperationalError("ROLLBACK", {}, Exception("server closed the connection"))
+    def fail_inside() -> None:
+        with make_uow() as uow:
+            monkeypatch.setattr(uow.resources._connection, "rollback", broken_rollback)
+            raise TransientStoreError("the fault")
 
-        monkeypatch.setattr(connection, "rollback", broken_rollback)
-        raise TransientStoreError("the fault")
+    with pytest.raises(TransientStoreError, match="the fault"):
+        fail_inside()
     assert "discarding the connection" in caplog.text
     with make_uow() as again:
         assert again.resources.current("Observation", "c") is None
