@@ -36,8 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.fhir.inputs import InputRejected, Issue
 from fhir_app.fhir.outcome import http_status_for, operation_outcome
-from fhir_app.service import ServiceError
-from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, store_error
+from fhir_app.service import ServiceError, unavailable
+from fhir_app.store import TransientStoreError, store_error
 
 log = logging.getLogger("fhir_app.api")
 
@@ -132,16 +132,9 @@ RETRY_AFTER_SECONDS = 1
 async def transient(request: Request, exc: Exception) -> Response:
     """The database lost a race, was busy or unreachable: 503, try again after Retry-After."""
     log.warning("transient store error on %s %s: %s", request.method, request.url.path, exc)
-    if isinstance(exc, CommitOutcomeUnknown):
-        text = (
-            "The connection to the database failed while the changes were being committed; "
-            "they may or may not have been stored. Read the resources back, or send the "
-            "request again if repeating it is safe (an update, a conditional create)"
-        )
-    else:
-        text = "The database is unavailable or busy and nothing was stored; send the request again"
+    assert isinstance(exc, TransientStoreError)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return outcome_response(503, [Issue("error", "transient", text)], headers)
+    return outcome_response(503, [unavailable(exc)], headers)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
