@@ -4,6 +4,7 @@ connection, a statement, the COMMIT (whose outcome is then unknown); the pool re
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from fhir_app.store import (
     CommitOutcomeUnknown,
+    ConflictRolledBack,
     TransientStoreError,
     UnitOfWork,
     make_engine,
@@ -109,3 +111,39 @@ def test_a_failing_rollback_does_not_hide_the_fault(
     assert "discarding the connection" in caplog.text
     with make_uow() as again:
         assert again.resources.current("Observation", "c") is None
+
+
+def test_a_real_deadlock_is_a_conflict_the_database_rolled_back(
+    make_uow: Callable[[], UnitOfWork],
+) -> None:
+    with make_uow() as uow:
+        write(uow, "x")
+        write(uow, "y")
+        uow.commit()
+    outcomes: dict[str, BaseException | None] = {}
+
+    def cross(name: str, first: str, second: str, ready: threading.Barrier) -> None:
+        try:
+            with make_uow() as uow:
+                write(uow, first)  # locks `first`
+                ready.wait(timeout=10)
+                write(uow, second)  # waits for the other's lock: one of the two must lose
+                uow.commit()
+            outcomes[name] = None
+        except BaseException as error:
+            outcomes[name] = error
+
+    ready = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=cross, args=("one", "x", "y", ready)),
+        threading.Thread(target=cross, args=("two", "y", "x", ready)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    losers = [error for error in outcomes.values() if error is not None]
+    assert len(outcomes) == 2
+    assert len(losers) == 1, outcomes
+    assert isinstance(losers[0], ConflictRolledBack), repr(losers[0])
