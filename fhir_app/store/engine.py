@@ -15,6 +15,16 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # busy. An unreachable or overloaded database then gives a prompt 503, not a hanging request.
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
 POSTGRES_POOL_TIMEOUT_SECONDS = 10
+# libpq TCP settings: a server that vanished without closing its connections (a host down, a
+# failover) is noticed within about a minute instead of the kernel's ~15 minutes. A URL's own
+# values win.
+POSTGRES_TCP_ARGS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms that sent data may stay unacknowledged
+}
 
 
 def normalize_database_url(url: str | URL) -> URL:
@@ -53,9 +63,9 @@ def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides
         if parsed.database in (None, "", ":memory:"):
             options["poolclass"] = StaticPool
     elif backend == "postgresql":
+        defaults = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP_ARGS}
         postgres_args: dict[str, Any] = {"application_name": "fhir-app"}
-        if "connect_timeout" not in parsed.query:
-            postgres_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
+        postgres_args.update((k, v) for k, v in defaults.items() if k not in parsed.query)
         options["connect_args"] = postgres_args
         if "poolclass" not in overrides:
             # pre_ping: a pooled connection that the server closed (restart, terminated

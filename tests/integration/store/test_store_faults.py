@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -147,3 +147,30 @@ def test_a_real_deadlock_is_a_conflict_the_database_rolled_back(
     assert len(outcomes) == 2
     assert len(losers) == 1, outcomes
     assert isinstance(losers[0], ConflictRolledBack), repr(losers[0])
+
+
+def test_a_server_that_never_answers_times_out_promptly(database_url: str) -> None:
+    # A socket that listens but never accepts: the TCP handshake succeeds, no reply ever comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        url = make_url(database_url).set(
+            host="127.0.0.1", port=silent.getsockname()[1], query={"connect_timeout": "2"}
+        )
+        engine = make_engine(url)
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransientStoreError), uow_factory(engine)():
+                pass
+            assert time.monotonic() - started < 6
+        finally:
+            engine.dispose()
+
+
+def test_postgresql_connections_carry_the_timeouts(engine: Engine) -> None:
+    with engine.connect() as connection:
+        parameters = connection.connection.driver_connection.info.get_parameters()
+    assert parameters["connect_timeout"] == "5"
+    assert parameters["keepalives_idle"] == "30"
+    assert parameters["tcp_user_timeout"] == "30000"
+    assert engine.pool.timeout() == 10
