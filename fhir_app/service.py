@@ -32,8 +32,8 @@ from fhir_app.fhir.inputs import (
 )
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import validate_resource
+from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
-from fhir_app.store import TransientStoreError, content_hash
 from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
 
 try:
@@ -313,6 +313,19 @@ def grouped(rows: Sequence[StoredResource], patient: str) -> PatientInputs:
         else:
             patients.append(m)
     return group_by_patient(observations, studies, patients).get(patient, PatientInputs(patient))
+
+
+def unavailable(fault: TransientStoreError) -> Issue:
+    """The issue a client is told for a database fault (answered 503 with Retry-After)."""
+    if isinstance(fault, CommitOutcomeUnknown):
+        text = (
+            "The connection to the database failed while the changes were being committed; "
+            "they may or may not have been stored. Read the resources back, or send the "
+            "request again if repeating it is safe (an update, a conditional create)"
+        )
+    else:
+        text = "The database is unavailable or busy and nothing was stored; send the request again"
+    return Issue("error", "transient", text)
 
 
 class ServiceError(Exception):
@@ -863,6 +876,17 @@ class FhirService:
                         "response": {
                             "status": str(exc.status),
                             "outcome": operation_outcome(exc.issues),
+                        }
+                    }
+                )
+            except TransientStoreError as exc:
+                # The entries before were committed: a 503 for the whole batch would tell the
+                # client that they were not, and sending it again would repeat their creates.
+                responses.append(
+                    {
+                        "response": {
+                            "status": "503",
+                            "outcome": operation_outcome([unavailable(exc)]),
                         }
                     }
                 )
