@@ -350,9 +350,8 @@ def serve_command(
     ] = 1,
 ) -> None:
     """Serve the FHIR REST API (base /fhir)."""
-    import uvicorn
-
     from fhir_app.api import create_app
+    from fhir_app.api.server import run_server, server_config
 
     settings = get_settings()
     open_anyway = allow_unauthenticated_remote or settings.allow_unauthenticated_remote
@@ -366,16 +365,18 @@ def serve_command(
     service = make_service(settings)  # migrates once, before any worker starts
     typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
     if workers == 1:
-        uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+        run_server(server_config(create_app(settings, service), settings, host=host, port=port))
         return
     # Each worker process builds its own engine and app from the same environment.
-    uvicorn.run(
-        "fhir_app.cli:worker_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
+    run_server(
+        server_config(
+            "fhir_app.cli:worker_app",
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            factory=True,
+        )
     )
 
 
