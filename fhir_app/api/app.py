@@ -8,6 +8,12 @@ from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
+from fhir_app.api.security.audit import AuditMiddleware, AuditWriter
+from fhir_app.api.security.endpoints import audit_events, well_known
+from fhir_app.api.security.headers import SecurityHeadersMiddleware
+from fhir_app.api.security.principal import Authenticator
+from fhir_app.api.security.throttle import FailureThrottle
+from fhir_app.api.security.tokens import JwksSource, TokenRules
 from fhir_app.config import Settings
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
@@ -28,10 +34,40 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.authenticator = authenticator(settings)
+    app.state.audit_writer = AuditWriter(service.uow_factory)
     install_error_handlers(app)
+    # Outermost last: headers wrap everything (errors included); the audit sees the routed scope.
+    app.add_middleware(AuditMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.include_router(well_known)
+    # Before `protected`: AuditEvent is not one of the stored resource types.
+    app.include_router(audit_events)
     # `metadata` first: otherwise GET /fhir/metadata would be a search of type "metadata".
     app.include_router(public)
     # Before `protected` too: `$export...` would otherwise be taken for a resource type.
     app.include_router(bulk_export)
     app.include_router(protected)
     return app
+
+
+def authenticator(settings: Settings) -> Authenticator:
+    """How callers authenticate: the site's JWKS and/or static tokens, with the failure throttle.
+
+    The audience defaults to the public FHIR base (what SMART clients send as `aud`).
+    """
+    jwks = None
+    rules = None
+    if settings.smart_jwks:
+        jwks = JwksSource(settings.smart_jwks, settings.smart_jwks_cache_seconds)
+        audience = settings.smart_audience or (
+            f"{settings.public_base_url}/fhir" if settings.public_base_url else None
+        )
+        if not settings.smart_issuer or not audience:
+            raise ValueError(
+                "FHIR_APP_SMART_JWKS needs FHIR_APP_SMART_ISSUER and FHIR_APP_SMART_AUDIENCE "
+                "(or FHIR_APP_PUBLIC_BASE_URL)"
+            )
+        rules = TokenRules(settings.smart_issuer, audience, settings.smart_clock_skew_seconds)
+    throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
+    return Authenticator(list(settings.auth_tokens), jwks, rules, throttle)

@@ -39,6 +39,7 @@ from fhir_app.api.dependencies import (
 from fhir_app.api.errors import ApiError
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
+from fhir_app.api.security.endpoints import rest_security
 from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
@@ -166,9 +167,12 @@ def shape_entries(bundle: JsonObject, preference: ReturnPreference) -> JsonObjec
 
 
 @public.get("/metadata")
-def metadata(request: Request, preferences: NegotiatedDep) -> Response:
+def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep) -> Response:
     """The CapabilityStatement of this server."""
-    return FhirJsonResponse(capability_statement(fhir_base(request)), pretty=preferences.pretty)
+    statement = capability_statement(fhir_base(request))
+    for rest in statement.get("rest", []):
+        rest["security"] = rest_security(settings)  # issue 13
+    return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 
 # --------------------------------------------------------------------------- system level

@@ -36,7 +36,12 @@ def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides
     fire foreign-key actions. `overrides` go to `create_engine` (e.g. `poolclass=NullPool`).
     """
     parsed = normalize_database_url(url)
-    options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    # hide_parameters: SQL parameters are patient data; errors and echo must never log them.
+    options: dict[str, Any] = {
+        "json_serializer": _dumps,
+        "json_deserializer": orjson.loads,
+        "hide_parameters": True,
+    }
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         connect_args: dict[str, Any] = {
