@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
@@ -18,13 +19,21 @@ from fhir_app.config import Settings
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
 
+class FhirApp(FastAPI):
+    """FastAPI with the security headers outside everything, Starlette's 500 page included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The usual stack, wrapped in the security headers (issue 13)."""
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings, service: FhirService) -> FastAPI:
     """The FHIR REST interface (base `/fhir`) over `service`, configured by `settings`.
 
     The CapabilityStatement at `/fhir/metadata` is the description of this API, so FastAPI's
     OpenAPI pages are not served.
     """
-    app = FastAPI(
+    app = FhirApp(
         title="fhir-app",
         version=PROCESSOR_VERSION,
         default_response_class=FhirJsonResponse,
@@ -37,9 +46,8 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     app.state.authenticator = authenticator(settings)
     app.state.audit_writer = AuditWriter(service.uow_factory)
     install_error_handlers(app)
-    # Outermost last: headers wrap everything (errors included); the audit sees the routed scope.
+    # Inside the error handling: the audit sees the routed scope and the final status.
     app.add_middleware(AuditMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(well_known)
     # Before `protected`: AuditEvent is not one of the stored resource types.
     app.include_router(audit_events)

@@ -205,7 +205,10 @@ def kick_off(
     require_respond_async(request)
     wanted = parsed_request(request.query_params.multi_items(), lenient=preferences.lenient)
     may_export(principal, wanted)
-    return accepted(jobs.start(wanted, str(request.url), owner=principal.client_id), request)
+    url = f"{fhir_base(request)}/$export"
+    if request.url.query:
+        url += f"?{request.url.query}"
+    return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
 
 
 @bulk_export.post("/$export")
@@ -226,7 +229,7 @@ def kick_off_with_parameters(
     wanted = parsed_request(params, lenient=preferences.lenient)
     may_export(principal, wanted)
     # Bulk Data IG: the manifest's `request` of a POST kick-off is the URL without parameters.
-    url = str(request.url.replace(query=""))
+    url = f"{fhir_base(request)}/$export"
     return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
 
 

@@ -43,9 +43,12 @@ class SecurityHeadersMiddleware:
         started = time.perf_counter()
         status = 500
 
+        started_response = False
+
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = int(message["status"])
                 headers = MutableHeaders(scope=message)
                 for name, value in ALWAYS.items():
@@ -59,6 +62,13 @@ class SecurityHeadersMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette re-raises after its 500 answer so that the server logs it; uvicorn would
+            # log the full message (patient data from a database error). The error handler has
+            # logged it already, redacted: only an error before any answer goes further.
+            if status == 500 and started_response:
+                return
+            raise
         finally:
             route = getattr(scope.get("route"), "path", None) or "(no route)"
             access_log.info(
