@@ -39,7 +39,7 @@ from fhir_app.api.dependencies import (
 from fhir_app.api.errors import ApiError
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
-from fhir_app.api.security.endpoints import rest_security
+from fhir_app.api.security.endpoints import AUDIT_EVENT_CAPABILITY, rest_security
 from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
@@ -172,6 +172,7 @@ def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep
     statement = capability_statement(fhir_base(request))
     for rest in statement.get("rest", []):
         rest["security"] = rest_security(settings)  # issue 13
+        rest.setdefault("resource", []).append(AUDIT_EVENT_CAPABILITY)
     return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 

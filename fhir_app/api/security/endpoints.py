@@ -50,6 +50,22 @@ CAPABILITIES = [
 ]
 
 
+# The AuditEvent routes below, as the CapabilityStatement declares them.
+AUDIT_EVENT_CAPABILITY: JsonObject = {
+    "type": "AuditEvent",
+    "documentation": "The audit trail: read and search with system/AuditEvent.rs; written by "
+    "the server only (405)",
+    "interaction": [{"code": "read"}, {"code": "search-type"}],
+    "searchParam": [
+        {"name": "date", "type": "date"},
+        {"name": "_lastUpdated", "type": "date"},
+        {"name": "agent", "type": "token", "documentation": "client id or token subject"},
+        {"name": "entity-type", "type": "token"},
+        {"name": "outcome", "type": "token"},
+    ],
+}
+
+
 def scopes_supported() -> list[str]:
     """The scope patterns this server understands (examples of each context)."""
     return [

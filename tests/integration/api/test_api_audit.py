@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from api_support import FHIR_JSON, Serve, example, post_json, put_json
+from fhir.resources.R4B import get_fhir_model_class
 from security_support import IdentityProvider, bearer
+from support.validator import errors, require_medplum, validate_with_medplum
 
 from fhir_app.service import FhirService
 
@@ -171,3 +173,32 @@ def test_the_audit_trail_is_not_writable_nor_open_to_other_scopes(
     refused = auditor.get("AuditEvent", headers=bearer(reader))
     assert refused.status_code == 403
     assert "system/AuditEvent.s" in refused.text
+
+
+def test_audit_events_and_the_capability_statement_are_valid_r4(
+    base: str, idp: IdentityProvider, auditor: httpx.Client
+) -> None:
+    token = idp.token("system/*.cruds", client_id="validator", sub="person-1")
+    with httpx.Client(base_url=f"{base}/", headers=bearer(token)) as client:
+        client.get("Observation/p01-primary")
+        client.get("Observation", params={"patient": "p01", "code": "x|y"})
+        client.delete("RiskAssessment/none")
+        client.get("$export", headers=ASYNC)
+        statement = client.get("metadata").json()
+    events = events_of(auditor, "validator")
+    assert len(events) == 4
+    for event in events:
+        get_fhir_model_class("AuditEvent").model_validate(event)
+    get_fhir_model_class("CapabilityStatement").model_validate(statement)
+    if medplum_available():
+        results = validate_with_medplum([*events, statement])
+        assert [errors(issues) for issues in results] == [[]] * len(results)
+
+
+def medplum_available() -> bool:
+    """Whether the independent validator can run here (node and its packages)."""
+    try:
+        require_medplum()
+    except pytest.skip.Exception:
+        return False
+    return True

@@ -317,6 +317,8 @@ def test_smart_configuration_and_capability_security(serve: Serve, idp: Identity
         assert document["issuer"] == "https://idp.test.invalid"
         assert "permission-v2" in document["capabilities"]
         statement = client.get(f"{base}/metadata").json()
+    audit = next(r for r in statement["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "search-type"}
     security = statement["rest"][0]["security"]
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
