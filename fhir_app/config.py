@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         default=True, description="Record an AuditEvent for every REST interaction."
     )
 
+    @model_validator(mode="after")
+    def _smart_complete(self) -> Settings:
+        """Tokens from the site's provider are checked for issuer and audience: both needed."""
+        if self.smart_jwks and not self.smart_issuer:
+            raise ValueError("smart_jwks needs smart_issuer (the iss of the provider's tokens)")
+        if self.smart_jwks and not (self.smart_audience or self.public_base_url):
+            raise ValueError("smart_jwks needs smart_audience or public_base_url (the aud)")
+        return self
+
     @field_validator("public_base_url")
     @classmethod
     def _absolute_base(cls, value: str | None) -> str | None:

@@ -41,9 +41,13 @@ NegotiatedDep = Annotated[Negotiated, Depends(client_preferences)]
 # ---- security (issue 13): the caller, and the service as that caller may use it ------------
 
 
-async def authenticated(request: Request) -> Principal:
+def authenticated(request: Request) -> Principal:
     """The caller: 401 without accepted credentials, 429 after too many failures (when
-    authentication is configured); kept on `request.state` for the audit trail."""
+    authentication is configured); kept on `request.state` for the audit trail.
+
+    Not `async`: reading the identity provider's keys (a file, or an https fetch when they
+    expire or rotate) blocks, so FastAPI runs this in its thread pool, off the event loop.
+    """
     authenticator = request.app.state.authenticator
     assert isinstance(authenticator, Authenticator)
     client = request.client.host if request.client else "unknown"
