@@ -25,6 +25,11 @@ from fhir_app.cli import app, serve_refusal
 from fhir_app.config import Settings, get_settings
 
 LONG = "k" * 40
+SMART = {
+    "smart_jwks": "/etc/jwks.json",
+    "smart_issuer": "https://idp.invalid",
+    "smart_audience": "https://fhir.invalid/fhir",
+}
 
 
 @pytest.mark.parametrize(
@@ -35,10 +40,10 @@ LONG = "k" * 40
         ("127.0.0.1", {"auth_tokens": ["short"]}, "shorter than 32"),
         ("::1", {"auth_tokens": ["x" * 31]}, "shorter than 32"),
         ("0.0.0.0", {"auth_tokens": [LONG]}, "loopback only"),
-        ("10.1.2.3", {"auth_tokens": [LONG], "smart_jwks": "/etc/jwks.json"}, "loopback only"),
+        ("10.1.2.3", {"auth_tokens": [LONG], **SMART}, "loopback only"),
         ("0.0.0.0", {}, "without authentication"),
         ("0.0.0.0", {"allow_unauthenticated_remote": True}, None),
-        ("0.0.0.0", {"smart_jwks": "/etc/jwks.json"}, None),
+        ("0.0.0.0", SMART, None),
     ],
 )
 def test_serve_refusals(host: str, overrides: dict[str, object], refused: str | None) -> None:
