@@ -27,12 +27,13 @@ from fhir_app.fhir.inputs import (
     Issue,
     JsonObject,
     MappedObservation,
+    MappedPatient,
     MappedStudy,
 )
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import validate_resource
+from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
-from fhir_app.store import TransientStoreError, content_hash
 from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
 
 try:
@@ -52,8 +53,8 @@ def utcnow() -> datetime:
 
 def mapped(
     raw: JsonObject, *, resource_id: str, version_id: int, received_at: datetime
-) -> MappedObservation | MappedStudy | None:
-    """Map an input resource to what derivation needs (None for a Patient)."""
+) -> MappedObservation | MappedStudy | MappedPatient | None:
+    """Map an input resource to what derivation needs."""
     rtype = raw.get("resourceType")
     if rtype == "Observation":
         return inbound.map_observation(
@@ -61,6 +62,8 @@ def mapped(
         )
     if rtype == "ImagingStudy":
         return inbound.map_study(raw, resource_id=resource_id, version=version_id)
+    if rtype == "Patient":
+        return inbound.map_patient(raw, resource_id=resource_id, version=version_id)
     return None
 
 
@@ -142,6 +145,7 @@ def assess(
     result = AssessResult()
     observations: list[MappedObservation] = []
     studies: list[MappedStudy] = []
+    patients: list[MappedPatient] = []
     counter = 0
     for label, item in items:
         if isinstance(item, InputRejected):
@@ -161,8 +165,10 @@ def assess(
             observations.append(m)
         elif isinstance(m, MappedStudy):
             studies.append(m)
+        elif isinstance(m, MappedPatient):
+            patients.append(m)
     first = outbound.FirstVersion(now)
-    for _, patient in sorted(group_by_patient(observations, studies).items()):
+    for _, patient in sorted(group_by_patient(observations, studies, patients).items()):
         if patient.by_level:
             result.outputs.extend(derive(patient, first, settings, now))
     return result
@@ -248,7 +254,7 @@ RACE_ATTEMPTS = 4
 
 def iter_stored_inputs(
     rows: Iterable[StoredResource],
-) -> Iterator[MappedObservation | MappedStudy]:
+) -> Iterator[MappedObservation | MappedStudy | MappedPatient]:
     """Map the stored inputs of a patient again (they were validated when received)."""
     for row in rows:
         m = mapped(
@@ -298,9 +304,28 @@ def grouped(rows: Sequence[StoredResource], patient: str) -> PatientInputs:
     """The counting inputs of one patient from its stored rows."""
     observations: list[MappedObservation] = []
     studies: list[MappedStudy] = []
+    patients: list[MappedPatient] = []
     for m in iter_stored_inputs(rows):
-        (observations if isinstance(m, MappedObservation) else studies).append(m)  # type: ignore[arg-type]
-    return group_by_patient(observations, studies).get(patient, PatientInputs(patient))
+        if isinstance(m, MappedObservation):
+            observations.append(m)
+        elif isinstance(m, MappedStudy):
+            studies.append(m)
+        else:
+            patients.append(m)
+    return group_by_patient(observations, studies, patients).get(patient, PatientInputs(patient))
+
+
+def unavailable(fault: TransientStoreError) -> Issue:
+    """The issue a client is told for a database fault (answered 503 with Retry-After)."""
+    if isinstance(fault, CommitOutcomeUnknown):
+        text = (
+            "The connection to the database failed while the changes were being committed; "
+            "they may or may not have been stored. Read the resources back, or send the "
+            "request again if repeating it is safe (an update, a conditional create)"
+        )
+    else:
+        text = "The database is unavailable or busy and nothing was stored; send the request again"
+    return Issue("error", "transient", text)
 
 
 class ServiceError(Exception):
@@ -852,6 +877,17 @@ class FhirService:
                         "response": {
                             "status": str(exc.status),
                             "outcome": operation_outcome(exc.issues),
+                        }
+                    }
+                )
+            except TransientStoreError as exc:
+                # The entries before were committed: a 503 for the whole batch would tell the
+                # client that they were not, and sending it again would repeat their creates.
+                responses.append(
+                    {
+                        "response": {
+                            "status": "503",
+                            "outcome": operation_outcome([unavailable(exc)]),
                         }
                     }
                 )

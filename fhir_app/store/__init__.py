@@ -4,7 +4,13 @@ SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 from fhir_app.store.audit import AuditQuery, AuditRepository, AuditRow
 from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import make_engine, normalize_database_url
-from fhir_app.store.errors import StoreError, TransientStoreError
+from fhir_app.store.errors import (
+    CommitOutcomeUnknown,
+    ConflictRolledBack,
+    StoreError,
+    TransientStoreError,
+    store_error,
+)
 from fhir_app.store.repository import (
     CheckpointRepository,
     ResourceRepository,
@@ -25,6 +31,8 @@ __all__ = [
     "BulkRepository",
     "BulkUnitOfWork",
     "CheckpointRepository",
+    "CommitOutcomeUnknown",
+    "ConflictRolledBack",
     "ResourceRepository",
     "StoreError",
     "StoredResource",
@@ -40,5 +48,6 @@ __all__ = [
     "metadata",
     "migrate",
     "normalize_database_url",
+    "store_error",
     "uow_factory",
 ]

@@ -10,22 +10,17 @@ consistent.
 
 from __future__ import annotations
 
-import itertools
 import random
-import re
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from api_support import Serve, post_json
+from support.consistency import IncreasingClock, stale_patients
 
-from fhir_app.fhir import outbound
 from fhir_app.fhir.samples import observation, transaction
-from fhir_app.service import assess
 from fhir_app.store import UnitOfWork
 
 PATIENTS = tuple(f"cc-{letter}" for letter in "abcdef")
@@ -42,20 +37,7 @@ FINDINGS: tuple[tuple[str, tuple[Any, ...]], ...] = (
     ("posterior", ("left", "right", "none")),
     ("appearance", ("lytic", "mixed", "blastic")),
 )
-_HISTORY = re.compile(r"/_history/\d+")
-
-
-_CLOCK = itertools.count(1)
-_CLOCK_GUARD = threading.Lock()
-
-
-def _effective() -> str:
-    """A strictly increasing effective time: every new finding is the latest of its component,
-    so every transaction changes what its patients' outputs must say."""
-    with _CLOCK_GUARD:
-        tick = next(_CLOCK)
-    moment = datetime(2025, 3, 1, tzinfo=UTC) + timedelta(minutes=tick)
-    return moment.isoformat().replace("+00:00", "Z")
+_EFFECTIVE = IncreasingClock()
 
 
 def _request(rng: random.Random, client: int, number: int) -> dict[str, Any]:
@@ -73,25 +55,10 @@ def _request(rng: random.Random, client: int, number: int) -> dict[str, Any]:
                 kind,
                 rng.choice(values),
                 level=rng.choice(LEVELS),
-                effective=_effective(),
+                effective=_EFFECTIVE(),
             )
         )
     return transaction(resources)
-
-
-def _normalised(resource: dict[str, Any]) -> Any:
-    """An output as `comparable` sees it, with version-specific references made plain: `$assess`
-    numbers every input version 1, the store numbers them as they were written."""
-    text = orjson.dumps(outbound.comparable(resource), option=orjson.OPT_SORT_KEYS).decode()
-    return orjson.loads(_HISTORY.sub("", text))
-
-
-def _clinical(outputs: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
-    return {
-        (r["resourceType"], r["id"]): _normalised(r)
-        for r in outputs
-        if r["resourceType"] != "Provenance" and r.get("status") != "entered-in-error"
-    }
 
 
 @pytest.mark.parametrize("seed", [7])
@@ -129,28 +96,5 @@ def test_concurrent_transactions_leave_outputs_derived_from_all_inputs(
         thread.join()
     assert not failures, failures
 
-    stale: list[str] = []
-    for patient in PATIENTS:
-        with make_uow() as uow:
-            inputs = uow.resources.inputs_of_patient(patient)
-            stored = uow.resources.outputs_of_patient(patient)
-        derived = assess((f"{r.resource_type}/{r.resource_id}", dict(r.content)) for r in inputs)
-        assert not derived.rejections
-        expected = _clinical(derived.outputs)
-        actual = _clinical([dict(r.content) for r in stored])
-        if expected != actual:
-            stale.append(
-                f"{patient}: stored outputs differ from $assess of its {len(inputs)} inputs: "
-                + ", ".join(
-                    f"{key[0]}/{key[1]}"
-                    for key in sorted(set(expected) | set(actual))
-                    if expected.get(key) != actual.get(key)
-                )
-            )
-        provenances = [r for r in stored if r.resource_type == "Provenance"]
-        newest = max(provenances, key=lambda r: r.last_updated)
-        entities = {_HISTORY.sub("", e["what"]["reference"]) for e in newest.content["entity"]}
-        missing = {f"{r.resource_type}/{r.resource_id}" for r in inputs} - entities
-        if missing:
-            stale.append(f"{patient}: the newest Provenance misses {len(missing)} inputs")
+    stale = stale_patients(make_uow, PATIENTS)
     assert not stale, stale
