@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +64,9 @@ def running_server(database_url: str, log: IO[bytes]) -> Iterator[str]:
     """`fhir-app serve` on a free loopback port; yields its FHIR base URL, stops it after."""
     port = free_loopback_port()
     args = [*fhir_app_command(), "serve", "--host", HOST, "--port", str(port)]
+    workers = os.environ.get("FHIR_APP_BENCH_WORKERS")
+    if workers:  # `serve --workers N`: one app per process, both cores for Python
+        args += ["--workers", workers]
     server = subprocess.Popen(
         args, env=child_environment(database_url), stdout=log, stderr=subprocess.STDOUT
     )
