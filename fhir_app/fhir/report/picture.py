@@ -1,0 +1,235 @@
+"""The spine picture: C1 to S5, every reported level in its SINS category colour (PNG).
+
+The layout is defined here in pixels (`level_box`), so a test can look at the pixels of the PNG,
+or of a screenshot of the page that shows it, at the place each level is drawn. The colours are
+the Okabe-Ito palette, which stays distinguishable with the common colour-vision deficiencies; each
+level also carries its score in text, so no meaning rests on colour alone.
+
+Drawing with matplotlib (Agg) costs tens of milliseconds, so pictures are cached by what they show
+(`SpinePicture`): patients with the same reported levels and categories share one rendering. The
+PNG carries no timestamp or software version: the same picture is the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from fhir_app.domain.levels import SpinalRegion, VertebralLevel
+from fhir_app.domain.sins_answers import CATEGORY_WORDS, SINS_CATEGORY_BANDS, SinsCategory
+from fhir_app.fhir.report.view import ReportView
+
+WIDTH: Final = 300
+HEIGHT: Final = 900
+DPI: Final = 100
+
+TOP: Final = 40
+PITCH: Final = 24
+BOX_HEIGHT: Final = 18
+REGION_GAP: Final = 8
+CENTRE_X: Final = 110
+LABEL_RIGHT: Final = 62
+TEXT_LEFT: Final = 160
+
+# Okabe & Ito, "Color Universal Design" (2008).
+CATEGORY_COLOUR: Final[dict[SinsCategory, str]] = {
+    SinsCategory.STABLE: "#009E73",
+    SinsCategory.POTENTIALLY_UNSTABLE: "#F0E442",
+    SinsCategory.UNSTABLE: "#D55E00",
+}
+NOT_REPORTED_COLOUR: Final = "#DDDDDD"
+NOT_REPORTED_EDGE: Final = "#999999"
+OPEN_HATCH_COLOUR: Final = "#FFFFFF"
+
+# Schematic vertebral body widths: the spine widens from the neck to the lumbar spine and the
+# sacrum narrows towards S5.
+_WIDTH_BY_REGION: Final[dict[SpinalRegion, int]] = {
+    SpinalRegion.CERVICAL: 56,
+    SpinalRegion.THORACIC: 66,
+    SpinalRegion.LUMBAR: 80,
+}
+_SACRAL_WIDTHS: Final[dict[VertebralLevel, int]] = {
+    VertebralLevel.S1: 76,
+    VertebralLevel.S2: 66,
+    VertebralLevel.S3: 56,
+    VertebralLevel.S4: 46,
+    VertebralLevel.S5: 36,
+}
+_REGION_ORDER: Final = (
+    SpinalRegion.CERVICAL,
+    SpinalRegion.THORACIC,
+    SpinalRegion.LUMBAR,
+    SpinalRegion.SACRAL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A rectangle in PNG pixels, x to the right and y down from the top-left corner."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        """Width in pixels."""
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        """Height in pixels."""
+        return self.bottom - self.top
+
+
+def level_box(level: VertebralLevel) -> Box:
+    """Where a level's vertebral body is drawn, in pixels of the PNG."""
+    width = _SACRAL_WIDTHS.get(level) or _WIDTH_BY_REGION[level.region]
+    top = TOP + level.order * PITCH + _REGION_ORDER.index(level.region) * REGION_GAP
+    left = CENTRE_X - width // 2
+    return Box(left, top, left + width, top + BOX_HEIGHT)
+
+
+def band_boxes(level: VertebralLevel, count: int) -> tuple[Box, ...]:
+    """The vertical bands of an open level's box, one per candidate category, left to right."""
+    box = level_box(level)
+    edges = [box.left + (box.width * i) // count for i in range(count + 1)]
+    return tuple(Box(edges[i], box.top, edges[i + 1], box.bottom) for i in range(count))
+
+
+LEGEND_TOP: Final = level_box(VertebralLevel.S5).bottom + 24
+LEGEND_PITCH: Final = 20
+
+
+@dataclass(frozen=True, slots=True)
+class DrawnLevel:
+    """What the picture shows of one reported level."""
+
+    level: VertebralLevel
+    # One colour for a determined category, the candidates' colours (mildest first) when open.
+    categories: tuple[SinsCategory, ...]
+    open: bool
+    caption: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpinePicture:
+    """Everything the picture shows; equal pictures are one cached rendering."""
+
+    levels: tuple[DrawnLevel, ...]
+
+
+def picture_of(view: ReportView) -> SpinePicture:
+    """The picture's data from a report view (levels cranio-caudal)."""
+    drawn = []
+    for level in sorted(view.levels, key=lambda v: v.level.order):
+        caption = f"SINS {level.sins}"
+        if level.escc_grade is not None:
+            caption += f" · ESCC {level.escc_grade}"
+        drawn.append(DrawnLevel(level.level, level.candidates, level.category is None, caption))
+    return SpinePicture(tuple(drawn))
+
+
+def render_png(picture: SpinePicture) -> bytes:
+    """The PNG of a picture (WIDTH x HEIGHT pixels); cached by content."""
+    return _render(picture)
+
+
+@lru_cache(maxsize=512)
+def _render(picture: SpinePicture) -> bytes:
+    figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    # Data coordinates are PNG pixels, y down, so `level_box` is where things land.
+    axes.set_xlim(0, WIDTH)
+    axes.set_ylim(HEIGHT, 0)
+    axes.set_axis_off()
+    text: dict[str, Any] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
+    axes.text(10, 18, "Spine C1-S5 by SINS category", fontweight="bold", **text)
+
+    reported = {d.level: d for d in picture.levels}
+    for level in VertebralLevel:
+        box = level_box(level)
+        middle = (box.top + box.bottom) / 2
+        drawn = reported.get(level)
+        axes.text(LABEL_RIGHT, middle, level.label, ha="right", **text)
+        if drawn is None:
+            axes.add_patch(_rect(box, NOT_REPORTED_COLOUR, NOT_REPORTED_EDGE))
+            continue
+        if drawn.open:
+            for band, category in zip(
+                band_boxes(level, len(drawn.categories)), drawn.categories, strict=True
+            ):
+                patch = _rect(band, CATEGORY_COLOUR[category], None)
+                patch.set_hatch("//")
+                patch.set_hatchcolor(OPEN_HATCH_COLOUR)
+                axes.add_patch(patch)
+            outline = _rect(box, "none", "black")
+            outline.set_linestyle((0, (3, 2)))
+            axes.add_patch(outline)
+        else:
+            axes.add_patch(_rect(box, CATEGORY_COLOUR[drawn.categories[0]], "black"))
+        axes.text(TEXT_LEFT, middle, drawn.caption, ha="left", fontweight="bold", **text)
+
+    _legend(axes, text)
+    buffer = io.BytesIO()
+    # No metadata: a Software entry would change the bytes with the matplotlib version.
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _rect(box: Box, face: str, edge: str | None) -> Rectangle:
+    return Rectangle(
+        (box.left, box.top),
+        box.width,
+        box.height,
+        facecolor=face,
+        edgecolor=edge or "none",
+        linewidth=1.0 if edge else 0.0,
+    )
+
+
+def legend_entries() -> tuple[tuple[str, str | None], ...]:
+    """The legend, top to bottom: (words, colour); None marks the open-category swatch."""
+    entries: list[tuple[str, str | None]] = [
+        (f"{CATEGORY_WORDS[c]} (SINS {low}-{high})", CATEGORY_COLOUR[c])
+        for low, high, c in SINS_CATEGORY_BANDS
+    ]
+    entries.append(("category open (hatched: candidates)", None))
+    entries.append(("not reported", NOT_REPORTED_COLOUR))
+    return tuple(entries)
+
+
+def legend_box(index: int) -> Box:
+    """The swatch of legend entry `index`, in pixels."""
+    top = LEGEND_TOP + index * LEGEND_PITCH
+    return Box(20, top, 44, top + 14)
+
+
+def _legend(axes: Axes, text: dict[str, Any]) -> None:
+    for index, (words, colour) in enumerate(legend_entries()):
+        box = legend_box(index)
+        if colour is None:
+            bands = [CATEGORY_COLOUR[SinsCategory.STABLE], CATEGORY_COLOUR[SinsCategory.UNSTABLE]]
+            half = Box(box.left, box.top, box.left + box.width // 2, box.bottom)
+            other = Box(half.right, box.top, box.right, box.bottom)
+            for part, face in ((half, bands[0]), (other, bands[1])):
+                patch = _rect(part, face, None)
+                patch.set_hatch("//")
+                patch.set_hatchcolor(OPEN_HATCH_COLOUR)
+                axes.add_patch(patch)
+            outline = _rect(box, "none", "black")
+            outline.set_linestyle((0, (3, 2)))
+            axes.add_patch(outline)
+        else:
+            edge = NOT_REPORTED_EDGE if colour == NOT_REPORTED_COLOUR else "black"
+            axes.add_patch(_rect(box, colour, edge))
+        axes.text(box.right + 8, (box.top + box.bottom) / 2, words, ha="left", **text)
