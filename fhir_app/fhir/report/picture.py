@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from PIL import Image
 
 from fhir_app.domain.levels import SpinalRegion, VertebralLevel
 from fhir_app.domain.sins_answers import CATEGORY_WORDS, SINS_CATEGORY_BANDS, SinsCategory
@@ -143,8 +145,15 @@ def render_png(picture: SpinePicture) -> bytes:
     return _render(picture)
 
 
-@lru_cache(maxsize=512)
-def _render(picture: SpinePicture) -> bytes:
+# Drawing is layered for speed: the unreported spine (labels, grey bodies, legend) is drawn once;
+# each reported level's body and each caption is drawn once per kind and pasted in pixels.
+# Every layer is drawn on the same full-size canvas at its final place, so pasting the pixels of
+# its region gives exactly what drawing it there would.
+_TEXT: Final[dict[str, Any]] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
+_PAD: Final = 2
+
+
+def _canvas() -> tuple[Figure, Axes]:
     figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
@@ -152,37 +161,78 @@ def _render(picture: SpinePicture) -> bytes:
     axes.set_xlim(0, WIDTH)
     axes.set_ylim(HEIGHT, 0)
     axes.set_axis_off()
-    text: dict[str, Any] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
-    axes.text(10, 18, "Spine C1-S5 by SINS category", fontweight="bold", **text)
+    return figure, axes
 
-    reported = {d.level: d for d in picture.levels}
+
+def _pixels(figure: Figure) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    buffer = io.BytesIO()
+    # Raw RGBA, rows top first: the canvas as it will be pasted, no PNG round trip.
+    figure.savefig(buffer, format="rgba", dpi=DPI)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(HEIGHT, WIDTH, 4)[:, :, :3]
+
+
+@lru_cache(maxsize=1)
+def _background() -> np.ndarray[Any, np.dtype[np.uint8]]:
+    figure, axes = _canvas()
+    axes.text(10, 18, "Spine C1-S5 by SINS category", fontweight="bold", **_TEXT)
     for level in VertebralLevel:
         box = level_box(level)
-        middle = (box.top + box.bottom) / 2
-        drawn = reported.get(level)
-        axes.text(LABEL_RIGHT, middle, level.label, ha="right", **text)
-        if drawn is None:
-            axes.add_patch(_rect(box, NOT_REPORTED_COLOUR, NOT_REPORTED_EDGE))
-            continue
-        if drawn.open:
-            for band, category in zip(
-                band_boxes(level, len(drawn.categories)), drawn.categories, strict=True
-            ):
-                patch = _rect(band, CATEGORY_COLOUR[category], None)
-                patch.set_hatch("//")
-                patch.set_hatchcolor(OPEN_HATCH_COLOUR)
-                axes.add_patch(patch)
-            outline = _rect(box, "none", "black")
-            outline.set_linestyle((0, (3, 2)))
-            axes.add_patch(outline)
-        else:
-            axes.add_patch(_rect(box, CATEGORY_COLOUR[drawn.categories[0]], "black"))
-        axes.text(TEXT_LEFT, middle, drawn.caption, ha="left", fontweight="bold", **text)
+        axes.text(LABEL_RIGHT, (box.top + box.bottom) / 2, level.label, ha="right", **_TEXT)
+        axes.add_artist(_rect(box, NOT_REPORTED_COLOUR, NOT_REPORTED_EDGE))
+    _legend(axes)
+    return _pixels(figure)
 
-    _legend(axes, text)
+
+def _body_region(level: VertebralLevel) -> tuple[slice, slice]:
+    box = level_box(level)
+    return slice(box.top - _PAD, box.bottom + _PAD), slice(box.left - _PAD, box.right + _PAD)
+
+
+def _caption_region(level: VertebralLevel) -> tuple[slice, slice]:
+    box = level_box(level)
+    return slice(box.top - _PAD, box.bottom + _PAD), slice(TEXT_LEFT - _PAD, WIDTH)
+
+
+@lru_cache(maxsize=256)
+def _body(
+    level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    figure, axes = _canvas()
+    box = level_box(level)
+    if is_open:
+        for band, category in zip(band_boxes(level, len(categories)), categories, strict=True):
+            patch = _rect(band, CATEGORY_COLOUR[category], None)
+            patch.set_hatch("//")
+            patch.set_hatchcolor(OPEN_HATCH_COLOUR)
+            axes.add_artist(patch)
+        outline = _rect(box, "none", "black")
+        outline.set_linestyle((0, (3, 2)))
+        axes.add_artist(outline)
+    else:
+        axes.add_artist(_rect(box, CATEGORY_COLOUR[categories[0]], "black"))
+    rows, columns = _body_region(level)
+    return _pixels(figure)[rows, columns]
+
+
+@lru_cache(maxsize=1024)
+def _caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    # Drawn on the first level's row: every row's middle sits on the same pixel fraction.
+    figure, axes = _canvas()
+    box = level_box(VertebralLevel.C1)
+    axes.text(TEXT_LEFT, (box.top + box.bottom) / 2, caption, ha="left", fontweight="bold", **_TEXT)
+    rows, columns = _caption_region(VertebralLevel.C1)
+    return _pixels(figure)[rows, columns]
+
+
+@lru_cache(maxsize=512)
+def _render(picture: SpinePicture) -> bytes:
+    pixels = _background().copy()
+    for drawn in picture.levels:
+        pixels[_body_region(drawn.level)] = _body(drawn.level, drawn.categories, drawn.open)
+        pixels[_caption_region(drawn.level)] = _caption(drawn.caption)
     buffer = io.BytesIO()
-    # No metadata: a Software entry would change the bytes with the matplotlib version.
-    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    # Pillow writes no metadata (matplotlib's savefig would add its version as Software).
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
@@ -214,7 +264,7 @@ def legend_box(index: int) -> Box:
     return Box(20, top, 44, top + 14)
 
 
-def _legend(axes: Axes, text: dict[str, Any]) -> None:
+def _legend(axes: Axes) -> None:
     for index, (words, colour) in enumerate(legend_entries()):
         box = legend_box(index)
         if colour is None:
@@ -225,11 +275,11 @@ def _legend(axes: Axes, text: dict[str, Any]) -> None:
                 patch = _rect(part, face, None)
                 patch.set_hatch("//")
                 patch.set_hatchcolor(OPEN_HATCH_COLOUR)
-                axes.add_patch(patch)
+                axes.add_artist(patch)
             outline = _rect(box, "none", "black")
             outline.set_linestyle((0, (3, 2)))
-            axes.add_patch(outline)
+            axes.add_artist(outline)
         else:
             edge = NOT_REPORTED_EDGE if colour == NOT_REPORTED_COLOUR else "black"
-            axes.add_patch(_rect(box, colour, edge))
-        axes.text(box.right + 8, (box.top + box.bottom) / 2, words, ha="left", **text)
+            axes.add_artist(_rect(box, colour, edge))
+        axes.text(box.right + 8, (box.top + box.bottom) / 2, words, ha="left", **_TEXT)
