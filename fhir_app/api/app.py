@@ -8,6 +8,7 @@ from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
+from fhir_app.api.view import viewer
 from fhir_app.config import Settings
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
@@ -34,4 +35,5 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     # Before `protected` too: `$export...` would otherwise be taken for a resource type.
     app.include_router(bulk_export)
     app.include_router(protected)
+    app.include_router(viewer)
     return app
