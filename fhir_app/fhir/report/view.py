@@ -277,8 +277,13 @@ def _level_view(
             classification.get("dataAbsentReason")
         )
     mitigation = risk.get("mitigation") if risk is not None else None
-    caveats = _unique(
-        [*_notes(risk), *_flagged_components(sins), *_notes(sins), *_notes(classification)]
+    # The mitigation has a column of its own; the caveats are everything else the outputs note.
+    caveats = tuple(
+        text
+        for text in _unique(
+            [*_notes(risk), *_flagged_components(sins), *_notes(sins), *_notes(classification)]
+        )
+        if text != mitigation
     )
     statuses = {r.get("status") for r in (sins, classification, risk) if r is not None}
     return LevelView(
