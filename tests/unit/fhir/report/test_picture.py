@@ -60,7 +60,8 @@ def test_every_level_has_a_box_in_order_inside_the_picture() -> None:
 def test_bands_split_the_box_without_gaps() -> None:
     box = level_box(VertebralLevel.L2)
     bands = band_boxes(VertebralLevel.L2, 3)
-    assert bands[0].left == box.left and bands[-1].right == box.right
+    assert bands[0].left == box.left
+    assert bands[-1].right == box.right
     assert all(a.right == b.left for a, b in pairwise(bands))
 
 

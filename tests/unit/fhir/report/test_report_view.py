@@ -33,7 +33,8 @@ def test_a_determined_level() -> None:
     assert t11.category_words == "unstable"
     assert t11.region == "thoracic"
     assert t11.surgical_consultation
-    assert t11.mitigation is not None and t11.mitigation.startswith("Surgical consultation")
+    assert t11.mitigation is not None
+    assert t11.mitigation.startswith("Surgical consultation")
     assert t11.appearance == "Lytic"
     assert t11.likely_primaries[0] == "Renal cell carcinoma"
 
@@ -71,7 +72,8 @@ def test_appearance_and_how_it_was_read() -> None:
     l2 = view_of(outputs_of(SEVERAL)).level(VertebralLevel.L2)
     assert l2 is not None
     assert l2.appearance == "Lytic"
-    assert l2.appearance_basis is not None and "MRI T1 isointense" in l2.appearance_basis
+    assert l2.appearance_basis is not None
+    assert "MRI T1 isointense" in l2.appearance_basis
     outputs = outputs_of(SEVERAL)
     cls = output(outputs, "cls-l2-")
     del cls["valueCodeableConcept"]
@@ -94,7 +96,8 @@ def test_every_note_of_the_level_outputs_is_a_caveat_and_new_ones_flow_through()
 
 def test_the_mitigation_is_not_repeated_among_the_caveats() -> None:
     l2 = view_of(outputs_of(SEVERAL)).level(VertebralLevel.L2)
-    assert l2 is not None and l2.mitigation is not None
+    assert l2 is not None
+    assert l2.mitigation is not None
     # The SINS Observation notes the same sentence; the view shows it once, as the mitigation.
     assert l2.mitigation in {n["text"] for n in output(outputs_of(SEVERAL), "sins-l2-")["note"]}
     assert l2.mitigation not in l2.caveats
@@ -144,7 +147,8 @@ def test_escc_as_a_component_of_a_level_output() -> None:
         }
     )
     l2 = view_of(outputs).level(VertebralLevel.L2)
-    assert l2 is not None and l2.escc_grade == "1b"
+    assert l2 is not None
+    assert l2.escc_grade == "1b"
 
 
 def noms(**value: object) -> dict[str, object]:
@@ -226,4 +230,5 @@ def test_candidate_categories_of_a_range(low: int, high: int, expected: tuple[ob
     sins = output(outputs, "sins-l2-")
     sins["valueRange"] = {"low": {"value": low}, "high": {"value": high}}
     l2 = view_of(outputs).level(VertebralLevel.L2)
-    assert l2 is not None and l2.candidates == expected
+    assert l2 is not None
+    assert l2.candidates == expected
