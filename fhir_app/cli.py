@@ -96,11 +96,18 @@ def assess_command(
 ) -> None:
     """Derive SINS and the classification in memory and print the output Bundle (stores nothing)."""
     settings = get_settings()
+    if html is not None and not html.parent.is_dir():
+        typer.echo(f"error: --html {html}: the folder {html.parent} does not exist", err=True)
+        raise typer.Exit(EXIT_USAGE)
     result = assess(read_inputs(inputs), appearance_settings(settings))
     for rejection in result.rejections:
         report_rejection(rejection)
     if html is not None:
-        html.write_text(page_of_outputs(result.outputs), encoding="utf-8")
+        try:
+            html.write_text(page_of_outputs(result.outputs), encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: --html {html}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_USAGE) from exc
     option = orjson.OPT_INDENT_2 if pretty else 0
     sys.stdout.buffer.write(orjson.dumps(result.bundle(), option=option) + b"\n")
     raise typer.Exit(EXIT_REJECTED if result.rejections else EXIT_OK)
