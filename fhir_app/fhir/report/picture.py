@@ -146,58 +146,109 @@ def render_png(picture: SpinePicture) -> bytes:
 
 
 # Drawing is layered for speed: the unreported spine (labels, grey bodies, legend) is drawn once;
-# each reported level's body and each caption is drawn once per kind and pasted in pixels.
-# Every layer is drawn on the same full-size canvas at its final place, so pasting the pixels of
-# its region gives exactly what drawing it there would.
+# each reported level's body and each caption is drawn once per kind, on a canvas of just its
+# region in the picture's own pixel coordinates, and pasted there: the pixels that drawing it in
+# place would give, except that the hatching of an open level starts at its own box.
 _TEXT: Final[dict[str, Any]] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
 _PAD: Final = 2
 
 
-def _canvas() -> tuple[Figure, Axes]:
-    figure = Figure(figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, facecolor="white")
+def _canvas(region: Box) -> tuple[Figure, Axes]:
+    """A canvas of just `region`, whose data coordinates are the picture's pixels, y down."""
+    figure = Figure(figsize=(region.width / DPI, region.height / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
-    # Data coordinates are PNG pixels, y down, so `level_box` is where things land.
-    axes.set_xlim(0, WIDTH)
-    axes.set_ylim(HEIGHT, 0)
+    axes.set_xlim(region.left, region.right)
+    axes.set_ylim(region.bottom, region.top)
     axes.set_axis_off()
     return figure, axes
 
 
-def _pixels(figure: Figure) -> np.ndarray[Any, np.dtype[np.uint8]]:
+def _rgb(colour: str) -> tuple[int, int, int]:
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def _mix(a: tuple[int, int, int], b: tuple[int, int, int], share: float) -> tuple[int, int, int]:
+    red, green, blue = (round(x * (1 - share) + y * share) for x, y in zip(a, b, strict=True))
+    return red, green, blue
+
+
+def _palette() -> tuple[tuple[int, int, int], ...]:
+    # Every colour the picture means exactly, then what anti-aliasing needs: a grey ramp for text
+    # and lines, and each category colour blended with white (hatching) and black (outline).
+    white, black = (255, 255, 255), (0, 0, 0)
+    exact = [white, black, _rgb(NOT_REPORTED_COLOUR), _rgb(NOT_REPORTED_EDGE)]
+    exact.extend(_rgb(c) for c in CATEGORY_COLOUR.values())
+    greys = [(v, v, v) for v in range(0, 256, 17)]
+    blends = [
+        _mix(_rgb(c), other, share)
+        for c in CATEGORY_COLOUR.values()
+        for other, share in ((white, 0.25), (white, 0.5), (white, 0.75), (black, 0.5))
+    ]
+    return tuple(dict.fromkeys([*exact, *greys, *blends]))
+
+
+# An indexed PNG: a fifth of the bytes of RGB, and category colours stay exact.
+PALETTE: Final = _palette()
+_PALETTE_BYTES: Final = bytes(v for colour in PALETTE for v in colour)
+
+
+@lru_cache(maxsize=1)
+def _palette_image() -> Image.Image:
+    image = Image.new("P", (1, 1))
+    # quantize() reads all 256 entries: the rest repeat the last colour, never chosen first.
+    image.putpalette(_PALETTE_BYTES + _PALETTE_BYTES[-3:] * (256 - len(PALETTE)))
+    return image
+
+
+def _pixels(figure: Figure, region: Box) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """The canvas of `region` as palette indices, rows top first."""
     buffer = io.BytesIO()
-    # Raw RGBA, rows top first: the canvas as it will be pasted, no PNG round trip.
     figure.savefig(buffer, format="rgba", dpi=DPI)
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(HEIGHT, WIDTH, 4)[:, :, :3]
+    shape = (region.height, region.width, 4)
+    rgb = np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(shape)[:, :, :3]
+    indexed = Image.fromarray(np.ascontiguousarray(rgb)).quantize(
+        palette=_palette_image(), dither=Image.Dither.NONE
+    )
+    return np.asarray(indexed, dtype=np.uint8)
+
+
+_WHOLE: Final = Box(0, 0, WIDTH, HEIGHT)
 
 
 @lru_cache(maxsize=1)
 def _background() -> np.ndarray[Any, np.dtype[np.uint8]]:
-    figure, axes = _canvas()
+    figure, axes = _canvas(_WHOLE)
     axes.text(10, 18, "Spine C1-S5 by SINS category", fontweight="bold", **_TEXT)
     for level in VertebralLevel:
         box = level_box(level)
         axes.text(LABEL_RIGHT, (box.top + box.bottom) / 2, level.label, ha="right", **_TEXT)
         axes.add_artist(_rect(box, NOT_REPORTED_COLOUR, NOT_REPORTED_EDGE))
     _legend(axes)
-    return _pixels(figure)
+    return _pixels(figure, _WHOLE)
 
 
-def _body_region(level: VertebralLevel) -> tuple[slice, slice]:
+def _body_region(level: VertebralLevel) -> Box:
     box = level_box(level)
-    return slice(box.top - _PAD, box.bottom + _PAD), slice(box.left - _PAD, box.right + _PAD)
+    return Box(box.left - _PAD, box.top - _PAD, box.right + _PAD, box.bottom + _PAD)
 
 
-def _caption_region(level: VertebralLevel) -> tuple[slice, slice]:
+def _caption_region(level: VertebralLevel) -> Box:
     box = level_box(level)
-    return slice(box.top - _PAD, box.bottom + _PAD), slice(TEXT_LEFT - _PAD, WIDTH)
+    return Box(TEXT_LEFT - _PAD, box.top - _PAD, WIDTH, box.bottom + _PAD)
+
+
+def _slices(region: Box) -> tuple[slice, slice]:
+    return slice(region.top, region.bottom), slice(region.left, region.right)
 
 
 @lru_cache(maxsize=256)
 def _body(
     level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    figure, axes = _canvas()
+    region = _body_region(level)
+    figure, axes = _canvas(region)
     box = level_box(level)
     if is_open:
         for band, category in zip(band_boxes(level, len(categories)), categories, strict=True):
@@ -210,29 +261,33 @@ def _body(
         axes.add_artist(outline)
     else:
         axes.add_artist(_rect(box, CATEGORY_COLOUR[categories[0]], "black"))
-    rows, columns = _body_region(level)
-    return _pixels(figure)[rows, columns]
+    return _pixels(figure, region)
 
 
 @lru_cache(maxsize=1024)
 def _caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
     # Drawn on the first level's row: every row's middle sits on the same pixel fraction.
-    figure, axes = _canvas()
+    region = _caption_region(VertebralLevel.C1)
+    figure, axes = _canvas(region)
     box = level_box(VertebralLevel.C1)
     axes.text(TEXT_LEFT, (box.top + box.bottom) / 2, caption, ha="left", fontweight="bold", **_TEXT)
-    rows, columns = _caption_region(VertebralLevel.C1)
-    return _pixels(figure)[rows, columns]
+    return _pixels(figure, region)
 
 
 @lru_cache(maxsize=512)
 def _render(picture: SpinePicture) -> bytes:
     pixels = _background().copy()
     for drawn in picture.levels:
-        pixels[_body_region(drawn.level)] = _body(drawn.level, drawn.categories, drawn.open)
-        pixels[_caption_region(drawn.level)] = _caption(drawn.caption)
+        pixels[_slices(_body_region(drawn.level))] = _body(
+            drawn.level, drawn.categories, drawn.open
+        )
+        pixels[_slices(_caption_region(drawn.level))] = _caption(drawn.caption)
+    image = Image.frombytes("P", (WIDTH, HEIGHT), pixels.tobytes())
+    image.putpalette(_PALETTE_BYTES)
     buffer = io.BytesIO()
     # Pillow writes no metadata (matplotlib's savefig would add its version as Software).
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    # zlib level 3: a third of the time of the default for about a fifth more bytes.
+    image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
 
 
