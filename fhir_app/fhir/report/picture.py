@@ -13,6 +13,7 @@ PNG carries no timestamp or software version: the same picture is the same bytes
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -151,6 +152,9 @@ def render_png(picture: SpinePicture) -> bytes:
 # place would give, except that the hatching of an open level starts at its own box.
 _TEXT: Final[dict[str, Any]] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
 _PAD: Final = 2
+# matplotlib does not promise thread safety (its font and text caches are shared); the server
+# derives in worker threads, so layers are drawn one at a time. Pasting them needs no lock.
+_DRAWING: Final = threading.Lock()
 
 
 def _canvas(region: Box) -> tuple[Figure, Axes]:
@@ -219,6 +223,11 @@ _WHOLE: Final = Box(0, 0, WIDTH, HEIGHT)
 
 @lru_cache(maxsize=1)
 def _background() -> np.ndarray[Any, np.dtype[np.uint8]]:
+    with _DRAWING:
+        return _draw_background()
+
+
+def _draw_background() -> np.ndarray[Any, np.dtype[np.uint8]]:
     figure, axes = _canvas(_WHOLE)
     axes.text(10, 18, "Spine C1-S5 by SINS category", fontweight="bold", **_TEXT)
     for level in VertebralLevel:
@@ -247,6 +256,13 @@ def _slices(region: Box) -> tuple[slice, slice]:
 def _body(
     level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    with _DRAWING:
+        return _draw_body(level, categories, is_open)
+
+
+def _draw_body(
+    level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
     region = _body_region(level)
     figure, axes = _canvas(region)
     box = level_box(level)
@@ -266,6 +282,11 @@ def _body(
 
 @lru_cache(maxsize=1024)
 def _caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    with _DRAWING:
+        return _draw_caption(caption)
+
+
+def _draw_caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
     # Drawn on the first level's row: every row's middle sits on the same pixel fraction.
     region = _caption_region(VertebralLevel.C1)
     figure, axes = _canvas(region)
