@@ -26,7 +26,7 @@ REPEATS = 30
 
 
 def _clear_picture_caches() -> None:
-    for cache in (picture._render, picture._body, picture._caption, picture._background):
+    for cache in (picture._render, picture._bodies, picture._caption, picture._background):
         cache.cache_clear()
 
 

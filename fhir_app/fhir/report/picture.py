@@ -16,14 +16,16 @@ import io
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from fhir_app.domain.levels import SpinalRegion, VertebralLevel
 from fhir_app.domain.sins_answers import CATEGORY_WORDS, SINS_CATEGORY_BANDS, SinsCategory
@@ -147,9 +149,9 @@ def render_png(picture: SpinePicture) -> bytes:
 
 
 # Drawing is layered for speed: the unreported spine (labels, grey bodies, legend) is drawn once;
-# each reported level's body and each caption is drawn once per kind, on a canvas of just its
-# region in the picture's own pixel coordinates, and pasted there: the pixels that drawing it in
-# place would give, except that the hatching of an open level starts at its own box.
+# every level's body is drawn once per style (a category, or an open set of candidates) on the
+# whole canvas, so pasting a level's region gives the pixels drawing it in place would; each
+# caption is set once per text.
 _TEXT: Final[dict[str, Any]] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
 _PAD: Final = 2
 # matplotlib does not promise thread safety (its font and text caches are shared); the server
@@ -211,7 +213,11 @@ def _pixels(figure: Figure, region: Box) -> np.ndarray[Any, np.dtype[np.uint8]]:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="rgba", dpi=DPI)
     shape = (region.height, region.width, 4)
-    rgb = np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(shape)[:, :, :3]
+    return _indexed(np.frombuffer(buffer.getvalue(), dtype=np.uint8).reshape(shape)[:, :, :3])
+
+
+def _indexed(rgb: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """RGB pixels as indices into PALETTE (nearest colour, no dithering)."""
     indexed = Image.fromarray(np.ascontiguousarray(rgb)).quantize(
         palette=_palette_image(), dither=Image.Dither.NONE
     )
@@ -252,21 +258,30 @@ def _slices(region: Box) -> tuple[slice, slice]:
     return slice(region.top, region.bottom), slice(region.left, region.right)
 
 
-@lru_cache(maxsize=256)
 def _body(
     level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    with _DRAWING:
-        return _draw_body(level, categories, is_open)
+    return _bodies(categories, is_open)[_slices(_body_region(level))]
 
 
-def _draw_body(
-    level: VertebralLevel, categories: tuple[SinsCategory, ...], is_open: bool
+@lru_cache(maxsize=16)
+def _bodies(
+    categories: tuple[SinsCategory, ...], is_open: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    region = _body_region(level)
-    figure, axes = _canvas(region)
-    box = level_box(level)
-    if is_open:
+    with _DRAWING:
+        return _draw_bodies(categories, is_open)
+
+
+def _draw_bodies(
+    categories: tuple[SinsCategory, ...], is_open: bool
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    # Every level in one style at once: one drawing per style instead of one per level.
+    figure, axes = _canvas(_WHOLE)
+    for level in VertebralLevel:
+        box = level_box(level)
+        if not is_open:
+            axes.add_artist(_rect(box, CATEGORY_COLOUR[categories[0]], "black"))
+            continue
         for band, category in zip(band_boxes(level, len(categories)), categories, strict=True):
             patch = _rect(band, CATEGORY_COLOUR[category], None)
             patch.set_hatch("//")
@@ -275,24 +290,29 @@ def _draw_body(
         outline = _rect(box, "none", "black")
         outline.set_linestyle((0, (3, 2)))
         axes.add_artist(outline)
-    else:
-        axes.add_artist(_rect(box, CATEGORY_COLOUR[categories[0]], "black"))
-    return _pixels(figure, region)
+    return _pixels(figure, _WHOLE)
+
+
+@lru_cache(maxsize=1)
+def _caption_font() -> ImageFont.FreeTypeFont:
+    # matplotlib's own DejaVu Sans Bold, at the size of its 8.5 pt at DPI: the labels' typeface.
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+    return ImageFont.truetype(str(path), size=round(8.5 * DPI / 72))
 
 
 @lru_cache(maxsize=1024)
 def _caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    with _DRAWING:
-        return _draw_caption(caption)
-
-
-def _draw_caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    # Drawn on the first level's row: every row's middle sits on the same pixel fraction.
+    # Pillow sets a line of text in ~0.1 ms, matplotlib in ~7: captions vary by patient.
     region = _caption_region(VertebralLevel.C1)
-    figure, axes = _canvas(region)
-    box = level_box(VertebralLevel.C1)
-    axes.text(TEXT_LEFT, (box.top + box.bottom) / 2, caption, ha="left", fontweight="bold", **_TEXT)
-    return _pixels(figure, region)
+    image = Image.new("RGB", (region.width, region.height), "white")
+    ImageDraw.Draw(image).text(
+        (TEXT_LEFT - region.left, region.height / 2),
+        caption,
+        font=_caption_font(),
+        fill="black",
+        anchor="lm",
+    )
+    return _indexed(np.asarray(image))
 
 
 @lru_cache(maxsize=512)

@@ -145,7 +145,7 @@ def png_chunks(png: bytes) -> list[bytes]:
 
 def test_the_png_is_deterministic_and_carries_no_time_or_software() -> None:
     first = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
-    picture._body.cache_clear()
+    picture._bodies.cache_clear()
     picture._caption.cache_clear()
     picture._background.cache_clear()
     second = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
