@@ -154,8 +154,9 @@ def render_png(picture: SpinePicture) -> bytes:
 # caption is set once per text.
 _TEXT: Final[dict[str, Any]] = {"fontsize": 8.5, "fontfamily": "DejaVu Sans", "va": "center"}
 _PAD: Final = 2
-# matplotlib does not promise thread safety (its font and text caches are shared); the server
-# derives in worker threads, so layers are drawn one at a time. Pasting them needs no lock.
+# matplotlib does not promise thread safety (its font and text caches are shared), nor does a
+# shared FreeType face; the server derives in worker threads, so layers are drawn one at a time.
+# Pasting them needs no lock.
 _DRAWING: Final = threading.Lock()
 
 
@@ -305,13 +306,15 @@ def _caption(caption: str) -> np.ndarray[Any, np.dtype[np.uint8]]:
     # Pillow sets a line of text in ~0.1 ms, matplotlib in ~7: captions vary by patient.
     region = _caption_region(VertebralLevel.C1)
     image = Image.new("RGB", (region.width, region.height), "white")
-    ImageDraw.Draw(image).text(
-        (TEXT_LEFT - region.left, region.height / 2),
-        caption,
-        font=_caption_font(),
-        fill="black",
-        anchor="lm",
-    )
+    # One FreeType face is shared: set one caption at a time.
+    with _DRAWING:
+        ImageDraw.Draw(image).text(
+            (TEXT_LEFT - region.left, region.height / 2),
+            caption,
+            font=_caption_font(),
+            fill="black",
+            anchor="lm",
+        )
     return _indexed(np.asarray(image))
 
 
