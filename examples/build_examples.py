@@ -293,6 +293,151 @@ def p10_treated_preliminary() -> list[JsonObject]:
     ]
 
 
+def p11_discordant() -> list[JsonObject]:
+    """L1: stated no collapse and no posterolateral involvement, but 60% height loss and a left
+    pedicle finding: both answers stay possible (SINS 4-8) and the level is marked discordant."""
+    pid = "p11"
+    when = "2025-11-20T08:40:00Z"
+    return [
+        patient(pid, "Okafor", "Ngozi", "1957-09-30", "female"),
+        imaging_study("p11-ct", pid, CT, started="2025-11-20T08:00:00Z", uid="1.2.826.0.1.1013"),
+        lesion_panel(
+            "p11-l1",
+            pid,
+            "L1",
+            [
+                ("appearance", "mixed"),
+                ("pain", "pain-free"),
+                ("alignment", "normal-alignment"),
+                ("sins:collapse", "no-collapse"),
+                ("sins:posterolateral", "no-posterolateral"),
+            ],
+            effective=when,
+            study="p11-ct",
+        ),
+        observation("p11-l1-height", pid, "height_loss", 60, level="L1", effective=when),
+        observation("p11-l1-pedicle", pid, "posterior", "left", level="L1", effective=when),
+    ]
+
+
+def p12_patient_level_pain() -> list[JsonObject]:
+    """Occasional pain reported for a patient with two lesion levels: each level 0-1, not 1."""
+    pid = "p12"
+    when = "2025-12-02T11:00:00Z"
+    return [
+        patient(pid, "Haddad", "Karim", "1963-01-17", "male"),
+        imaging_study("p12-ct", pid, CT, started="2025-12-02T10:30:00Z", uid="1.2.826.0.1.1014"),
+        observation(
+            "p12-pain", pid, "pain", "occasional-non-mechanical", level=None, effective=when
+        ),
+        lesion_panel(
+            "p12-t5",
+            pid,
+            "T5",
+            [
+                ("appearance", "lytic"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 20),
+                ("posterior", "right"),
+            ],
+            effective=when,
+            study="p12-ct",
+        ),
+        lesion_panel(
+            "p12-l3",
+            pid,
+            "L3",
+            [
+                ("appearance", "lytic"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 0),
+                ("involvement", 30),
+                ("posterior", "none"),
+            ],
+            effective=when,
+            study="p12-ct",
+        ),
+    ]
+
+
+def p13_bone_island_by_maximum() -> list[JsonObject]:
+    """T8 sclerotic focus: mean 640 HU, but the maximum (method 56851009) is 1210 HU > 1060."""
+    pid = "p13"
+    when = "2025-12-09T15:20:00Z"
+    return [
+        patient(pid, "Nakamura", "Yuki", "1975-06-05", "female"),
+        imaging_study("p13-ct", pid, CT, started="2025-12-09T15:00:00Z", uid="1.2.826.0.1.1015"),
+        observation("p13-t8-mean", pid, "ct", 640, level="T8", effective=when, method="mean"),
+        observation("p13-t8-max", pid, "ct", 1210, level="T8", effective=when, method="max"),
+        lesion_panel(
+            "p13-t8",
+            pid,
+            "T8",
+            [
+                ("pain", "pain-free"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 0),
+                ("involvement", 10),
+                ("posterior", "none"),
+            ],
+            effective=when,
+            study="p13-ct",
+        ),
+    ]
+
+
+def p14_primary_in_context() -> list[JsonObject]:
+    """L2 sclerotic lesion of a 58-year-old woman with known breast cancer: breast first,
+    prostate and testis-seminoma left out (sex), neuroblastoma and medulloblastoma (age)."""
+    pid = "p14"
+    when = "2026-01-08T09:10:00Z"
+    return [
+        patient(pid, "Dubois", "Hélène", "1967-10-04", "female"),
+        imaging_study("p14-ct", pid, CT, started="2026-01-08T08:50:00Z", uid="1.2.826.0.1.1016"),
+        primary_tumor("p14-primary", pid, "breast", effective="2022-02-14"),
+        lesion_panel(
+            "p14-l2",
+            pid,
+            "L2",
+            [
+                ("ct", 560),
+                ("pain", "occasional-non-mechanical"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 0),
+                ("involvement", 35),
+                ("posterior", "none"),
+            ],
+            effective=when,
+            study="p14-ct",
+        ),
+    ]
+
+
+def p15_collapsed_level() -> list[JsonObject]:
+    """T12 lytic lesion with 40% height loss in a man of 81: an osteoporotic compression
+    fracture is in the differential."""
+    pid = "p15"
+    when = "2026-01-20T13:45:00Z"
+    return [
+        patient(pid, "Rossi", "Giovanni", "1944-12-01", "male"),
+        imaging_study("p15-ct", pid, CT, started="2026-01-20T13:15:00Z", uid="1.2.826.0.1.1017"),
+        lesion_panel(
+            "p15-t12",
+            pid,
+            "T12",
+            [
+                ("ct", 60),
+                ("pain", "mechanical"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 40),
+                ("posterior", "none"),
+            ],
+            effective=when,
+            study="p15-ct",
+        ),
+    ]
+
+
 EXAMPLES = {
     "patient-01-stable-blastic": p01_stable,
     "patient-02-potentially-unstable": p02_potentially_unstable,
@@ -304,6 +449,11 @@ EXAMPLES = {
     "patient-08-several-levels": p08_several_levels,
     "patient-09-withdrawn-finding": p09_withdrawn,
     "patient-10-treated-preliminary": p10_treated_preliminary,
+    "patient-11-discordant-collapse": p11_discordant,
+    "patient-12-patient-level-pain": p12_patient_level_pain,
+    "patient-13-bone-island-maximum": p13_bone_island_by_maximum,
+    "patient-14-primary-in-context": p14_primary_in_context,
+    "patient-15-collapsed-level": p15_collapsed_level,
 }
 
 

@@ -40,28 +40,28 @@ from typing import IO, Any, Final, Protocol, TypeVar
 import orjson
 
 from fhir_app.domain.appearance import AppearanceSettings
-from fhir_app.fhir import outbound
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import validate_resource
 from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
 from fhir_app.service import (
     Rejection,
-    derive,
-    grouped,
+    derive_patient,
     mapped,
     patient_of,
     search_tokens,
     utcnow,
-    withdrawn_outputs,
 )
-from fhir_app.store import StoredResource, TransientStoreError, checkpoint_key, content_hash
-from fhir_app.store.bulk import (
+from fhir_app.store import (
     BulkUnitOfWork,
+    TransientStoreError,
+    checkpoint_key,
+    content_hash,
+)
+from fhir_app.store.bulk import (
     CurrentState,
     InputRow,
     NewVersion,
     OutputRow,
-    served_content,
     served_text,
     serving_parts,
 )
@@ -278,97 +278,21 @@ class _Derived:
     patients: list[str]
     versions: list[NewVersion]
     existing: list[tuple[str, str]]  # outputs that had a current row when read
-
-
-class _PlannedVersions:
-    """outbound.Versioner against the outputs read for a batch: the same decisions as
-    service.StoreVersioner (a new version only when the content changed; a changed final output
-    becomes amended), collected as NewVersions for one batched write."""
-
-    def __init__(self, current: dict[tuple[str, str], OutputRow], now: datetime, patient: str):
-        self.current = current
-        self.now = now
-        self.patient = patient
-        self.written: list[NewVersion] = []
-
-    def stamp(self, resource: JsonObject) -> JsonObject:
-        """The output as it will be stored: the current version when unchanged."""
-        key = (str(resource["resourceType"]), str(resource["id"]))
-        current = self.current.get(key)
-        candidate = resource
-        if current is not None and not current.deleted:
-            if outbound.comparable(current.content) == outbound.comparable(resource):
-                return dict(current.content)
-            was_final = current.content.get("status") in ("final", "amended")
-            if resource.get("status") == "final" and was_final:
-                candidate = {**resource, "status": "amended"}
-        digest = content_hash(candidate)
-        if current is not None and not current.deleted and current.content_hash == digest:
-            return dict(current.content)
-        version_id = 1 if current is None else current.version_id + 1
-        moment = self.now if current is None else max(self.now, current.last_updated)
-        served = served_content(key[0], key[1], version_id, moment, candidate)
-        status = candidate.get("status")
-        self.written.append(
-            NewVersion(
-                resource_type=key[0],
-                resource_id=key[1],
-                version_id=version_id,
-                last_updated=moment,
-                patient_id=patient_of(candidate) or self.patient,
-                status=status if isinstance(status, str) else None,
-                is_output=True,
-                content=orjson.dumps(served).decode(),
-                content_hash=digest,
-                tokens=tuple(search_tokens(candidate)),
-            )
-        )
-        self.current[key] = OutputRow(
-            self.patient, key[0], key[1], version_id, False, moment, digest, served
-        )
-        return served
-
-
-def derive_patient(
-    patient: str,
-    inputs: Sequence[InputRow],
-    outputs: Sequence[OutputRow],
-    settings: AppearanceSettings,
-    now: datetime,
-) -> list[NewVersion]:
-    """The new output versions of one patient, as FhirService derives it after a write."""
-    rows = [
-        StoredResource(
-            resource_type=row.resource_type,
-            resource_id=row.resource_id,
-            version_id=row.version_id,
-            last_updated=row.last_updated,
-            deleted=False,
-            patient_id=patient,
-            status=None,
-            is_output=False,
-            content=orjson.loads(row.text),
-        )
-        for row in sorted(inputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
-    ]
-    patient_inputs = grouped(rows, patient)
-    current = sorted(outputs, key=lambda r: (r.resource_type, r.last_updated, r.resource_id))
-    withdrawals = withdrawn_outputs(patient, patient_inputs, current)
-    by_key = {(row.resource_type, row.resource_id): row for row in current}
-    versioner = _PlannedVersions(by_key, now, patient)
-    if patient_inputs.by_level or withdrawals:
-        derive(patient_inputs, versioner, settings, now, withdrawals)
-    return versioner.written
+    inputs: frozenset[tuple[str, str, int]]  # the input versions the derivation read
 
 
 def derive_batch(task: _DeriveTask) -> _Derived:
     """Derive a batch of patients (in a worker process)."""
     versions: list[NewVersion] = []
     existing: list[tuple[str, str]] = []
+    read: set[tuple[str, str, int]] = set()
     for patient, inputs, outputs in task.patients:
         versions.extend(derive_patient(patient, inputs, outputs, task.settings, task.now))
         existing.extend((row.resource_type, row.resource_id) for row in outputs)
-    return _Derived([patient for patient, _, _ in task.patients], versions, existing)
+        read.update((row.resource_type, row.resource_id, row.version_id) for row in inputs)
+    return _Derived(
+        [patient for patient, _, _ in task.patients], versions, existing, frozenset(read)
+    )
 
 
 # --------------------------------------------------------------------------------- parallelism
@@ -610,6 +534,10 @@ class BulkProcessor:
                     content_hash=item.content_hash,
                 )
             uow.bulk.write_versions(versions, existing=stored.keys())
+            # Under the derivation locks of the changed patients, so that a derivation running
+            # now either sees this chunk's inputs or leaves the patients queued for the next pass
+            # (it cannot take them off the queue after this chunk put them on it).
+            uow.lock_patient_derivations(changed)
             uow.bulk.queue_derivation(changed, now=now)
             uow.bulk.record_chunk(
                 run_key, accepted=accepted, patients=touched, rejections=rejections, now=now
@@ -684,24 +612,30 @@ class BulkProcessor:
         )
 
     def _store_derived(self, derived: _Derived) -> None:
-        def store(result: _Derived) -> None:
+        """Store a batch derived in a worker, under the patients' derivation locks.
+
+        The worker read the inputs without the locks; under them, the batch goes in only when the
+        patients' current inputs are still the versions it read (so a REST write or another run's
+        chunk committed in between is never overwritten by outputs derived without it). When they
+        changed, the batch is read, derived and written again here, inside one locked transaction.
+        """
+        with self.uow_factory() as uow:
+            uow.bulk.commit_without_waiting()
+            uow.lock_patient_derivations(derived.patients)
+            if uow.bulk.input_versions(derived.patients) == derived.inputs:
+                uow.bulk.write_versions(derived.versions, existing=derived.existing)
+                uow.bulk.derivation_done(derived.patients)
+                uow.commit()
+                self._written(len(derived.versions))
+                return
+
+        def again() -> None:
             with self.uow_factory() as uow:
                 uow.bulk.commit_without_waiting()
-                uow.bulk.write_versions(result.versions, existing=result.existing)
-                uow.bulk.derivation_done(result.patients)
-                uow.commit()
-            self._written(len(result.versions))
-
-        try:
-            store(derived)
-        except TransientStoreError:
-            # Another writer changed outputs of these patients since they were read: read and
-            # derive the batch again, here, until it goes in.
-            def again() -> None:
-                with self.uow_factory() as uow:
-                    patients = derived.patients
-                    inputs = uow.bulk.inputs_of_patients(patients)
-                    outputs = uow.bulk.outputs_of_patients(patients)
+                patients = derived.patients
+                uow.lock_patient_derivations(patients)
+                inputs = uow.bulk.inputs_of_patients(patients)
+                outputs = uow.bulk.outputs_of_patients(patients)
                 task = _DeriveTask(
                     [
                         (
@@ -714,9 +648,13 @@ class BulkProcessor:
                     self.settings,
                     self.clock(),
                 )
-                store(derive_batch(task))
+                result = derive_batch(task)
+                uow.bulk.write_versions(result.versions, existing=result.existing)
+                uow.bulk.derivation_done(result.patients)
+                uow.commit()
+            self._written(len(result.versions))
 
-            self._retrying(again)
+        self._retrying(again)
 
     @staticmethod
     def _retrying(action: Callable[[], None]) -> None:

@@ -10,6 +10,7 @@ import ipaddress
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -44,6 +45,14 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+class Engine(StrEnum):
+    """Where `process` runs: this machine through the database, or Apache Spark."""
+
+    single = "single"
+    spark = "spark"
+
 
 Inputs = Annotated[
     list[Path],
@@ -159,11 +168,28 @@ def process_command(
         int,
         typer.Option(min=1, help="Patients derived per transaction."),
     ] = DEFAULT_DERIVE_PATIENTS,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="single: this machine, through the database (resumable). spark: on Apache "
+            "Spark, no database; also writes DIR/lesions.parquet (needs fhir-app[spark], Java 17).",
+        ),
+    ] = Engine.single,
+    master: Annotated[
+        str | None,
+        typer.Option(help="The Spark master URL (--engine spark; default local[*])."),
+    ] = None,
 ) -> None:
     """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched.
 
     Streams input of any size, one transaction per chunk; run it again to resume after a crash.
+    With --engine spark the same derivation runs on Spark, with no database.
     """
+    if engine is Engine.spark:
+        process_on_spark(inputs, output_folder(out), master)
+    if master is not None:
+        typer.echo("error: --master needs --engine spark", err=True)
+        raise typer.Exit(EXIT_USAGE)
     from fhir_app.store import bulk_uow_factory, make_engine, migrate
 
     settings = get_settings()
@@ -191,6 +217,32 @@ def process_command(
     typer.echo(
         f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
         f"wrote {counts or 'no outputs'} to {out}",
+        err=True,
+    )
+    raise typer.Exit(EXIT_REJECTED if result.rejected else EXIT_OK)
+
+
+def process_on_spark(inputs: list[Path], out: Path, master: str | None) -> NoReturn:
+    """`process --engine spark`: the Spark job (fhir_app.spark.job), its summary, its exit code."""
+    try:
+        from fhir_app.spark.job import DEFAULT_MASTER, process, spark_session
+    except ImportError as exc:
+        typer.echo(
+            f"error: --engine spark needs pyspark ({exc}); install fhir-app[spark]", err=True
+        )
+        raise typer.Exit(EXIT_USAGE) from exc
+
+    def report(outcome: JsonObject) -> None:
+        for line in describe_rejection(outcome):
+            typer.echo(line, err=True)
+
+    settings = get_settings()
+    with spark_session(master or DEFAULT_MASTER) as spark:
+        result = process(spark, inputs, out, appearance_settings(settings), on_rejection=report)
+    counts = ", ".join(f"{n} {rtype}" for rtype, n in sorted(result.written.items()) if n)
+    typer.echo(
+        f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
+        f"wrote {counts or 'no outputs'} and {result.lesions} lesions (lesions.parquet) to {out}",
         err=True,
     )
     raise typer.Exit(EXIT_REJECTED if result.rejected else EXIT_OK)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.assessment import PatientSummary, summarise
-from fhir_app.domain.findings import Finding, LevelFindings
+from fhir_app.domain.findings import Finding, LevelFindings, PatientContext
 from fhir_app.domain.levels import VertebralLevel
-from fhir_app.fhir.inputs import MappedObservation, MappedStudy
+from fhir_app.fhir.inputs import MappedObservation, MappedPatient, MappedStudy
 
 
 @dataclass(slots=True)
@@ -24,6 +24,14 @@ class PatientInputs:
     by_level: dict[VertebralLevel, list[MappedObservation]] = field(default_factory=dict)
     patient_wide: list[MappedObservation] = field(default_factory=list)
     studies: dict[str, MappedStudy] = field(default_factory=dict)
+    # The patient's own Patient resource (DOMAIN.md 4a context); None when none was received.
+    patient_resource: MappedPatient | None = None
+
+    @property
+    def context(self) -> PatientContext:
+        """Sex and birth date of the patient; nothing known without a Patient resource."""
+        resource = self.patient_resource
+        return resource.context if resource is not None else PatientContext()
 
     def primary_tumor(self) -> str | None:
         """The latest stated primary tumour of the patient."""
@@ -47,7 +55,13 @@ class PatientInputs:
             findings.extend(wide)
             if wide:
                 sources.append(obs.reference)
-        return LevelFindings(tuple(findings), self.primary_tumor(), tuple(sources))
+        return LevelFindings(
+            tuple(findings),
+            self.primary_tumor(),
+            tuple(sources),
+            self.context,
+            len(self.by_level),
+        )
 
     def studies_of(self, observations: Iterable[MappedObservation]) -> list[MappedStudy]:
         """The accepted ImagingStudies the given observations were read from."""
@@ -60,13 +74,21 @@ class PatientInputs:
 
 
 def group_by_patient(
-    observations: Iterable[MappedObservation], studies: Iterable[MappedStudy]
+    observations: Iterable[MappedObservation],
+    studies: Iterable[MappedStudy],
+    patient_resources: Iterable[MappedPatient] = (),
 ) -> dict[str, PatientInputs]:
-    """Group the counting inputs (not withdrawn, not ignored) per patient and level."""
+    """Group the counting inputs (not withdrawn, not ignored) per patient and level.
+
+    A Patient resource is the context of the patient whose id it has.
+    """
     patients: dict[str, PatientInputs] = {}
 
     def of(patient: str) -> PatientInputs:
         return patients.setdefault(patient, PatientInputs(patient))
+
+    for resource in patient_resources:
+        of(resource.resource_id).patient_resource = resource
 
     for study in studies:
         if not study.withdrawn:

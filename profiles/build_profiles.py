@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from fhir_app.domain.classification import DIFFERENTIAL, LIKELY_PRIMARIES, UNKNOWN_PRIMARY
+from fhir_app.domain.classification import (
+    DIFFERENTIAL,
+    LIKELY_PRIMARIES,
+    OSTEOPOROTIC_FRACTURE,
+    UNKNOWN_PRIMARY,
+)
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins_answers import (
     COMPONENT_WORDS,
@@ -159,6 +164,10 @@ DIFFERENTIAL_DEFINITIONS: Final[Mapping[str, str]] = {
         "spare it."
     ),
     "myeloma": "Multiple myeloma; it reaches the pedicle late.",
+    OSTEOPOROTIC_FRACTURE: (
+        "Benign osteoporotic compression fracture: listed for any level with vertebral body "
+        "collapse, the commonest alternative to a pathological fracture in the elderly."
+    ),
     "myeloma-plasmacytoma": (
         "Multiple myeloma or solitary plasmacytoma; it reaches the pedicle late."
     ),
@@ -349,7 +358,7 @@ def primary_tumor_codes() -> list[str]:
 
 def differential_codes() -> list[str]:
     """Every differential diagnosis of DOMAIN.md section 5, alphabetically."""
-    return sorted({code for row in DIFFERENTIAL.values() for code in row})
+    return sorted({code for row in DIFFERENTIAL.values() for code in row} | {OSTEOPOROTIC_FRACTURE})
 
 
 def primary_tumor_code_system() -> JsonObject:
@@ -736,6 +745,7 @@ def slice_name(code: str) -> str:
 def classification_profile() -> Profile:
     """The classification Observation of one level (CONTRACT 4b)."""
     component_slices = (
+        (codes.PRIMARY_TUMOR, "primary-tumor", "The patient's known primary tumour, in context"),
         (codes.LIKELY_PRIMARY, "primary-tumor", "Likely primary tumours, most typical first"),
         (codes.DIFFERENTIAL, "differential", "Differential diagnoses"),
     )
@@ -760,7 +770,8 @@ def classification_profile() -> Profile:
             "Observation.component",
             slicing={
                 "discriminator": [{"type": "pattern", "path": "code"}],
-                "description": "Likely primaries and differential diagnoses, by code.",
+                "description": "Known primary, likely primaries and differential diagnoses, by "
+                "code.",
                 "ordered": False,
                 "rules": "open",
             },
@@ -770,7 +781,12 @@ def classification_profile() -> Profile:
         slice_id = f"Observation.component:{slice_name(code)}"
         differential.extend(
             (
-                element(slice_id, sliceName=slice_name(code), short=short),
+                element(
+                    slice_id,
+                    sliceName=slice_name(code),
+                    short=short,
+                    **({"max": "1"} if code == codes.PRIMARY_TUMOR else {}),
+                ),
                 element(
                     f"{slice_id}.code",
                     patternCodeableConcept=pattern(codes.CS_SPINE_FINDING, code),
@@ -928,10 +944,42 @@ def vertebral_level_extension() -> Profile:
     )
 
 
+def sins_discordance_extension() -> Profile:
+    """The discordant marker of a SINS component (CONTRACT 4a, v2; DOMAIN.md 2)."""
+    description = (
+        "Marks a SINS component that is open because a stated answer and a measurement disagree "
+        "(DOMAIN.md 2, v2): the component allows both answers and this extension names both "
+        "sides in words."
+    )
+    return Profile(
+        "sins-discordance",
+        "SINS discordance",
+        "Extension",
+        description,
+        (
+            element(
+                "Extension",
+                short="Stated answer and measurement disagree",
+                definition=description,
+            ),
+            element("Extension.extension", max="0"),
+            element("Extension.url", fixedUri=codes.EXT_SINS_DISCORDANCE),
+            element(
+                "Extension.value[x]",
+                short="Both sides of the disagreement, in words",
+                min=1,
+                type=[{"code": "string"}],
+            ),
+        ),
+        context=({"type": "element", "expression": "Observation.component"},),
+    )
+
+
 def profiles() -> list[Profile]:
-    """Every StructureDefinition of ours; the extension first, since profiles use it."""
+    """Every StructureDefinition of ours; the extensions first, since profiles use them."""
     return [
         vertebral_level_extension(),
+        sins_discordance_extension(),
         input_observation_profile(),
         lesion_panel_profile(),
         imaging_study_profile(),

@@ -12,10 +12,10 @@ Choices:
   `meta.versionId` counts. A current version that is `entered-in-error` withdraws that output, and
   a (patient, level) whose SINS Observation is withdrawn or absent has no row: the score is what a
   lesion row is about. A missing classification or RiskAssessment leaves its columns empty.
-- Primary tumour: the known primary is an input (`spine-finding#primary-tumor`); the outputs
-  reference that input but do not carry its code (the classification names it only in the note of
-  an atypical pair). So the table carries `likely_primary_1`, the first `likely-primary`
-  component of the classification: the most typical primary for the appearance (DOMAIN.md 4).
+- Primary tumour: `known_primary` is the classification's `spine-finding#primary-tumor`
+  component (the patient's known primary, v2); `likely_primary_1` the first `likely-primary`
+  component: the known primary when it is in the appearance's row, else the most typical primary
+  for the appearance in the patient's context (DOMAIN.md 4a: a woman never gets prostate).
 - `surgical_consultation` is true when the lowest possible total is 7 or more, the rule behind the
   RiskAssessment's mitigation (CONTRACT 4c); with a range across 6/7 it is false (not decided).
 - `status` is the RiskAssessment's (`final`, `preliminary`, `amended`), or the SINS Observation's
@@ -81,6 +81,7 @@ LESION_COLUMNS: Final[tuple[Column, ...]] = (
     Column("sins_high", "int", False, "Highest possible SINS total (the total when determined)"),
     Column("category", "string", True, "SINS category code; empty when the range spans two"),
     Column("surgical_consultation", "bool", False, "Lowest possible total is 7 or more"),
+    Column("known_primary", "string", True, "The patient's known primary; empty when none"),
     Column("likely_primary_1", "string", True, "Most typical likely primary; empty when open"),
     Column("effective", "timestamp", True, "When the findings were observed (latest finding)"),
     Column("last_updated", "timestamp", True, "Latest meta.lastUpdated of the joined outputs"),
@@ -114,6 +115,7 @@ class LesionRow:
     sins_high: int
     category: str | None
     surgical_consultation: bool
+    known_primary: str | None
     likely_primary_1: str | None
     effective: datetime | None
     last_updated: datetime | None
@@ -321,12 +323,13 @@ def _totals(sins: JsonObject) -> tuple[int | None, int, int]:
     return None, *bounds
 
 
-def _likely_primary(classification: JsonObject | None) -> str | None:
+def _primary(classification: JsonObject | None, component: str) -> str | None:
+    """The primary-tumor code of the first classification component of code `component`."""
     if classification is None:
         return None
     for entry in classification.get("component", []):
         if isinstance(entry, dict) and _has_code(
-            entry.get("code"), codes.CS_SPINE_FINDING, codes.LIKELY_PRIMARY
+            entry.get("code"), codes.CS_SPINE_FINDING, component
         ):
             return _code(entry.get("valueCodeableConcept"), codes.CS_PRIMARY_TUMOR)
     return None
@@ -363,7 +366,8 @@ def _row(patient: str, level: VertebralLevel, outputs: _LevelOutputs) -> LesionR
         sins_high=high,
         category=category,
         surgical_consultation=low >= SURGICAL_CONSULTATION_MIN_TOTAL,
-        likely_primary_1=_likely_primary(classification),
+        known_primary=_primary(classification, codes.PRIMARY_TUMOR),
+        likely_primary_1=_primary(classification, codes.LIKELY_PRIMARY),
         effective=fhir_moment(effective) if isinstance(effective, str) else None,
         last_updated=max(updates) if updates else None,
         status=str(status),

@@ -160,7 +160,7 @@ def render_report(report: PopulationReport) -> Group:
         ("Patients", str(report.patients)),
         ("Lesions (patient and level)", str(report.lesions)),
         (
-            f"Surgical consultation recommended (SINS {SURGICAL_CONSULTATION_MIN_TOTAL}-18)",
+            f"Surgical consultation recommended (SINS {SURGICAL_CONSULTATION_MIN_TOTAL} or more)",
             consultation,
         ),
         ("SINS total determined", str(report.determined_totals)),

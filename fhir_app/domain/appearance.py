@@ -128,6 +128,11 @@ class AppearanceResult:
             return next(iter(self.allows))
         return None
 
+    @property
+    def mri_only(self) -> bool:
+        """True when MRI signal alone decided the appearance (no reading, no usable CT)."""
+        return self.decided_by is not None and self.decided_by.source is EvidenceSource.MRI
+
 
 def _reading(findings: LevelFindings) -> SourceEvidence | None:
     finding = findings.latest(FindingKind.APPEARANCE)
@@ -141,14 +146,33 @@ def _reading(findings: LevelFindings) -> SourceEvidence | None:
     )
 
 
+def ct_attenuation(findings: LevelFindings) -> CtAttenuation | None:
+    """The latest mean and the latest maximum CT attenuation of the level, in one value.
+
+    A feed may send the mean and the maximum as two Observations (DOMAIN.md 3: the method says
+    which); each statistic is taken from the latest finding that carries it.
+    """
+    measured = findings.of_kind(FindingKind.CT_ATTENUATION)
+    if not measured:
+        return None
+    mean: float | None = None
+    peak: float | None = None
+    for finding in measured:  # oldest first, so the latest of each statistic stays
+        assert isinstance(finding.value, CtAttenuation)
+        if finding.value.mean_hu is not None:
+            mean = finding.value.mean_hu
+        if finding.value.max_hu is not None:
+            peak = finding.value.max_hu
+    return CtAttenuation(mean, peak)
+
+
 def _ct(
     findings: LevelFindings, treated: bool, settings: AppearanceSettings
 ) -> SourceEvidence | None:
-    finding = findings.latest(FindingKind.CT_ATTENUATION)
-    if finding is None:
+    attenuation = ct_attenuation(findings)
+    if attenuation is None:
         return None
-    assert isinstance(finding.value, CtAttenuation)
-    mean = finding.value.mean_hu
+    mean = attenuation.mean_hu
     if treated:
         return SourceEvidence(
             EvidenceSource.CT,
@@ -156,7 +180,12 @@ def _ct(
             "CT attenuation not used: treated lesion (new bone may form after treatment)",
         )
     if mean is None:
-        return SourceEvidence(EvidenceSource.CT, ALL_APPEARANCES, "no mean CT attenuation")
+        # Only a maximum: the soft-tissue / hyperdense heuristic is defined on the mean.
+        return SourceEvidence(
+            EvidenceSource.CT,
+            ALL_APPEARANCES,
+            "no mean CT attenuation (the appearance heuristic reads the mean, not the maximum)",
+        )
     if mean <= settings.lytic_max_hu:
         allows, band = (
             frozenset({LYTIC}),
@@ -204,6 +233,22 @@ def _mri(findings: LevelFindings) -> SourceEvidence | None:
     return SourceEvidence(EvidenceSource.MRI, allows, f"MRI {', '.join(parts)}")
 
 
+# DOMAIN.md 3 (v2): SINS reads the bone lesion on CT, and the component has the lowest
+# interobserver agreement of the six (kappa 0.244, Fourney et al. 2011).
+MRI_ONLY_REASON = (
+    "SINS reads the bone lesion on CT, and this component has the lowest interobserver agreement "
+    "of the six (kappa 0.244, Fourney et al. 2011)"
+)
+
+
+def mri_only_sentence(deciding: SourceEvidence) -> str:
+    """The label of an appearance inferred from MRI signal alone."""
+    return (
+        f"Appearance inferred from MRI signal alone ({deciding.reason}: {words(deciding.allows)}), "
+        f"not read on CT: {MRI_ONLY_REASON}."
+    )
+
+
 def is_treated(findings: LevelFindings) -> bool:
     """True when the latest treated-lesion finding says radiotherapy or chemotherapy treated it."""
     finding = findings.latest(FindingKind.TREATED)
@@ -236,6 +281,8 @@ def assess_appearance(
         allows = deciding.allows
         if deciding.heuristic:
             notes.append(f"Appearance from a heuristic: {deciding.reason}.")
+        if deciding.source is EvidenceSource.MRI:
+            notes.append(mri_only_sentence(deciding))
     else:
         allows = ALL_APPEARANCES
     enhancement = findings.latest(FindingKind.CONTRAST_ENHANCEMENT)

@@ -4,12 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
-from fhir_app.domain.appearance import AppearanceSettings, assess_appearance
-from fhir_app.domain.classification import Classification, classify
+from fhir_app.domain.appearance import AppearanceSettings, assess_appearance, mri_only_sentence
+from fhir_app.domain.classification import TREATED_NOTE, Classification, classify
 from fhir_app.domain.findings import LevelFindings
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins import SinsScore, score_sins
+from fhir_app.domain.sins_answers import COMPONENT_WORDS, SURGICAL_CONSULTATION_MIN_TOTAL
+
+
+class CaveatKind(StrEnum):
+    """The caveats of DOMAIN.md 3 (v2) that can change what a clinician does."""
+
+    DISCORDANCE = "discordance"
+    BONE_ISLAND = "bone-island"
+    TREATED = "treated-lesion"
+    MRI_ONLY = "mri-only-appearance"
+    PATIENT_LEVEL_PAIN = "patient-level-pain"
+    MISSING = "missing-findings"
+
+
+@dataclass(frozen=True, slots=True)
+class Caveat:
+    """One caveat of a level: its kind, the full sentence, and the short words of a summary."""
+
+    kind: CaveatKind
+    text: str
+    short: str
+
+
+def consultation_advice(levels: list[VertebralLevel] | tuple[VertebralLevel, ...]) -> str:
+    """CONTRACT 4c (v2): `Surgical consultation recommended: SINS 7 or more at T5, L1`."""
+    names = ", ".join(level.label for level in levels)
+    return (
+        f"Surgical consultation recommended: SINS {SURGICAL_CONSULTATION_MIN_TOTAL} or more "
+        f"at {names}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +56,74 @@ class LevelAssessment:
     def preliminary(self) -> bool:
         """Preliminary when the category is open or any input finding is preliminary."""
         return self.sins.category is None or any(f.preliminary for f in self.findings.findings)
+
+    def caveats(self) -> tuple[Caveat, ...]:
+        """Every caveat of DOMAIN.md 3 (v2) that applies to this level, in a fixed order."""
+        result: list[Caveat] = []
+        for component in self.sins.components:
+            if component.discordance is not None:
+                name = COMPONENT_WORDS[component.component].lower()
+                result.append(
+                    Caveat(CaveatKind.DISCORDANCE, component.discordance, f"discordant {name}")
+                )
+        appearance = self.classification.appearance
+        for discordance in appearance.discordances:
+            result.append(
+                Caveat(
+                    CaveatKind.DISCORDANCE,
+                    discordance.sentence(),
+                    f"discordant appearance evidence ({discordance.deciding.source.value} vs "
+                    f"{discordance.other.source.value})",
+                )
+            )
+        if self.classification.bone_island is not None:
+            result.append(
+                Caveat(
+                    CaveatKind.BONE_ISLAND, self.classification.bone_island, "bone island favoured"
+                )
+            )
+        if self.classification.treated:
+            result.append(Caveat(CaveatKind.TREATED, TREATED_NOTE, "treated lesion"))
+        if appearance.mri_only:
+            assert appearance.decided_by is not None
+            result.append(
+                Caveat(
+                    CaveatKind.MRI_ONLY,
+                    mri_only_sentence(appearance.decided_by),
+                    "appearance inferred from MRI signal alone",
+                )
+            )
+        pain = self.sins.patient_level_pain
+        if pain is not None:
+            result.append(
+                Caveat(
+                    CaveatKind.PATIENT_LEVEL_PAIN,
+                    f"Patient-level pain report used for {self.level.label}: {pain.explanation}",
+                    "pain reported for the patient, not for this level",
+                )
+            )
+        missing = self.sins.missing_sentence()
+        if missing is not None:
+            names = ", ".join(COMPONENT_WORDS[c].lower() for c in self.sins.deciding_components)
+            result.append(Caveat(CaveatKind.MISSING, missing, f"open at 6/7: {names}"))
+        return tuple(result)
+
+    def summary_line(self) -> str:
+        """The level in the conclusion: appearance, SINS, consultation, primary, caveats."""
+        s = self.sins
+        score = f"SINS {s.total}" if s.total is not None else f"SINS {s.low}-{s.high}"
+        appearance = self.classification.appearance.determined
+        look = appearance.value if appearance else "appearance open"
+        text = f"{self.level.label} {look}, {score} ({s.category_words()})"
+        if s.surgical_consultation:
+            text += ", surgical consultation recommended"
+        context = self.classification.primary_context
+        if context is not None:
+            text += f"; {context[0].lower()}{context[1:].rstrip('.')}"
+        caveats = self.caveats()
+        if caveats:
+            text += "; caveats: " + "; ".join(c.short for c in caveats)
+        return text + "."
 
 
 def assess_level(
@@ -64,21 +163,22 @@ class PatientSummary:
         """True when any level warrants a surgical consultation."""
         return any(a.sins.surgical_consultation for a in self.levels)
 
+    @property
+    def consultation_levels(self) -> tuple[VertebralLevel, ...]:
+        """The levels whose lowest possible total is 7 or more, most unstable first."""
+        return tuple(a.level for a in self.levels if a.sins.surgical_consultation)
+
     def conclusion(self) -> str:
-        """A short human summary: levels, appearance, SINS and category, most unstable first."""
+        """A short human summary, most unstable level first (CONTRACT 4d, v2).
+
+        Per level: appearance, SINS and category, the consultation, the known primary in context
+        and every caveat; then the levels that warrant a surgical consultation.
+        """
         if not self.levels:
             return "No vertebral lesion findings."
-        parts = []
-        for a in self.levels:
-            s = a.sins
-            score = f"SINS {s.total}" if s.total is not None else f"SINS {s.low}-{s.high}"
-            category = s.category_words()
-            appearance = a.classification.appearance.determined
-            look = appearance.value if appearance else "appearance open"
-            parts.append(f"{a.level.label} {look}, {score} ({category})")
-        text = "; ".join(parts) + "."
-        if self.surgical_consultation:
-            text += " Surgical consultation recommended (SINS 7-18)."
+        text = " ".join(a.summary_line() for a in self.levels)
+        if self.consultation_levels:
+            text += f" {consultation_advice(self.consultation_levels)}."
         return text
 
 

@@ -7,7 +7,7 @@ Ordering and precedence between findings are domain rules and live here, not in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from fhir_app.domain.sins_answers import (
@@ -52,7 +52,11 @@ class PosteriorElementInvolvement:
 
 @dataclass(frozen=True, slots=True)
 class CtAttenuation:
-    """CT attenuation of the lesion in Hounsfield units (mean, and maximum where measured)."""
+    """CT attenuation of the lesion in Hounsfield units (mean, and maximum where measured).
+
+    A measurement is a mean unless its method says it is the maximum (DOMAIN.md 3): one finding
+    then has `mean_hu` None and `max_hu` set.
+    """
 
     mean_hu: float | None
     max_hu: float | None = None
@@ -109,13 +113,40 @@ class Finding:
     patient_wide: bool = False
 
 
+class Sex(StrEnum):
+    """Patient.gender as far as the sex-specific primaries of DOMAIN.md 4a read it."""
+
+    FEMALE = "female"
+    MALE = "male"
+
+
+@dataclass(frozen=True, slots=True)
+class PatientContext:
+    """What the Patient resource says that changes the likely primaries (DOMAIN.md 4a).
+
+    `sex` None: gender unknown, other or not sent (nothing is filtered). `birth_earliest` and
+    `birth_latest` bound the birth date (a FHIR birthDate may be a year or a month only); both
+    None when the birth date is unknown.
+    """
+
+    sex: Sex | None = None
+    birth_earliest: date | None = None
+    birth_latest: date | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class LevelFindings:
-    """Everything known about one lesion level, plus the patient's known primary tumour."""
+    """Everything known about one lesion level, plus what is known of the patient.
+
+    `lesion_levels` is how many lesion levels the patient has: a pain report without a level
+    narrows a level only as far as DOMAIN.md 2 (v2) allows when there are several.
+    """
 
     findings: tuple[Finding, ...] = ()
     primary_tumor: str | None = None
     sources: tuple[str, ...] = field(default=())
+    context: PatientContext = field(default=PatientContext())
+    lesion_levels: int = 1
 
     def of_kind(self, kind: FindingKind) -> list[Finding]:
         """The findings of one kind, oldest first, level-specific after patient-wide ones."""

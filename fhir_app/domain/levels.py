@@ -90,7 +90,9 @@ LEVEL_BY_SNOMED: dict[str, VertebralLevel] = {level.snomed: level for level in V
 LEVEL_BY_LABEL: dict[str, VertebralLevel] = {level.label: level for level in VertebralLevel}
 
 # Sites a feed may name that SINS does not score; the FHIR layer rejects them with this reason.
+# SNOMED CT 31640002 is the occipital bone structure (CONTRACT 2a); 55797009, once used here, is
+# "bone structure of forearm" and names no site of the spine.
 OUTSIDE_SINS_SNOMED: dict[str, str] = {
     "64688005": "coccyx",
-    "55797009": "occiput",
+    "31640002": "occiput",
 }

@@ -27,6 +27,7 @@ from fhir_app.domain.sins_answers import (
     SINS_POINTS,
     SURGICAL_CONSULTATION_MIN_TOTAL,
     CollapseAnswer,
+    PainAnswer,
     PosterolateralAnswer,
     SinsAnswer,
     SinsCategory,
@@ -48,6 +49,11 @@ class ComponentResult:
     explanation: str
     known: bool  # False when no finding at all speaks to the component
     sources: tuple[str, ...] = ()
+    # DOMAIN.md 2 (v2): the sentence when a stated answer and a measurement disagree; the
+    # component then allows both.
+    discordance: str | None = None
+    # DOMAIN.md 2 (v2): True when a pain report for the patient (without a level) was used.
+    patient_level: bool = False
 
     @property
     def answer(self) -> SinsAnswer | None:
@@ -93,10 +99,15 @@ def _component(
     explanation: str,
     known: bool = True,
     sources: tuple[str, ...] = (),
+    *,
+    discordance: str | None = None,
+    patient_level: bool = False,
 ) -> ComponentResult:
     table = SINS_POINTS[component]
     ordered = tuple(a for a in table if a in allows)
-    return ComponentResult(component, ordered, explanation, known, sources)
+    return ComponentResult(
+        component, ordered, explanation, known, sources, discordance, patient_level
+    )
 
 
 def _unknown(component: SinsComponent) -> ComponentResult:
@@ -105,14 +116,59 @@ def _unknown(component: SinsComponent) -> ComponentResult:
     )
 
 
-def _stated(component: SinsComponent, finding: Finding, text: str = "") -> ComponentResult:
+def _stated(component: SinsComponent, finding: Finding) -> ComponentResult:
     assert finding.value in SINS_POINTS[component]
     scope = " (stated for the patient, not for this level)" if finding.patient_wide else ""
     return _component(
         component,
         frozenset({finding.value}),  # type: ignore[arg-type]
-        (text or "Stated in the findings") + scope + ".",
+        "Stated in the findings" + scope + ".",
         sources=(finding.source,),
+        patient_level=finding.patient_wide,
+    )
+
+
+# DOMAIN.md 2 (v2): pain belongs to the lesion scored. A pain report for a patient with several
+# lesion levels narrows each level only as far as logic allows.
+PATIENT_PAIN_ALLOWS: dict[PainAnswer, frozenset[PainAnswer]] = {
+    PainAnswer.PAIN_FREE: frozenset({PainAnswer.PAIN_FREE}),
+    PainAnswer.OCCASIONAL_NON_MECHANICAL: frozenset(
+        {PainAnswer.PAIN_FREE, PainAnswer.OCCASIONAL_NON_MECHANICAL}
+    ),
+    PainAnswer.MECHANICAL: frozenset(PainAnswer),
+}
+
+
+def _pain(findings: LevelFindings) -> ComponentResult:
+    finding = findings.latest(FindingKind.PAIN)
+    if finding is None:
+        return _unknown(SinsComponent.PAIN)
+    if not finding.patient_wide:
+        return _stated(SinsComponent.PAIN, finding)
+    assert isinstance(finding.value, PainAnswer)
+    if findings.lesion_levels <= 1:
+        return _component(
+            SinsComponent.PAIN,
+            frozenset({finding.value}),
+            f"Pain reported for the patient ({finding.value.value}), who has one lesion level: "
+            "taken as the pain of this lesion.",
+            sources=(finding.source,),
+            patient_level=True,
+        )
+    allows = PATIENT_PAIN_ALLOWS[finding.value]
+    left = (
+        "which lesion hurts is unknown, so every answer remains"
+        if allows == frozenset(PainAnswer)
+        else f"it leaves {' or '.join(a.value for a in PainAnswer if a in allows)} here"
+    )
+    return _component(
+        SinsComponent.PAIN,
+        allows,
+        # No count in the words: a level added or withdrawn elsewhere changes nothing here.
+        f"Pain reported for the patient ({finding.value.value}), not for this level; the "
+        f"patient has several lesion levels and {left}.",
+        sources=(finding.source,),
+        patient_level=True,
     )
 
 
@@ -142,11 +198,13 @@ def _bone_lesion(appearance: AppearanceResult) -> ComponentResult:
                 "The imaging evidence leaves the appearance open.",
             )
         )
+    # DOMAIN.md 3 (v2): SINS reads the bone lesion on CT; an MRI-only appearance says so here too.
+    inferred = " Inferred from MRI signal alone, not read on CT." if appearance.mri_only else ""
     return _component(
         SinsComponent.BONE_LESION,
         appearance.allows,
         f"{appearance.decided_by.reason[0].upper()}{appearance.decided_by.reason[1:]}"
-        f" ({words(appearance.allows)}).",
+        f" ({words(appearance.allows)}).{inferred}",
     )
 
 
@@ -185,21 +243,32 @@ def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
     sources = tuple(s for s in (loss_source, inv_source) if s is not None)
     measured = collapse_from_measurements(loss, involvement)
     stated = findings.latest(FindingKind.COLLAPSE)
-    if stated is not None:
-        if sources and stated.value not in measured:
-            notes.append(
-                f"Discordant evidence: collapse stated as {stated.value}, but the measurements "
-                f"allow {' or '.join(a.value for a in CollapseAnswer if a in measured)}; "
-                "the stated answer takes precedence."
-            )
-        return _stated(SinsComponent.COLLAPSE, stated)
-    if not sources:
-        return _unknown(SinsComponent.COLLAPSE)
     parts = []
     if loss is not None:
         parts.append(f"height loss {loss:g}%")
     if involvement is not None:
         parts.append(f"body involvement {involvement:g}%")
+    if stated is not None:
+        assert isinstance(stated.value, CollapseAnswer)
+        if sources and stated.value not in measured:
+            # DOMAIN.md 2 (v2): neither side wins; the component allows both.
+            sentence = (
+                f"Discordant collapse: stated as {stated.value.value}, but the measurements "
+                f"({' and '.join(parts)}) indicate "
+                f"{' or '.join(a.value for a in CollapseAnswer if a in measured)}; "
+                "both remain possible."
+            )
+            notes.append(sentence)
+            return _component(
+                SinsComponent.COLLAPSE,
+                measured | {stated.value},
+                sentence,
+                sources=(stated.source, *sources),
+                discordance=sentence,
+            )
+        return _stated(SinsComponent.COLLAPSE, stated)
+    if not sources:
+        return _unknown(SinsComponent.COLLAPSE)
     return _component(
         SinsComponent.COLLAPSE, measured, f"From {' and '.join(parts)}.", sources=sources
     )
@@ -225,17 +294,27 @@ def _posterolateral(findings: LevelFindings, notes: list[str]) -> ComponentResul
         measured = PosterolateralAnswer.UNILATERAL
     else:
         measured = PosterolateralAnswer.NONE
+    side_words = " and ".join(sorted(s.value for s in sides)) or "no side"
     if stated is not None:
+        assert isinstance(stated.value, PosterolateralAnswer)
         if involvement and stated.value is not measured:
-            notes.append(
-                f"Discordant evidence: posterolateral involvement stated as {stated.value}, "
-                f"but the posterior-element findings indicate {measured.value}; "
-                "the stated answer takes precedence."
+            # DOMAIN.md 2 (v2): neither side wins; the component allows both.
+            sentence = (
+                f"Discordant posterolateral involvement: stated as {stated.value.value}, but the "
+                f"posterior-element findings ({side_words}) indicate {measured.value}; "
+                "both remain possible."
+            )
+            notes.append(sentence)
+            return _component(
+                SinsComponent.POSTEROLATERAL,
+                frozenset({stated.value, measured}),
+                sentence,
+                sources=(stated.source, *sources),
+                discordance=sentence,
             )
         return _stated(SinsComponent.POSTEROLATERAL, stated)
     if not involvement:
         return _unknown(SinsComponent.POSTEROLATERAL)
-    side_words = " and ".join(sorted(s.value for s in sides)) or "no side"
     return _component(
         SinsComponent.POSTEROLATERAL,
         frozenset({measured}),
@@ -286,13 +365,24 @@ class SinsScore:
 
     @property
     def surgical_consultation(self) -> bool:
-        """SINS 7-18 warrants a surgical consultation; only when the lowest total is 7 or more."""
+        """SINS 7 or more warrants a surgical consultation; only when the lowest total is 7+."""
         return self.low >= SURGICAL_CONSULTATION_MIN_TOTAL
 
     @property
     def crosses_consultation_threshold(self) -> bool:
         """True when the range spans 6/7, so the missing findings decide the consultation."""
         return self.low < SURGICAL_CONSULTATION_MIN_TOTAL <= self.high
+
+    @property
+    def discordances(self) -> tuple[str, ...]:
+        """The sentence of every component where a stated answer and a measurement disagree."""
+        return tuple(c.discordance for c in self.components if c.discordance is not None)
+
+    @property
+    def patient_level_pain(self) -> ComponentResult | None:
+        """The pain component when a pain report for the patient (no level) was used."""
+        pain = self.component(SinsComponent.PAIN)
+        return pain if pain.patient_level else None
 
     @property
     def deciding_components(self) -> tuple[SinsComponent, ...]:
@@ -340,7 +430,7 @@ def score_sins(
     notes: list[str] = []
     components = (
         _location(level),
-        _simple(findings, FindingKind.PAIN, SinsComponent.PAIN),
+        _pain(findings),
         _bone_lesion(appearance),
         _simple(findings, FindingKind.ALIGNMENT, SinsComponent.ALIGNMENT),
         _collapse(findings, notes),

@@ -20,6 +20,7 @@ CS_PRIMARY_TUMOR: Final = f"{BASE}/CodeSystem/primary-tumor"
 CS_DIFFERENTIAL: Final = f"{BASE}/CodeSystem/differential"
 
 EXT_VERTEBRAL_LEVEL: Final = f"{BASE}/StructureDefinition/vertebral-level"
+EXT_SINS_DISCORDANCE: Final = f"{BASE}/StructureDefinition/sins-discordance"
 EXT_ORDINAL_VALUE: Final = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
 
 CS_RISK_PROBABILITY: Final = "http://terminology.hl7.org/CodeSystem/risk-probability"
@@ -35,6 +36,10 @@ CS_V3_DATA_OPERATION: Final = "http://terminology.hl7.org/CodeSystem/v3-DataOper
 SNOMED_LEFT: Final = "7771000"
 SNOMED_RIGHT: Final = "24028007"
 SNOMED_BILATERAL: Final = "51440002"
+
+# DICOM region-of-interest modifiers (CID 7464) in Observation.method of a CT attenuation.
+SNOMED_MEAN: Final = "373098007"
+SNOMED_MAXIMUM: Final = "56851009"
 
 # DICOM imaging measurement codes.
 DCM_ATTENUATION: Final = "112031"

@@ -18,14 +18,22 @@ Choices the contract leaves open (DESIGN, kept visible here and in the tests):
 - A quantity with a `comparator` (`<50 %`) is refused: findings need exact values.
 - posterior-element-involvement codings name sides; left and right codings together mean both.
 - Several contract codings in one `Observation.code` must agree on what they mean.
+- CT attenuation is a mean unless `Observation.method` carries SNOMED 56851009 (maximum); for a
+  vertebral-lesion panel the panel's method applies to its attenuation component (R4 components
+  have no method of their own). A method naming both mean and maximum is refused; other method
+  codings (e.g. a site's own) leave the default, the mean.
+- Patient: `gender` female / male give the sex of DOMAIN.md 4a, `other` / `unknown` / absent give
+  none; `birthDate` may be partial (`1960`, `1960-04`) and then bounds the age by its first and
+  last day.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any, Final
 
@@ -35,7 +43,9 @@ from fhir_app.domain.findings import (
     Finding,
     FindingKind,
     FindingValue,
+    PatientContext,
     PosteriorElementInvolvement,
+    Sex,
     Side,
     T1Signal,
     T2Signal,
@@ -59,6 +69,7 @@ from fhir_app.fhir.inputs import (
     JsonObject,
     LevelFinding,
     MappedObservation,
+    MappedPatient,
     MappedStudy,
     versioned,
 )
@@ -588,6 +599,8 @@ def map_observation(
         resolve_site = not reading.patient_level
         require_site = reading.needs_level
     level = _level(raw.get("bodySite"), required=require_site) if resolve_site else None
+    statistic = _ct_statistic(raw)
+    readings = [_with_statistic(r, statistic) for r in readings]
     observed_at = _observed_at(raw, received_at)
     source = versioned("Observation", resource_id, version)
     preliminary = status in PRELIMINARY_STATUSES
@@ -628,6 +641,27 @@ def map_observation(
     )
 
 
+def _ct_statistic(raw: JsonObject) -> str:
+    """`mean` or `max`: what a CT attenuation of this Observation measures (DOMAIN.md 3)."""
+    found = _codes_in(raw.get("method"), codes.SNOMED)
+    mean, peak = codes.SNOMED_MEAN in found, codes.SNOMED_MAXIMUM in found
+    if mean and peak:
+        raise rejected(
+            "value",
+            f"Observation.method names both mean ({codes.SNOMED_MEAN}) and maximum "
+            f"({codes.SNOMED_MAXIMUM}); one CT attenuation is one of them",
+            "Observation.method",
+        )
+    return "max" if peak else "mean"
+
+
+def _with_statistic(reading: _Reading, statistic: str) -> _Reading:
+    """A CT attenuation reading as the maximum when the method says so."""
+    if statistic != "max" or not isinstance(reading.value, CtAttenuation):
+        return reading
+    return replace(reading, value=CtAttenuation(None, reading.value.mean_hu))
+
+
 def _panel_readings(raw: JsonObject) -> Iterator[_Reading]:
     """The readings of a vertebral-lesion panel's components; unknown components are passed over."""
     for index, component in enumerate(raw.get("component") or ()):
@@ -642,6 +676,38 @@ def _panel_readings(raw: JsonObject) -> Iterator[_Reading]:
                 f"{path}.code",
             )
         yield meaning(component, path)
+
+
+_SEX_BY_GENDER: Final = {"female": Sex.FEMALE, "male": Sex.MALE}
+
+
+def _birth_bounds(text: Any) -> tuple[date | None, date | None]:
+    """The first and last day a FHIR date (`1960`, `1960-04`, `1960-04-12`) can mean."""
+    if not isinstance(text, str):
+        return None, None
+    where = "Patient.birthDate"
+    match = re.fullmatch(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?", text)
+    if match is None:
+        raise rejected("value", f"{where} '{text}' is not a FHIR date", where)
+    year, month, day = match.groups()
+    try:
+        if day is not None:
+            exact = date(int(year), int(month), int(day))
+            return exact, exact
+        if month is not None:
+            last = calendar.monthrange(int(year), int(month))[1]
+            return date(int(year), int(month), 1), date(int(year), int(month), last)
+        return date(int(year), 1, 1), date(int(year), 12, 31)
+    except ValueError as exc:
+        raise rejected("value", f"{where} '{text}' is not a valid date: {exc}", where) from exc
+
+
+def map_patient(raw: JsonObject, *, resource_id: str, version: int) -> MappedPatient:
+    """Map one validated input Patient to the context of DOMAIN.md 4a (sex, birth date)."""
+    earliest, latest = _birth_bounds(raw.get("birthDate"))
+    gender = raw.get("gender")
+    sex = _SEX_BY_GENDER.get(gender) if isinstance(gender, str) else None
+    return MappedPatient(resource_id, version, PatientContext(sex, earliest, latest))
 
 
 def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fhir_app.domain.findings import Finding
+from fhir_app.domain.findings import Finding, PatientContext
 from fhir_app.domain.levels import VertebralLevel
 
 JsonObject = dict[str, Any]
@@ -81,6 +81,20 @@ class MappedStudy:
     def reference(self) -> str:
         """The version-specific reference to this study."""
         return versioned("ImagingStudy", self.resource_id, self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class MappedPatient:
+    """One accepted input Patient: the context of DOMAIN.md 4a (sex, birth date)."""
+
+    resource_id: str
+    version: int
+    context: PatientContext
+
+    @property
+    def reference(self) -> str:
+        """The version-specific reference to this Patient."""
+        return versioned("Patient", self.resource_id, self.version)
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,9 @@ def sins_text(assessment: LevelAssessment, notes: Sequence[str], preliminary: bo
     """The SINS Observation: the score sheet of the level, one row per component."""
     sins = assessment.sins
     rows = "".join(
-        f"<tr><td>{_e(COMPONENT_WORDS[c.component])}</td><td>{_e(_finding_words(c))}</td>"
+        f"<tr><td>{_e(COMPONENT_WORDS[c.component])}"
+        f"{' <b>(discordant)</b>' if c.discordance is not None else ''}</td>"
+        f"<td>{_e(_finding_words(c))}</td>"
         f"<td>{_points(c.low, c.high)}</td></tr>"
         for c in sins.components
     )
@@ -104,7 +106,11 @@ def classification_text(assessment: LevelAssessment, preliminary: bool) -> JsonO
         f"{PRELIMINARY if preliminary else ''}</p>"
     ]
     if result.likely_primaries:
-        names = ", ".join(PRIMARY_TUMOR_DISPLAY.get(p, p) for p in result.likely_primaries)
+        names = ", ".join(
+            PRIMARY_TUMOR_DISPLAY.get(p, p)
+            + (f" ({result.remark(p)})" if result.remark(p) is not None else "")
+            for p in result.likely_primaries
+        )
         parts.append(f"<p>Likely primaries, most typical first: {_e(names)}.</p>")
     if result.differential:
         names = ", ".join(DIFFERENTIAL_DISPLAY.get(d, d) for d in result.differential)
@@ -126,6 +132,9 @@ def risk_text(assessment: LevelAssessment, mitigation: str | None, preliminary: 
     ]
     if mitigation:
         parts.append(f"<p><b>{_e(mitigation)}</b></p>")
+    caveats = assessment.caveats()
+    if caveats:
+        parts.append("<p>Caveats:</p>" + _items(c.text for c in caveats))
     parts.append(f"<p>{_e(sins.rationale())}</p>")
     return _text("".join(parts))
 
@@ -148,11 +157,13 @@ def report_text(summary: PatientSummary, preliminary: bool) -> JsonObject:
             f"<td>{_e(appearance.value if appearance else 'open')}</td>"
             f"<td>{_points(a.sins.low, a.sins.high)}</td>"
             f"<td>{_e(_category(a.sins))}</td>"
-            f"<td>{_e(_consultation(a.sins))}</td></tr>"
+            f"<td>{_e(_consultation(a.sins))}</td>"
+            f"<td>{_e('; '.join(c.short for c in a.caveats()))}</td></tr>"
         )
     table = (
         "<table><thead><tr><th>Level</th><th>Appearance</th><th>SINS</th><th>Category</th>"
-        f"<th>Surgical consultation</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<th>Surgical consultation</th><th>Caveats</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
         if rows
         else ""
     )

@@ -35,10 +35,9 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 from fhir_app.domain.appearance import words
-from fhir_app.domain.assessment import LevelAssessment, PatientSummary
+from fhir_app.domain.assessment import LevelAssessment, PatientSummary, consultation_advice
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins import ComponentResult
-from fhir_app.domain.sins_answers import SURGICAL_CONSULTATION_MIN_TOTAL
 from fhir_app.fhir import codes, narrative
 from fhir_app.fhir.inputs import JsonObject, MappedObservation, MappedStudy
 from fhir_app.fhir.outbound_terms import (
@@ -69,9 +68,6 @@ LEVEL_KINDS: Final = frozenset({"sins", "cls", "risk"})
 REPORT_KIND: Final = "report"
 PROVENANCE_PREFIX: Final = "prov"
 
-SURGICAL_CONSULTATION: Final = (
-    f"Surgical consultation recommended (SINS {SURGICAL_CONSULTATION_MIN_TOTAL}-18)"
-)
 PROCESSOR_DEVICE_ID: Final = "processor"
 PROCESSOR_NAME: Final = "fhir-app"
 
@@ -274,7 +270,13 @@ def _range(low: int, high: int) -> JsonObject:
 
 
 def _sins_component(result: ComponentResult) -> JsonObject:
-    entry: JsonObject = {"code": concept(sins_component(result.component), text=result.sentence())}
+    entry: JsonObject = {}
+    if result.discordance is not None:
+        # CONTRACT 4a (v2): the discordant marker, as an extension besides the text.
+        entry["extension"] = [
+            {"url": codes.EXT_SINS_DISCORDANCE, "valueString": result.discordance}
+        ]
+    entry["code"] = concept(sins_component(result.component), text=result.sentence())
     if result.answer is not None:
         entry["valueCodeableConcept"] = concept(sins_answer(result.answer, result.high))
     elif result.known:
@@ -378,13 +380,24 @@ def _classification_observation(
     resource["bodySite"] = vertebral_level(assessment.level)
     if basis.all:
         resource["derivedFrom"] = _references(basis.all)
-    components = [
+    components: list[JsonObject] = []
+    if result.known_primary is not None:
+        # The known primary in a component of its own, so a registry reads it from the outputs.
+        components.append(
+            {
+                "code": concept(spine_finding(codes.PRIMARY_TUMOR)),
+                "valueCodeableConcept": concept(
+                    primary_tumor(result.known_primary), text=result.primary_context
+                ),
+            }
+        )
+    components.extend(
         {
             "code": concept(spine_finding(codes.LIKELY_PRIMARY)),
-            "valueCodeableConcept": concept(primary_tumor(code)),
+            "valueCodeableConcept": concept(primary_tumor(code), text=result.remark(code)),
         }
         for code in result.likely_primaries
-    ]
+    )
     components.extend(
         {
             "code": concept(spine_finding(codes.DIFFERENTIAL)),
@@ -404,7 +417,7 @@ def mitigation(assessment: LevelAssessment) -> str | None:
     """The consultation advice of CONTRACT 4c, or what must be found out when 6/7 is open."""
     sins = assessment.sins
     if sins.surgical_consultation:
-        return SURGICAL_CONSULTATION
+        return consultation_advice((assessment.level,))
     return sins.missing_sentence()
 
 
@@ -444,6 +457,10 @@ def _risk_assessment(
     }
     if advice is not None:
         resource["mitigation"] = advice
+    caveats = assessment.caveats()
+    if caveats:
+        # CONTRACT 4c (v2): every caveat of DOMAIN.md 3 reaches the RiskAssessment.
+        resource["note"] = _notes(c.text for c in caveats)
     return resource
 
 

@@ -108,6 +108,7 @@ DIFFERENTIAL_DISPLAY: Final[dict[str, str]] = {
     "aneurysmal-bone-cyst": "Aneurysmal bone cyst",
     "brown-tumour": "Brown tumour",
     "chordoma": "Chordoma",
+    "osteoporotic-compression-fracture": "Osteoporotic compression fracture",
 }
 
 # Displays of the remaining codes of the project's CodeSystems that outputs carry.
@@ -119,6 +120,7 @@ SINS_CODE_DISPLAY: Final[dict[str, str]] = {
 SPINE_FINDING_DISPLAY: Final[dict[str, str]] = {
     codes.LESION_CLASSIFICATION: "Lesion classification",
     codes.LIKELY_PRIMARY: "Likely primary tumour",
+    codes.PRIMARY_TUMOR: "Primary tumour",
     codes.DIFFERENTIAL: "Differential diagnosis",
     codes.ASSESSMENT_REPORT: "Vertebral metastasis assessment",
 }

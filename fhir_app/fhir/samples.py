@@ -109,8 +109,9 @@ def observation(
     effective: str,
     status: str = "final",
     study: str | None = None,
+    method: str | None = None,
 ) -> JsonObject:
-    """A standalone finding Observation."""
+    """A standalone finding Observation; `method` `mean` / `max` says what a CT attenuation is."""
     code, element = finding_value(kind, value)
     out: JsonObject = {
         "resourceType": "Observation",
@@ -126,11 +127,20 @@ def observation(
         "effectiveDateTime": effective,
         **element,
     }
+    if method is not None:
+        out["method"] = concept(codes.SNOMED, *CT_STATISTIC[method])
     if level is not None:
         out["bodySite"] = level_site(level)
     if study is not None:
         out["derivedFrom"] = [{"reference": f"ImagingStudy/{study}"}]
     return out
+
+
+# The DICOM region-of-interest modifiers (CID 7464) a CT attenuation's method may carry.
+CT_STATISTIC = {
+    "mean": (codes.SNOMED_MEAN, "Mean"),
+    "max": (codes.SNOMED_MAXIMUM, "Maximum"),
+}
 
 
 def lesion_panel(

@@ -1,9 +1,15 @@
 """Persistence: SQLAlchemy tables, repositories and the unit of work (the only importer of
 SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 
-from fhir_app.store.bulk import BulkRepository, BulkUnitOfWork, bulk_uow_factory
+from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import make_engine, normalize_database_url
-from fhir_app.store.errors import StoreError, TransientStoreError
+from fhir_app.store.errors import (
+    CommitOutcomeUnknown,
+    ConflictRolledBack,
+    StoreError,
+    TransientStoreError,
+    store_error,
+)
 from fhir_app.store.repository import (
     CheckpointRepository,
     ResourceRepository,
@@ -14,13 +20,15 @@ from fhir_app.store.repository import (
     fhir_instant,
 )
 from fhir_app.store.schema import metadata
-from fhir_app.store.uow import UnitOfWork, uow_factory
+from fhir_app.store.uow import BulkUnitOfWork, UnitOfWork, bulk_uow_factory, uow_factory
 from fhir_app.store.upgrade import alembic_config, migrate
 
 __all__ = [
     "BulkRepository",
     "BulkUnitOfWork",
     "CheckpointRepository",
+    "CommitOutcomeUnknown",
+    "ConflictRolledBack",
     "ResourceRepository",
     "StoreError",
     "StoredResource",
@@ -36,5 +44,6 @@ __all__ = [
     "metadata",
     "migrate",
     "normalize_database_url",
+    "store_error",
     "uow_factory",
 ]

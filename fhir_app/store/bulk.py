@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import orjson
 import psycopg
@@ -35,7 +35,6 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Connection,
-    Engine,
     ForeignKey,
     Integer,
     String,
@@ -56,7 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fhir_app.store.errors import StoreError, TransientStoreError, translated
+from fhir_app.store.errors import StoreError, TransientStoreError, store_error, translated
 from fhir_app.store.repository import (
     INPUT_TYPES,
     JsonObject,
@@ -77,7 +76,6 @@ from fhir_app.store.schema import (
     resource_version_table,
     search_token_table,
 )
-from fhir_app.store.uow import UnitOfWork
 
 # Patient ids of a run are listed in code point order on both backends (PostgreSQL's default
 # collation may be a locale's), the order `sorted()` gives, so outputs come out the same everywhere.
@@ -280,29 +278,34 @@ class BulkRepository:
 
     @translated
     def current_states(
-        self, keys: Iterable[tuple[str, str]]
+        self, keys: Iterable[tuple[str, str]], *, lock: bool = False
     ) -> dict[tuple[str, str], CurrentState]:
-        """The current state of each (type, id) that exists (deleted ones included)."""
+        """The current state of each (type, id) that exists (deleted ones included).
+
+        `lock`: hold the rows until the transaction ends (FOR UPDATE on PostgreSQL, in id order so
+        that two writers of the same resources queue instead of deadlocking; SQLite transactions
+        are serialised anyway), for a writer that decides versions from them."""
         by_type: dict[str, list[str]] = defaultdict(list)
         for resource_type, resource_id in set(keys):
             by_type[resource_type].append(resource_id)
         found: dict[tuple[str, str], CurrentState] = {}
-        for resource_type, ids in by_type.items():
+        for resource_type, ids in sorted(by_type.items()):
             for batch in _chunks(sorted(ids)):
-                rows = self._connection.execute(
-                    select(
-                        ResourceCurrent.resource_id,
-                        ResourceCurrent.version_id,
-                        ResourceCurrent.deleted,
-                        ResourceCurrent.patient_id,
-                        ResourceCurrent.is_output,
-                        ResourceCurrent.last_updated,
-                        ResourceCurrent.content_hash,
-                    ).where(
-                        ResourceCurrent.resource_type == resource_type,
-                        ResourceCurrent.resource_id.in_(batch),
-                    )
+                statement = select(
+                    ResourceCurrent.resource_id,
+                    ResourceCurrent.version_id,
+                    ResourceCurrent.deleted,
+                    ResourceCurrent.patient_id,
+                    ResourceCurrent.is_output,
+                    ResourceCurrent.last_updated,
+                    ResourceCurrent.content_hash,
+                ).where(
+                    ResourceCurrent.resource_type == resource_type,
+                    ResourceCurrent.resource_id.in_(batch),
                 )
+                if lock:
+                    statement = statement.order_by(ResourceCurrent.resource_id).with_for_update()
+                rows = self._connection.execute(statement)
                 for row in rows:
                     found[(resource_type, row[0])] = CurrentState(*row[1:])
         return found
@@ -443,10 +446,10 @@ class BulkRepository:
             raise TransientStoreError(
                 f"another writer stored one of these resources first: {error}"
             ) from error
-        except psycopg.errors.SerializationFailure as error:
-            raise TransientStoreError(str(error)) from error
         except (psycopg.Error, sqlite3.Error) as error:
-            raise StoreError(str(error)) from error
+            # A conflict, a lost connection or a busy database is transient, the rest not.
+            translation = store_error(error)
+            raise (translation or StoreError(str(error))) from error
 
     def _update_current(self, versions: Sequence[NewVersion]) -> None:
         table = resource_current_table
@@ -527,6 +530,27 @@ class BulkRepository:
             )
             rows.extend(InputRow(*row) for row in result)
         return rows
+
+    @translated
+    def input_versions(self, patients: Sequence[str]) -> frozenset[tuple[str, str, int]]:
+        """(type, id, version) of the current inputs `inputs_of_patients` reads for these
+        patients: what a derivation read, to check it is still current."""
+        found: set[tuple[str, str, int]] = set()
+        for batch in _chunks(patients):
+            rows = self._connection.execute(
+                select(
+                    ResourceCurrent.resource_type,
+                    ResourceCurrent.resource_id,
+                    ResourceCurrent.version_id,
+                ).where(
+                    ResourceCurrent.patient_id.in_(batch),
+                    ResourceCurrent.is_output == false(),
+                    ResourceCurrent.deleted == false(),
+                    ResourceCurrent.resource_type.in_(INPUT_TYPES),
+                )
+            )
+            found.update((row[0], row[1], row[2]) for row in rows)
+        return frozenset(found)
 
     @translated
     def outputs_of_patients(self, patients: Sequence[str]) -> list[OutputRow]:
@@ -783,23 +807,3 @@ class BulkRepository:
                     ingest_checkpoint_table.c.source_key.in_(list(checkpoint_keys))
                 )
             )
-
-
-class BulkUnitOfWork(UnitOfWork):
-    """The unit of work of a bulk run: the usual repositories plus the batched one."""
-
-    bulk: BulkRepository
-
-    def __enter__(self) -> Self:
-        super().__enter__()
-        self.bulk = BulkRepository(self._require_open())
-        return self
-
-
-def bulk_uow_factory(engine: Engine) -> Callable[[], BulkUnitOfWork]:
-    """A factory of bulk units of work on `engine`."""
-
-    def new_unit_of_work() -> BulkUnitOfWork:
-        return BulkUnitOfWork(engine)
-
-    return new_unit_of_work

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
+from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
-from fhir_app.store.errors import TransientStoreError, translated
+from fhir_app.store.errors import TransientStoreError, commit_translated, translated
 from fhir_app.store.repository import CheckpointRepository, ResourceRepository
 
 # SQLite serialises transactions (every one starts with BEGIN IMMEDIATE). Threads of one process
@@ -20,6 +24,8 @@ from fhir_app.store.repository import CheckpointRepository, ResourceRepository
 # free. Correctness still rests on the database: the lock only orders this process's writers.
 _SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+log = logging.getLogger("fhir_app.store")
 
 
 def _sqlite_lock(engine: Engine) -> threading.RLock | None:
@@ -30,6 +36,23 @@ def _sqlite_lock(engine: Engine) -> threading.RLock | None:
         if lock is None:
             lock = _SQLITE_LOCKS[engine] = threading.RLock()
         return lock
+
+
+# One transaction-scoped advisory lock per patient serialises every derivation of that patient (and
+# every bulk chunk that changes its inputs) with every other one, across processes. The key is the
+# first 8 bytes of sha256 over a namespace and the patient id: a collision only makes two patients
+# wait for each other. Locks are taken in key order, so two units of work that derive the same
+# patients never wait for each other in a cycle.
+_PATIENT_LOCK_NAMESPACE = b"fhir-app/patient-derivation\0"
+_LOCK_PATIENTS = text(
+    "SELECT count(pg_advisory_xact_lock(key)) FROM unnest(:keys) WITH ORDINALITY AS k(key, n)"
+).bindparams(bindparam("keys", type_=ARRAY(BIGINT)))
+
+
+def patient_lock_key(patient_id: str) -> int:
+    """The advisory-lock key of a patient's derivation (a signed 64-bit integer)."""
+    digest = hashlib.sha256(_PATIENT_LOCK_NAMESPACE + patient_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class UnitOfWork:
@@ -47,6 +70,7 @@ class UnitOfWork:
 
     resources: ResourceRepository
     checkpoints: CheckpointRepository
+    bulk: BulkRepository
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -57,12 +81,15 @@ class UnitOfWork:
         if self._lock is not None and not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
             raise TransientStoreError("the SQLite database stayed busy; try again")
         try:
-            self._connection = self._engine.connect()
+            # Opening is where an outage shows first (connection refused, the server shutting
+            # down, every pooled connection busy): in the store's words, as a transient error.
+            self._connection = translated(self._engine.connect)()
         except BaseException:
             self._release()
             raise
         self.resources = ResourceRepository(self._connection)
         self.checkpoints = CheckpointRepository(self._connection)
+        self.bulk = BulkRepository(self._connection)
         return self
 
     def __exit__(
@@ -76,6 +103,12 @@ class UnitOfWork:
             return
         try:
             connection.rollback()
+        except Exception:
+            # The connection died (the error that ended the block, if any, says why): the
+            # server has rolled the transaction back already. Raising here would hide that
+            # error behind a second one; the connection is dropped from the pool instead.
+            log.warning("rollback failed; discarding the connection", exc_info=True)
+            connection.invalidate()
         finally:
             try:
                 connection.close()
@@ -86,19 +119,48 @@ class UnitOfWork:
         if self._lock is not None:
             self._lock.release()
 
-    @translated
+    @commit_translated
     def commit(self) -> None:
-        """Make everything done so far durable."""
+        """Make everything done so far durable (`CommitOutcomeUnknown` when the connection
+        failed during the COMMIT)."""
         self._require_open().commit()
 
+    @translated
     def rollback(self) -> None:
         """Forget everything done since the last commit."""
         self._require_open().rollback()
+
+    @translated
+    def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None:
+        """Serialise this transaction's derivation of these patients with every other writer of
+        them, until commit or rollback.
+
+        Why a lock and not serializable isolation: a derivation reads all of a patient's inputs and
+        rewrites all of its outputs, so under SERIALIZABLE nearly every pair of concurrent writes
+        of one patient would conflict and be retried from scratch; a lock taken after the
+        transaction's own inputs are written, and before the patient's inputs are read, makes the
+        second writer wait for the first's commit and then read everything it committed (read
+        committed takes a new snapshot per statement). So the outputs committed last are always
+        derived from every committed input. PostgreSQL: `pg_advisory_xact_lock` per patient, in
+        key order. SQLite: nothing to do, every transaction already holds the database's write
+        lock from its first statement (`BEGIN IMMEDIATE`).
+        """
+        connection = self._require_open()
+        if connection.dialect.name != "postgresql":
+            return
+        keys = sorted({patient_lock_key(p) for p in patient_ids})
+        if keys:
+            # unnest WITH ORDINALITY keeps the array's (sorted) order of evaluation.
+            connection.execute(_LOCK_PATIENTS, {"keys": keys})
 
     def _require_open(self) -> Connection:
         if self._connection is None:
             raise RuntimeError("the unit of work is not open: use it in a `with` block")
         return self._connection
+
+
+# The bulk path once had a unit of work of its own; every one now has the batched repository.
+BulkUnitOfWork = UnitOfWork
 
 
 def uow_factory(engine: Engine) -> Callable[[], UnitOfWork]:
@@ -108,3 +170,6 @@ def uow_factory(engine: Engine) -> Callable[[], UnitOfWork]:
         return UnitOfWork(engine)
 
     return new_unit_of_work
+
+
+bulk_uow_factory = uow_factory

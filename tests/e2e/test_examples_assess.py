@@ -16,7 +16,7 @@ from fhir_app.cli import app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SINS = "https://fhir-app.org/fhir/CodeSystem/sins"
-SURGICAL = "Surgical consultation recommended (SINS 7-18)"
+SURGICAL = "Surgical consultation recommended: SINS 7 or more at "
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,44 @@ CASES: dict[str, list[Expected]] = {
     "patient-07-atypical-primary": [
         Expected("L4", 4, "stable", "blastic", flags=("atypical", "typically purely lytic"))
     ],
+    # DOMAIN.md 2 (v2): the patient's "mechanical" leaves the pain of T11 and T4 open (0-3).
     "patient-08-several-levels": [
-        Expected("T11", 16, "unstable", "lytic", surgical=True),
+        Expected("T11", (13, 16), "unstable", "lytic", surgical=True),
         Expected("L2", (4, 14), None, "lytic", status="preliminary"),
-        Expected("T4", (4, 8), None, "blastic", status="preliminary"),
+        Expected("T4", (1, 8), None, "blastic", status="preliminary"),
     ],
     "patient-09-withdrawn-finding": [
         Expected("S1", 7, "potentially-unstable", "mixed", surgical=True)
     ],
     "patient-10-treated-preliminary": [
         Expected("T10", (3, 4), "stable", None, status="preliminary", flags=("Treated lesion",))
+    ],
+    "patient-11-discordant-collapse": [Expected("L1", (4, 8), None, "mixed", status="preliminary")],
+    "patient-12-patient-level-pain": [
+        Expected("T5", (6, 7), None, "lytic", status="preliminary"),
+        Expected("L3", (4, 5), "stable", "lytic"),
+    ],
+    "patient-13-bone-island-maximum": [
+        Expected("T8", 1, "stable", "blastic", flags=("maximum 1210 HU > 1060 HU",))
+    ],
+    "patient-14-primary-in-context": [
+        Expected(
+            "L2",
+            3,
+            "stable",
+            "blastic",
+            flags=("Consistent with the known breast primary", "Left out for a female patient"),
+        )
+    ],
+    "patient-15-collapsed-level": [
+        Expected(
+            "T12",
+            10,
+            "potentially-unstable",
+            "lytic",
+            surgical=True,
+            flags=("osteoporotic compression fracture",),
+        )
     ],
 }
 
@@ -125,7 +153,7 @@ def test_example_sins_and_classification(name: str) -> None:
             assert flag.lower() in notes.lower(), (flag, notes)
         risk = risks[level]
         mitigation = risk.get("mitigation", "")
-        assert (SURGICAL in mitigation) == exp.surgical
+        assert (mitigation == SURGICAL + level) == exp.surgical
         assert risk["status"] == exp.status
     (report,) = by_code(bundle, "DiagnosticReport")
     order = [e.level for e in CASES[name]]
@@ -150,6 +178,35 @@ def test_withdrawn_finding_does_not_count() -> None:
     assert pain["valueCodeableConcept"]["coding"][0]["code"] == "occasional-non-mechanical"
     refs = " ".join(d["reference"] for d in obs["derivedFrom"])
     assert "p09-pain-wrong" not in refs
+
+
+def test_discordance_reaches_the_risk_assessment_and_the_report() -> None:
+    bundle = run_assess("patient-11-discordant-collapse")
+    (obs,) = by_code(bundle, "Observation", "sins-total")
+    marked = [c["code"]["coding"][0]["code"] for c in obs["component"] if "extension" in c]
+    assert marked == ["collapse", "posterolateral"]
+    (risk,) = by_code(bundle, "RiskAssessment")
+    notes = " ".join(n["text"] for n in risk["note"])
+    assert "Discordant collapse" in notes
+    assert "Discordant posterolateral" in notes
+    assert "Discordant collapse" in risk["prediction"][0]["rationale"]
+    (report,) = by_code(bundle, "DiagnosticReport")
+    assert "discordant vertebral body collapse" in report["conclusion"]
+
+
+def test_the_known_primary_and_the_context_of_the_patient() -> None:
+    bundle = run_assess("patient-14-primary-in-context")
+    (cls,) = by_code(bundle, "Observation", "lesion-classification")
+    likely = [
+        c["valueCodeableConcept"]["coding"][0]["code"]
+        for c in cls["component"]
+        if c["code"]["coding"][0]["code"] == "likely-primary"
+    ]
+    assert likely[0] == "breast"
+    for left_out in ("prostate", "testis-seminoma", "neuroblastoma", "medulloblastoma"):
+        assert left_out not in likely
+    (report,) = by_code(bundle, "DiagnosticReport")
+    assert "consistent with the known breast primary" in report["conclusion"]
 
 
 def test_patient_wide_pain_is_said_so() -> None:

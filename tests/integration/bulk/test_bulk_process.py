@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from bulk_support import (
 )
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
+from support.consistency import IncreasingClock, stale_patients
 from support.population import write_population_file
 from typer.testing import CliRunner
 
@@ -376,3 +378,68 @@ def test_a_changed_file_is_taken_in_from_its_start(database_url: str, tmp_path: 
         if r["subject"]["reference"] == "Patient/bench-0-1"
     ]
     assert c4 in sites
+
+
+def test_bulk_run_and_rest_writes_of_the_same_patients_leave_outputs_derived_from_all_inputs(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The bulk path obeys the REST path's rule (issue 8): a run that ingests and derives patients
+    while REST transactions write findings of the same patients leaves every patient's outputs
+    derived from all of its committed inputs."""
+    patients = [f"mix-{n}" for n in range(4)]
+    effective = IncreasingClock()
+    kinds = [
+        ("pain", "mechanical"),
+        ("pain", "pain-free"),
+        ("height_loss", 65),
+        ("height_loss", 0),
+        ("alignment", "subluxation-translation"),
+        ("alignment", "normal-alignment"),
+    ]
+
+    def finding(obs_id: str, patient: str, n: int) -> JsonObject:
+        kind, value = kinds[n % len(kinds)]
+        return samples.observation(
+            obs_id, patient, kind, value, level="T5" if n % 3 else "L1", effective=effective()
+        )
+
+    source = ndjson(
+        tmp_path / "mix.ndjson",
+        [finding(f"bulk-{n}", patients[n % len(patients)], n) for n in range(240)],
+    )
+    engine = make_engine(database_url)
+    service = FhirService(uow_factory(engine))
+    failures: list[BaseException] = []
+
+    def rest_client(index: int) -> None:
+        try:
+            for number in range(12):
+                patient = patients[(index + number) % len(patients)]
+                resources = [
+                    finding(f"rest-{index}-{number}-{k}", patient, index + number + k)
+                    for k in range(3)
+                ]
+                service.transaction(samples.transaction(resources))
+        except BaseException as error:
+            failures.append(error)
+
+    def bulk_run() -> None:
+        try:
+            options = {"workers": 0, "chunk_records": 8, "derive_patients": 1}
+            processor(database_url, **options).run([source], tmp_path / "out")
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=bulk_run)]
+    threads += [threading.Thread(target=rest_client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    engine.dispose()
+    assert not failures, failures
+    check = make_engine(database_url)
+    try:
+        assert stale_patients(uow_factory(check), patients) == []
+    finally:
+        check.dispose()

@@ -66,9 +66,42 @@ def test_every_sins_component_has_an_answer_and_a_points_column() -> None:
 
 def test_one_row_per_patient_and_level_of_the_examples(outputs: Resources) -> None:
     rows = lesion_rows(outputs)
-    assert len(rows) == 12
-    assert len(_by_key(rows)) == 12
-    assert sorted({row.patient for row in rows}) == [f"p{n:02d}" for n in range(1, 11)]
+    assert len(rows) == 18
+    assert len(_by_key(rows)) == 18
+    assert sorted({row.patient for row in rows}) == [f"p{n:02d}" for n in range(1, 16)]
+
+
+# The sex of each example patient (examples/build_examples.py).
+WOMEN = {"p02", "p05", "p06", "p07", "p08", "p11", "p13", "p14"}
+
+
+def test_likely_primaries_stay_in_the_patients_context(
+    outputs: Resources, example_inputs: Resources
+) -> None:
+    """DOMAIN.md 4a: a woman never gets prostate first; the known primary has its column."""
+    women = {r["id"] for r in example_inputs if r.get("gender") == "female"}
+    assert women == WOMEN
+    rows = lesion_rows(outputs)
+    for row in rows:
+        if row.patient in women:
+            assert row.likely_primary_1 not in ("prostate", "testis-seminoma"), row
+    known = {(row.patient, row.level): row.known_primary for row in rows if row.known_primary}
+    assert known == {
+        ("p01", "L3"): "prostate",
+        ("p02", "T7"): "breast",
+        ("p03", "L1"): "renal-cell",
+        ("p04", "T5"): "lung-non-small-cell",
+        ("p07", "L4"): "thyroid",
+        ("p08", "T4"): "breast",
+        ("p08", "T11"): "breast",
+        ("p08", "L2"): "breast",
+        ("p10", "T10"): "prostate",
+        ("p14", "L2"): "breast",
+    }
+    # A known primary in the appearance's row leads it; thyroid with a blastic lesion does not.
+    by_key = _by_key(rows)
+    assert by_key["p14", "L2"].likely_primary_1 == "breast"
+    assert by_key["p07", "L4"].likely_primary_1 == "breast"
 
 
 def test_patient_03_l1_is_unstable_lytic_with_total_18(outputs: Resources) -> None:
@@ -109,14 +142,22 @@ def test_patient_08_has_three_levels_in_cranio_caudal_order(outputs: Resources) 
     rows = [row for row in lesion_rows(outputs) if row.patient == "p08"]
     assert [row.level for row in rows] == ["T4", "T11", "L2"]
     t4, t11, l2 = rows
-    assert (t11.sins_total, t11.category, t11.appearance) == (16, "unstable", "lytic")
+    # DOMAIN.md 2 (v2): the patient's "mechanical" leaves the pain of T11 and T4 open (0-3).
+    assert (t11.sins_low, t11.sins_high, t11.category, t11.appearance) == (
+        13,
+        16,
+        "unstable",
+        "lytic",
+    )
     assert t11.surgical_consultation is True
-    assert (t4.sins_total, t4.sins_low, t4.sins_high, t4.category) == (None, 4, 8, None)
-    assert (t4.appearance, t4.likely_primary_1) == ("blastic", "prostate")
+    assert (t4.sins_total, t4.sins_low, t4.sins_high, t4.category) == (None, 1, 8, None)
+    # DOMAIN.md 4a (v2): the known breast primary leads; a woman never gets prostate.
+    assert (t4.appearance, t4.known_primary, t4.likely_primary_1) == ("blastic", "breast", "breast")
     assert (l2.sins_total, l2.sins_low, l2.sins_high, l2.category) == (None, 4, 14, None)
     assert [row.status for row in rows] == ["preliminary", "final", "preliminary"]
-    # The patient-wide pain finding reaches every level that has none of its own.
-    assert t11.pain == "mechanical"
+    # The patient-wide pain finding no longer decides a level of a several-level patient.
+    assert (t11.pain, t11.pain_points) == (None, None)
+    assert l2.pain == "pain-free"
 
 
 def test_an_open_appearance_leaves_appearance_bone_lesion_and_primary_empty(
@@ -184,7 +225,7 @@ def test_a_withdrawn_current_version_removes_the_row(outputs: Resources) -> None
     ]
     rows = _by_key(lesion_rows([*outputs, *withdrawn]))
     assert ("p03", "L1") not in rows
-    assert len(rows) == 11
+    assert len(rows) == 17
 
 
 def test_a_level_derived_again_after_a_withdrawal_comes_back(outputs: Resources) -> None:
@@ -300,8 +341,8 @@ def test_parquet_round_trip_with_types(outputs: Resources, tmp_path: Path) -> No
     assert table.schema.field("sins_total").nullable
     assert table.schema.field("surgical_consultation").type == pa.bool_()
     assert table.schema.field("effective").type == pa.timestamp("us", tz="UTC")
-    assert table.num_rows == 12
-    assert table.column("sins_total").null_count == 4
+    assert table.num_rows == 18
+    assert table.column("sins_total").null_count == 8
     back = table.to_pylist()
     assert back == [row.as_dict() for row in rows]
     # The +02:00 effective time comes back as the same instant, in UTC.

@@ -32,32 +32,36 @@ def _text(report: PopulationReport) -> str:
 
 def test_counts_of_the_examples(outputs: Resources) -> None:
     report = build_report(outputs)
-    assert (report.patients, report.lesions) == (10, 12)
+    assert (report.patients, report.lesions) == (15, 18)
     assert dict(report.by_category) == {
-        "stable": 4,  # p01 L3, p06 T9, p07 L4, p10 T10 (a range inside 0-6)
-        "potentially-unstable": 2,  # p02 T7, p09 S1
-        "unstable": 3,  # p03 L1, p05 C5, p08 T11
-        "open": 3,  # p04 T5, p08 T4, p08 L2
+        # p01 L3, p06 T9, p07 L4, p10 T10 (3-4), p12 L3 (4-5), p13 T8, p14 L2
+        "stable": 7,
+        "potentially-unstable": 3,  # p02 T7, p09 S1, p15 T12
+        "unstable": 3,  # p03 L1, p05 C5, p08 T11 (13-16)
+        "open": 5,  # p04 T5, p08 T4, p08 L2, p11 L1, p12 T5
     }
-    assert dict(report.by_appearance) == {"lytic": 5, "mixed": 2, "blastic": 4, "open": 1}
+    assert dict(report.by_appearance) == {"lytic": 8, "mixed": 3, "blastic": 6, "open": 1}
+    # DOMAIN.md 4a (v2): known primaries lead and women get no prostate, so breast leads.
     assert list(report.by_likely_primary.items()) == [
-        ("renal-cell", 5),
-        ("prostate", 4),
-        ("breast", 2),
+        ("breast", 11),
+        ("renal-cell", 4),
+        ("lung-non-small-cell", 1),
+        ("prostate", 1),
         ("open", 1),
     ]
-    assert dict(report.by_region) == {"cervical": 1, "thoracic": 6, "lumbar": 4, "sacral": 1}
-    assert (report.surgical_consultation_lesions, report.surgical_consultation_patients) == (5, 5)
-    assert (report.determined_totals, report.total_ranges) == (8, 4)
-    # p04 T5 3-13, p08 T4 4-8 and p08 L2 4-14 span 6/7; p10 T10 3-4 does not.
-    assert report.consultation_undecided == 3
-    assert report.preliminary == 4
+    assert dict(report.by_region) == {"cervical": 1, "thoracic": 9, "lumbar": 7, "sacral": 1}
+    assert (report.surgical_consultation_lesions, report.surgical_consultation_patients) == (6, 6)
+    assert (report.determined_totals, report.total_ranges) == (10, 8)
+    # p04 T5 3-13, p08 T4 1-8, p08 L2 4-14, p11 L1 4-8 and p12 T5 6-7 span 6/7; p10 T10 3-4
+    # and p12 L3 4-5 do not.
+    assert report.consultation_undecided == 5
+    assert report.preliminary == 6
 
 
 def test_levels_are_listed_c1_to_s5_with_every_category(outputs: Resources) -> None:
     report = build_report(outputs)
     assert list(report.by_level) == [
-        "C5", "T4", "T5", "T7", "T9", "T10", "T11", "L1", "L2", "L3", "L4", "S1",
+        "C5", "T4", "T5", "T7", "T8", "T9", "T10", "T11", "T12", "L1", "L2", "L3", "L4", "S1",
     ]  # fmt: skip
     assert all(tuple(counts) == CATEGORY_KEYS for counts in report.by_level.values())
     assert report.by_level["T11"]["unstable"] == 1
@@ -68,13 +72,13 @@ def test_levels_are_listed_c1_to_s5_with_every_category(outputs: Resources) -> N
 def test_counts_follow_the_rows(outputs: Resources) -> None:
     rows = lesion_rows(outputs)
     t11 = next(row for row in rows if (row.patient, row.level) == ("p08", "T11"))
-    more = [*rows, dataclasses.replace(t11, patient="p11"), dataclasses.replace(t11, patient="p12")]
+    more = [*rows, dataclasses.replace(t11, patient="p16"), dataclasses.replace(t11, patient="p17")]
     report = population_report(more)
-    assert report.patients == 12
+    assert report.patients == 17
     assert report.by_level["T11"]["unstable"] == 3
     assert report.by_category["unstable"] == 5
-    assert report.surgical_consultation_patients == 7
-    assert report.by_likely_primary["renal-cell"] == 7
+    assert report.surgical_consultation_patients == 8
+    assert report.by_likely_primary["breast"] == 13
 
 
 def test_a_shared_patient_counts_once(outputs: Resources) -> None:
@@ -88,8 +92,8 @@ def test_the_rendering_names_every_count(outputs: Resources) -> None:
     for expected in (
         "Vertebral metastasis registry",
         "Patients",
-        "Surgical consultation recommended (SINS 7-18)",
-        "5 lesions, 5 patients",
+        "Surgical consultation recommended (SINS 7 or more)",
+        "6 lesions, 6 patients",
         "of which consultation undecided (spans 6/7)",
         "Potentially unstable (7-12)",
         "Open (range spans categories)",

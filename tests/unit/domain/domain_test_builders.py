@@ -9,7 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fhir_app.domain.assessment import LevelAssessment, assess_level
-from fhir_app.domain.findings import Finding, FindingKind, FindingValue, LevelFindings
+from fhir_app.domain.findings import (
+    Finding,
+    FindingKind,
+    FindingValue,
+    LevelFindings,
+    PatientContext,
+)
 from fhir_app.domain.levels import VertebralLevel
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
@@ -40,9 +46,19 @@ def finding(
     )
 
 
-def level_findings(*findings: Finding, primary: str | None = None) -> LevelFindings:
-    """The findings of one level."""
-    return LevelFindings(tuple(findings), primary_tumor=primary)
+def level_findings(
+    *findings: Finding,
+    primary: str | None = None,
+    context: PatientContext | None = None,
+    lesion_levels: int = 1,
+) -> LevelFindings:
+    """The findings of one level (of a patient with `lesion_levels` levels)."""
+    return LevelFindings(
+        tuple(findings),
+        primary_tumor=primary,
+        context=context or PatientContext(),
+        lesion_levels=lesion_levels,
+    )
 
 
 def assess(
@@ -175,6 +191,7 @@ DOC_PRIMARIES: dict[str, list[str]] = {
         "melanoma",
         "hepatocellular",
         "phaeochromocytoma",
+        "neuroblastoma",  # DOMAIN.md 4a (v2): also in the lytic row
     ],
 }
 

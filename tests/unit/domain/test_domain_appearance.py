@@ -112,7 +112,11 @@ def test_t1_and_t2_narrow_together(t1: str, t2: str, expected: set[str] | None) 
     else:
         assert _codes(result.allows) == expected
         assert result.decided_by is mri
-        assert result.notes == ()
+        # DOMAIN.md 3 (v2): an appearance from MRI signal alone is labelled as an inference.
+        assert result.mri_only
+        assert len(result.notes) == 1
+        assert result.notes[0].startswith("Appearance inferred from MRI signal alone")
+        assert "kappa 0.244" in result.notes[0]
 
 
 def test_mri_reason_names_both_signals() -> None:
@@ -185,7 +189,28 @@ def test_ct_without_mean_passes_to_mri() -> None:
     assert _codes(result.allows) == {"lytic"}
     assert result.decided_by is not None
     assert result.decided_by.source is EvidenceSource.MRI
-    assert "no mean CT attenuation." in result.notes
+    assert (
+        "no mean CT attenuation (the appearance heuristic reads the mean, not the maximum)."
+        in result.notes
+    )
+    assert result.mri_only
+
+
+def test_a_reading_or_ct_decided_appearance_is_not_mri_only() -> None:
+    t2 = finding(FindingKind.MRI_T2, T2Signal.ISO)
+    assert not _appearance(finding(FindingKind.APPEARANCE, LYTIC), t2).mri_only
+    assert not _appearance(_ct(40.0), t2).mri_only
+    assert not _appearance().mri_only
+
+
+def test_mean_and_maximum_from_two_findings_are_read_together() -> None:
+    # DOMAIN.md 3: the method makes a CT attenuation a maximum; a feed sends mean and maximum as
+    # two Observations, and the latest of each statistic counts.
+    mean_old, mean_new = _ct(50.0, minute=0), _ct(640.0, minute=5)
+    peak = _ct(None, minute=1, peak=1210.0)
+    result = _appearance(mean_old, peak, mean_new)
+    assert _codes(result.allows) == {"blastic"}
+    assert "640 HU" in result.decided_by.reason  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("mean", [40.0, 200.0, 1000.0])

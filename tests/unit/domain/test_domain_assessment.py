@@ -59,7 +59,8 @@ def test_level_assessment_carries_its_level_findings_and_results() -> None:
     assert assessment.sins.total == 18
     assert assessment.sins.category is SinsCategory.UNSTABLE
     assert assessment.classification.appearance.determined is LesionAnswer.LYTIC
-    assert assessment.classification.likely_primaries[0] == "renal-cell"
+    # DOMAIN.md 4a (v2): the known primary leads when it is in the appearance's row.
+    assert assessment.classification.likely_primaries[:2] == ("breast", "renal-cell")
 
 
 def test_determined_category_without_preliminary_input_is_final() -> None:
@@ -104,12 +105,18 @@ def test_summary_orders_most_unstable_first_and_concludes() -> None:
     assert summary.most_unstable is not None
     assert summary.most_unstable.level is VertebralLevel.L1
     assert summary.surgical_consultation
+    # CONTRACT 4d (v2): per level the consultation and the caveats, then the levels that
+    # trigger the consultation by name.
     assert summary.conclusion() == (
-        "L1 lytic, SINS 18 (unstable); "
-        "C4 lytic, SINS 7-17 (category open: potentially unstable or unstable); "
+        "L1 lytic, SINS 18 (unstable), surgical consultation recommended. "
+        "C4 lytic, SINS 7-17 (category open: potentially unstable or unstable), "
+        "surgical consultation recommended. "
         "T7 appearance open, SINS 1-16 "
-        "(category open: stable or potentially unstable or unstable); S3 blastic, SINS 0 (stable). "
-        "Surgical consultation recommended (SINS 7-18)."
+        "(category open: stable or potentially unstable or unstable); caveats: open at 6/7: "
+        "pain, bone lesion, radiographic spinal alignment, vertebral body collapse, "
+        "posterolateral involvement of spinal elements. "
+        "S3 blastic, SINS 0 (stable). "
+        "Surgical consultation recommended: SINS 7 or more at L1, C4."
     )
 
 

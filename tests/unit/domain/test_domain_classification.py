@@ -25,6 +25,7 @@ from fhir_app.domain.sins_answers import LesionAnswer
 
 LYTIC, MIXED, BLASTIC = LesionAnswer.LYTIC, LesionAnswer.MIXED, LesionAnswer.BLASTIC
 BONE_ISLAND = "bone-island"
+AGE_UNKNOWN_BLASTIC = "medulloblastoma, neuroblastoma: childhood tumour, age unknown."
 
 
 def _classify(
@@ -75,31 +76,44 @@ def test_open_appearance_lists_nothing_and_says_why(evidence: list[Finding]) -> 
     assert result.likely_primaries == ()
     assert result.differential == ()
     assert result.notes[0].startswith("Appearance open (")
-    assert result.notes[0].endswith("): likely primaries and differential are not narrowed.")
+    assert result.notes[0].endswith(
+        "): likely primaries and the differential by appearance are not narrowed."
+    )
 
 
 def test_open_appearance_note_names_the_candidates() -> None:
     result = _classify(finding(FindingKind.MRI_T2, T2Signal.HYPO))
-    assert result.notes == (
-        "Appearance open (mixed or blastic): likely primaries and differential are not narrowed.",
+    assert result.notes[0] == (
+        "Appearance open (mixed or blastic): likely primaries and the differential by appearance "
+        "are not narrowed."
     )
+    # MRI narrowed the appearance (to two): that inference is labelled too (DOMAIN.md 3, v2).
+    assert result.notes[1].startswith("Appearance inferred from MRI signal alone")
+    assert len(result.notes) == 2
 
 
 # DOMAIN.md section 4: renal-cell or thyroid with a blastic or mixed lesion ("typically purely
-# lytic"); prostate with a lytic lesion ("typically sclerotic").
+# lytic", for thyroid: differentiated vs medullary, 4a); prostate with a lytic lesion ("typically
+# sclerotic"). v2 (4a): any known primary outside the appearance's row is atypical.
+THYROID = (
+    "differentiated thyroid carcinoma is typically purely lytic; medullary thyroid carcinoma may "
+    "be sclerotic"
+)
+NOT_IN_ROW = "not among the typical primaries of this appearance"
 ATYPICAL_ROWS = [
     ("renal-cell", "lytic", None),
     ("renal-cell", "mixed", "typically purely lytic"),
     ("renal-cell", "blastic", "typically purely lytic"),
     ("thyroid", "lytic", None),
-    ("thyroid", "mixed", "typically purely lytic"),
-    ("thyroid", "blastic", "typically purely lytic"),
+    ("thyroid", "mixed", THYROID),
+    ("thyroid", "blastic", THYROID),
     ("prostate", "lytic", "typically sclerotic"),
     ("prostate", "mixed", None),
     ("prostate", "blastic", None),
     ("breast", "lytic", None),
     ("breast", "blastic", None),
-    ("lung-non-small-cell", "blastic", None),
+    ("lung-non-small-cell", "blastic", NOT_IN_ROW),
+    ("hepatocellular", "mixed", NOT_IN_ROW),
     ("unknown-primary", "mixed", None),
 ]
 
@@ -109,11 +123,18 @@ def test_atypical_primary_pairs(primary: str, appearance: str, reason: str | Non
     result = _classify(_read(LesionAnswer(appearance)), primary=primary)
     if reason is None:
         assert result.atypical_primary is None
-        assert not any("atypical" in note for note in result.notes)
+        assert not any("typical for" in note for note in result.notes)
     else:
-        expected = f"Known primary {primary} is atypical for a {appearance} lesion ({reason})."
+        expected = (
+            f"Atypical for the known {primary} primary: a {appearance} lesion ({reason}); "
+            "the likely primaries of the appearance are still listed."
+        )
         assert result.atypical_primary == expected
+        assert result.primary_context == expected
         assert expected in result.notes
+        # The row is still listed, the known primary is not put into it.
+        assert primary not in result.likely_primaries
+        assert result.likely_primaries[0] == DOC_PRIMARIES[appearance][0]
 
 
 def test_no_known_primary_is_never_atypical() -> None:
@@ -124,8 +145,8 @@ def test_atypical_when_every_possible_appearance_is_atypical() -> None:
     """An open appearance is flagged only when no remaining candidate is typical."""
     mixed_or_blastic = _classify(finding(FindingKind.MRI_T2, T2Signal.HYPO), primary="renal-cell")
     assert mixed_or_blastic.atypical_primary == (
-        "Known primary renal-cell is atypical for a mixed or blastic lesion "
-        "(typically purely lytic)."
+        "Atypical for the known renal-cell primary: a mixed or blastic lesion "
+        "(typically purely lytic); the likely primaries of the appearance are still listed."
     )
     lytic_or_mixed = _classify(finding(FindingKind.MRI_T2, T2Signal.HYPER), primary="renal-cell")
     assert lytic_or_mixed.atypical_primary is None
@@ -207,7 +228,8 @@ def test_lesion_that_cannot_be_sclerotic_gets_no_bone_island_flag() -> None:
 def test_treated_lesion_note_and_flag() -> None:
     result = _classify(_read(BLASTIC), _treated())
     assert result.treated
-    assert result.notes == (TREATED_NOTE,)
+    # Without a Patient the age is unknown: the childhood tumours are marked (DOMAIN.md 4a).
+    assert result.notes == (AGE_UNKNOWN_BLASTIC, TREATED_NOTE)
     assert "new bone" in TREATED_NOTE
     assert not _classify(_read(BLASTIC), finding(FindingKind.TREATED, False)).treated
 
@@ -220,12 +242,17 @@ def test_notes_in_order_discordance_appearance_atypical_bone_island_treated() ->
         _treated(),
         primary="renal-cell",
     )
-    assert len(result.notes) == 4
+    assert len(result.notes) == 5
     assert result.notes[0].startswith("Discordant evidence: reading (reported as blastic)")
     assert result.notes[1].startswith("CT attenuation not used: treated lesion")
-    assert result.notes[2].startswith("Known primary renal-cell is atypical for a blastic lesion")
-    assert result.notes[3] == TREATED_NOTE
+    assert result.notes[2].startswith("Atypical for the known renal-cell primary: a blastic")
+    assert result.notes[3] == AGE_UNKNOWN_BLASTIC
+    assert result.notes[4] == TREATED_NOTE
 
     untreated = _classify(_read(BLASTIC), _ct(1000.0), primary="renal-cell")
-    assert untreated.notes == (untreated.atypical_primary, untreated.bone_island)
+    assert untreated.notes == (
+        untreated.atypical_primary,
+        untreated.bone_island,
+        AGE_UNKNOWN_BLASTIC,
+    )
     assert untreated.bone_island is not None

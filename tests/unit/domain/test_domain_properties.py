@@ -138,7 +138,11 @@ def level_findings_of(draw: st.DrawFn, pool: tuple[FindingKind, ...]) -> LevelFi
     one kind (and several appearance sources) meet often."""
     kinds = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6, unique=True))
     findings = draw(st.lists(raw_findings(kinds), max_size=12))
-    return LevelFindings(_with_sources(findings), primary_tumor=draw(PRIMARIES))
+    return LevelFindings(
+        _with_sources(findings),
+        primary_tumor=draw(PRIMARIES),
+        lesion_levels=draw(st.integers(min_value=1, max_value=3)),
+    )
 
 
 # Every kind, or a pool that concentrates on the appearance or on collapse and posterolateral.
@@ -172,6 +176,22 @@ def _has(findings: LevelFindings, *kinds: FindingKind) -> bool:
     return any(f.kind in kinds for f in findings.findings)
 
 
+def ct_statistic(findings: LevelFindings, statistic: str) -> float | None:
+    """DOMAIN.md 3: the latest mean (or maximum) CT attenuation, each statistic on its own."""
+    measured = [
+        f
+        for f in findings.findings
+        if f.kind is FindingKind.CT_ATTENUATION
+        and isinstance(f.value, CtAttenuation)
+        and (f.value.mean_hu if statistic == "mean" else f.value.max_hu) is not None
+    ]
+    latest = max(measured, key=_rank, default=None)
+    if latest is None:
+        return None
+    assert isinstance(latest.value, CtAttenuation)
+    return latest.value.mean_hu if statistic == "mean" else latest.value.max_hu
+
+
 def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str]]]:
     """The narrowing sources in precedence order: reading, CT of an untreated lesion, MRI."""
     sources: list[tuple[str, frozenset[str]]] = []
@@ -179,10 +199,8 @@ def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str
     if reading is not None:
         sources.append(("reading", frozenset({_code(reading.value)})))
     treated = winner(findings, FindingKind.TREATED)
-    ct = winner(findings, FindingKind.CT_ATTENUATION)
-    if ct is not None and not (treated is not None and treated.value is True):
-        assert isinstance(ct.value, CtAttenuation)
-        mean = ct.value.mean_hu
+    if not (treated is not None and treated.value is True):
+        mean = ct_statistic(findings, "mean")
         if mean is not None and mean <= DOC_CT_LYTIC_MAX_HU:
             sources.append(("ct", frozenset({"lytic"})))
         elif mean is not None and mean >= DOC_CT_BLASTIC_MIN_HU:
@@ -199,10 +217,20 @@ def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str
 
 
 def expected_collapse(findings: LevelFindings) -> frozenset[str]:
-    every = frozenset(DOC_POINTS["collapse"])
+    """DOMAIN.md 2 (v2): a stated answer that the measurements contradict allows both."""
     stated = winner(findings, FindingKind.COLLAPSE)
-    if stated is not None:
+    measured = measured_collapse(findings)
+    if stated is None:
+        return measured
+    if not _has(findings, FindingKind.HEIGHT_LOSS, FindingKind.BODY_INVOLVEMENT):
         return frozenset({_code(stated.value)})
+    if _code(stated.value) in measured:
+        return frozenset({_code(stated.value)})
+    return measured | {_code(stated.value)}
+
+
+def measured_collapse(findings: LevelFindings) -> frozenset[str]:
+    every = frozenset(DOC_POINTS["collapse"])
     loss_finding = winner(findings, FindingKind.HEIGHT_LOSS)
     inv_finding = winner(findings, FindingKind.BODY_INVOLVEMENT)
     loss = None if loss_finding is None else loss_finding.value
@@ -226,18 +254,36 @@ def expected_collapse(findings: LevelFindings) -> frozenset[str]:
 
 def expected_posterolateral(findings: LevelFindings) -> frozenset[str]:
     stated = winner(findings, FindingKind.POSTEROLATERAL)
-    if stated is not None:
-        return frozenset({_code(stated.value)})
     reports = sorted(
         (f for f in findings.findings if f.kind is FindingKind.POSTERIOR_ELEMENT), key=_rank
     )
     if not reports:
-        return frozenset(DOC_POINTS["posterolateral"])
+        every = frozenset(DOC_POINTS["posterolateral"])
+        return every if stated is None else frozenset({_code(stated.value)})
     sides: set[Side] = set()
     for report in reports:
         assert isinstance(report.value, PosteriorElementInvolvement)
         sides = set(report.value.sides) if not report.value.sides else sides | report.value.sides
-    return frozenset({["no-posterolateral", "unilateral", "bilateral"][len(sides)]})
+    measured = ["no-posterolateral", "unilateral", "bilateral"][len(sides)]
+    # DOMAIN.md 2 (v2): a stated answer the findings contradict allows both.
+    return frozenset({measured} if stated is None else {measured, _code(stated.value)})
+
+
+# DOMAIN.md 2 (v2): what a pain report for a patient with several lesion levels leaves possible.
+DOC_PATIENT_PAIN: dict[str, frozenset[str]] = {
+    "pain-free": frozenset({"pain-free"}),
+    "occasional-non-mechanical": frozenset({"pain-free", "occasional-non-mechanical"}),
+    "mechanical": frozenset({"pain-free", "occasional-non-mechanical", "mechanical"}),
+}
+
+
+def expected_pain(findings: LevelFindings) -> frozenset[str]:
+    found = winner(findings, FindingKind.PAIN)
+    if found is None:
+        return frozenset(DOC_POINTS["pain"])
+    if found.patient_wide and findings.lesion_levels > 1:
+        return DOC_PATIENT_PAIN[_code(found.value)]
+    return frozenset({_code(found.value)})
 
 
 def expected_components(
@@ -254,7 +300,7 @@ def expected_components(
     sources = appearance_sources(findings)
     return {
         "location": frozenset({DOC_LOCATION_OF[level.label]}),
-        "pain": simple(FindingKind.PAIN, "pain"),
+        "pain": expected_pain(findings),
         "bone-lesion": sources[0][1] if sources else ALL_APPEARANCE_CODES,
         "alignment": simple(FindingKind.ALIGNMENT, "alignment"),
         "collapse": expected_collapse(findings),
@@ -377,7 +423,11 @@ def test_consultation_follows_the_lowest_total_and_the_6_7_threshold(
         assert sins.deciding_components
 
 
-OUTRANKABLE = [k for k in FindingKind if k is not FindingKind.POSTERIOR_ELEMENT]
+# Posterior-element reports add up by design; CT mean and maximum are each the latest of their own
+# statistic (DOMAIN.md 3, v2), so a newer finding without a mean does not outrank an older mean.
+OUTRANKABLE = [
+    k for k in FindingKind if k not in (FindingKind.POSTERIOR_ELEMENT, FindingKind.CT_ATTENUATION)
+]
 
 
 @PROPERTY
@@ -394,7 +444,7 @@ def test_an_outranked_finding_changes_nothing(
     if current is None:  # give the kind a finding that counts first
         current = data.draw(raw_findings([kind]))
         current = replace(current, source="Observation/current")
-        findings = LevelFindings((*findings.findings, current), findings.primary_tumor)
+        findings = replace(findings, findings=(*findings.findings, current))
     patient_wide = current.patient_wide or data.draw(st.booleans())
     # Patient-wide under a level-specific finding may be any time; otherwise strictly earlier.
     shift = data.draw(
@@ -409,9 +459,7 @@ def test_an_outranked_finding_changes_nothing(
         patient_wide=patient_wide,
     )
     before = assess_level(level, findings)
-    after = assess_level(
-        level, LevelFindings((*findings.findings, outranked), findings.primary_tumor)
-    )
+    after = assess_level(level, replace(findings, findings=(*findings.findings, outranked)))
     assert _allowed(after) == _allowed(before)
     assert after.sins.possible_totals == before.sins.possible_totals
     assert after.classification.appearance.allows == before.classification.appearance.allows
@@ -445,9 +493,10 @@ def test_a_later_explicit_none_supersedes_every_side_before_it(
         patient_wide=patient_wide,
     )
     stated = winner(findings, FindingKind.POSTEROLATERAL)
-    expected = {"no-posterolateral"} if stated is None else {_code(stated.value)}
+    # DOMAIN.md 2 (v2): a stated answer that disagrees with the findings is kept beside them.
+    expected = {"no-posterolateral"} | (set() if stated is None else {_code(stated.value)})
     for extra in ((none,), (none, older)):
-        with_extra = LevelFindings((*findings.findings, *extra), findings.primary_tumor)
+        with_extra = replace(findings, findings=(*findings.findings, *extra))
         assert _allowed(assess_level(level, with_extra))["posterolateral"] == expected
 
 
@@ -560,36 +609,53 @@ def check_classification(findings: LevelFindings) -> None:
     classification = assess_level(VertebralLevel.T7, findings).classification
     sources = appearance_sources(findings)
     allowed = sources[0][1] if sources else ALL_APPEARANCE_CODES
+    known = findings.primary_tumor if findings.primary_tumor != "unknown-primary" else None
+    collapsed = collapsed_level(findings)
+    fracture = ["osteoporotic-compression-fracture"] if collapsed else []
     if len(allowed) == 1:
         (appearance,) = allowed
-        assert list(classification.likely_primaries) == DOC_PRIMARIES[appearance]
-        assert set(classification.differential) == set(DOC_DIFFERENTIAL[appearance])
-        assert len(classification.differential) == len(DOC_DIFFERENTIAL[appearance])
+        row = DOC_PRIMARIES[appearance]
+        # DOMAIN.md 4a: the known primary leads when it is in the row (no Patient: no filter).
+        expected = [known, *(p for p in row if p != known)] if known in row else row
+        assert list(classification.likely_primaries) == expected
+        assert set(classification.differential) == set(DOC_DIFFERENTIAL[appearance] + fracture)
+        assert len(classification.differential) == len(DOC_DIFFERENTIAL[appearance] + fracture)
     else:
         assert classification.likely_primaries == ()
-        assert classification.differential == ()
+        assert list(classification.differential) == fracture
     treated_finding = winner(findings, FindingKind.TREATED)
     treated = treated_finding is not None and treated_finding.value is True
     assert classification.treated is treated
     # Bone island (DOMAIN.md 3): an untreated lesion that may be sclerotic, denser than the
-    # Ulano et al. thresholds.
-    ct = winner(findings, FindingKind.CT_ATTENUATION)
-    dense = False
-    if ct is not None:
-        assert isinstance(ct.value, CtAttenuation)
-        mean, peak = ct.value.mean_hu, ct.value.max_hu
-        dense = (mean is not None and mean > DOC_BONE_ISLAND_MEAN_HU) or (
-            peak is not None and peak > DOC_BONE_ISLAND_MAX_HU
-        )
+    # Ulano et al. thresholds (mean and maximum, each the latest of its statistic).
+    mean, peak = ct_statistic(findings, "mean"), ct_statistic(findings, "max")
+    dense = (mean is not None and mean > DOC_BONE_ISLAND_MEAN_HU) or (
+        peak is not None and peak > DOC_BONE_ISLAND_MAX_HU
+    )
     flagged = dense and not treated and "blastic" in allowed
     assert (classification.bone_island is not None) is flagged
     if flagged and allowed == {"blastic"}:
         assert classification.differential[0] == "bone-island"
     elif len(allowed) == 1:
-        assert list(classification.differential) == DOC_DIFFERENTIAL[next(iter(allowed))]
-    # Atypical pairs (DOMAIN.md 4): flagged when every appearance still possible is atypical.
-    atypical_for = DOC_ATYPICAL.get(findings.primary_tumor or "", frozenset())
-    assert (classification.atypical_primary is not None) is (allowed <= atypical_for)
+        assert list(classification.differential) == (
+            DOC_DIFFERENTIAL[next(iter(allowed))] + fracture
+        )
+    # Atypical (DOMAIN.md 4, 4a): a known primary in the row of no appearance still possible.
+    atypical = known is not None and not any(known in DOC_PRIMARIES[a] for a in allowed)
+    assert (classification.atypical_primary is not None) is atypical
+    if atypical and allowed <= DOC_ATYPICAL.get(known or "", frozenset()):
+        assert "(typically" in (classification.atypical_primary or "") or "thyroid" in (
+            classification.atypical_primary or ""
+        )
+
+
+def collapsed_level(findings: LevelFindings) -> bool:
+    """DOMAIN.md 5 (v2): height loss above 0, or a stated collapse of < 50% or > 50%."""
+    loss = winner(findings, FindingKind.HEIGHT_LOSS)
+    stated = winner(findings, FindingKind.COLLAPSE)
+    return (loss is not None and isinstance(loss.value, float) and loss.value > 0) or (
+        stated is not None and _code(stated.value) in ("collapse-lt-50", "collapse-gt-50")
+    )
 
 
 # DOMAIN.md section 4: the appearances for which a known primary is atypical.
@@ -696,4 +762,7 @@ def test_summary_is_most_unstable_first(patient: dict[VertebralLevel, LevelFindi
     assert positions == sorted(positions)
     consult = any(a.sins.low >= 7 for a in summary.levels)
     assert summary.surgical_consultation is consult
-    assert conclusion.endswith("Surgical consultation recommended (SINS 7-18).") is consult
+    advice = "Surgical consultation recommended: SINS 7 or more at " + ", ".join(
+        a.level.label for a in summary.levels if a.sins.low >= 7
+    )
+    assert conclusion.endswith(f" {advice}.") is consult

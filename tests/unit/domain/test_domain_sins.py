@@ -198,18 +198,27 @@ def test_latest_measurement_wins() -> None:
     assert collapse.answer is LT50
 
 
-def test_stated_collapse_takes_precedence_and_discordance_is_reported() -> None:
+def test_stated_collapse_and_a_disagreeing_measurement_are_both_possible() -> None:
+    # DOMAIN.md 2 (v2): v1 let the stated answer win (a hidden consultation: stated 4, measured
+    # 7); now the component allows both and is marked discordant.
     sins = assess(
         VertebralLevel.T7,
         finding(FindingKind.COLLAPSE, CollapseAnswer.NONE, 1, source="Observation/stated"),
-        finding(FindingKind.HEIGHT_LOSS, 70.0, 2),
+        finding(FindingKind.HEIGHT_LOSS, 70.0, 2, source="Observation/height"),
     ).sins
-    assert sins.component(SinsComponent.COLLAPSE).answer is NONE
-    assert sins.component(SinsComponent.COLLAPSE).sources == ("Observation/stated",)
-    assert sins.notes == (
-        "Discordant evidence: collapse stated as no-collapse, but the measurements allow "
-        "collapse-gt-50; the stated answer takes precedence.",
+    collapse = sins.component(SinsComponent.COLLAPSE)
+    assert collapse.answer is None
+    assert set(collapse.allows) == {NONE, GT50}
+    assert (collapse.low, collapse.high) == (0, 3)
+    assert collapse.sources == ("Observation/stated", "Observation/height")
+    sentence = (
+        "Discordant collapse: stated as no-collapse, but the measurements (height loss 70%) "
+        "indicate collapse-gt-50; both remain possible."
     )
+    assert collapse.discordance == sentence
+    assert sins.notes == (sentence,)
+    assert sins.discordances == (sentence,)
+    assert sentence in sins.rationale()
 
 
 def test_stated_collapse_agreeing_with_measurements_has_no_note() -> None:
@@ -277,17 +286,24 @@ def test_posterolateral_explanation_and_sources() -> None:
     assert both.explanation == "Posterior elements involved: left and right."
 
 
-def test_stated_posterolateral_takes_precedence_and_discordance_is_reported() -> None:
+def test_stated_posterolateral_and_disagreeing_sides_are_both_possible() -> None:
     sins = assess(
         VertebralLevel.T7,
         finding(FindingKind.POSTEROLATERAL, PosterolateralAnswer.UNILATERAL, 0),
         _sides(LEFT, RIGHT, minute=5),
     ).sins
-    assert sins.component(SinsComponent.POSTEROLATERAL).answer is PosterolateralAnswer.UNILATERAL
-    assert sins.notes == (
-        "Discordant evidence: posterolateral involvement stated as unilateral, but the "
-        "posterior-element findings indicate bilateral; the stated answer takes precedence.",
+    component = sins.component(SinsComponent.POSTEROLATERAL)
+    assert component.answer is None
+    assert set(component.allows) == {
+        PosterolateralAnswer.UNILATERAL,
+        PosterolateralAnswer.BILATERAL,
+    }
+    sentence = (
+        "Discordant posterolateral involvement: stated as unilateral, but the posterior-element "
+        "findings (left and right) indicate bilateral; both remain possible."
     )
+    assert component.discordance == sentence
+    assert sins.notes == (sentence,)
 
 
 def test_stated_posterolateral_agreeing_with_sides_has_no_note() -> None:
@@ -317,9 +333,13 @@ def test_patient_wide_pain_applies_and_says_so() -> None:
         finding(FindingKind.PAIN, PainAnswer.PAIN_FREE, 5, patient_wide=True),
     ).sins.component(SinsComponent.PAIN)
     assert pain.answer is PainAnswer.PAIN_FREE
+    # DOMAIN.md 2 (v2): a patient with one lesion level: the report applies as stated, and the
+    # explanation says where it came from.
     assert pain.explanation == (
-        "Stated in the findings (stated for the patient, not for this level)."
+        "Pain reported for the patient (pain-free), who has one lesion level: taken as the pain "
+        "of this lesion."
     )
+    assert pain.patient_level
 
 
 def test_latest_level_specific_pain_wins_whatever_the_arrival_order() -> None:

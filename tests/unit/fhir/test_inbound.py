@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from fhir_app.domain.findings import (
     CtAttenuation,
     FindingKind,
+    PatientContext,
     PosteriorElementInvolvement,
+    Sex,
     Side,
     T1Signal,
     T2Signal,
@@ -30,6 +32,7 @@ from fhir_app.fhir import codes, samples
 from fhir_app.fhir.inbound import (
     PRIMARY_TUMOR_CODES,
     map_observation,
+    map_patient,
     map_study,
     parse_fhir_datetime,
 )
@@ -597,9 +600,96 @@ def test_coccyx() -> None:
 
 
 def test_occiput() -> None:
+    # CONTRACT 2a: the occipital bone structure is SNOMED CT 31640002.
+    raw = panel([("appearance", "lytic")])
+    raw["bodySite"] = site("31640002")
+    assert_issue(refused(raw), "business-rule", "Observation.bodySite", "occiput is outside SINS")
+
+
+def test_the_forearm_bone_is_no_level_and_not_the_occiput() -> None:
+    # SNOMED CT 55797009 is "bone structure of forearm"; v1 took it for the occiput.
     raw = panel([("appearance", "lytic")])
     raw["bodySite"] = site("55797009")
-    assert_issue(refused(raw), "business-rule", "Observation.bodySite", "occiput is outside SINS")
+    issue = refused(raw)
+    assert_issue(issue, "code-invalid", "Observation.bodySite", "no vertebral level")
+    assert "occiput" not in issue.diagnostics
+
+
+# --- CT attenuation: mean or maximum by Observation.method (CONTRACT 3, v2) -------------------
+
+CT_METHOD_ROWS = [
+    (None, CtAttenuation(640.0)),
+    ("mean", CtAttenuation(640.0)),
+    ("max", CtAttenuation(None, 640.0)),
+]
+
+
+@pytest.mark.parametrize(("method", "expected"), CT_METHOD_ROWS)
+def test_ct_method_says_mean_or_maximum(method: str | None, expected: CtAttenuation) -> None:
+    (found,) = accept(finding_obs("ct", 640, method=method)).findings
+    assert found.finding.value == expected
+
+
+def test_a_panel_method_applies_to_its_attenuation_component() -> None:
+    raw = panel([("ct", 1210), ("appearance", "blastic")])
+    raw["method"] = {"coding": [{"system": codes.SNOMED, "code": codes.SNOMED_MAXIMUM}]}
+    values = [f.finding.value for f in accept(raw).findings]
+    assert values == [CtAttenuation(None, 1210.0), LesionAnswer.BLASTIC]
+
+
+def test_a_method_of_another_system_leaves_the_mean() -> None:
+    raw = finding_obs("ct", 80)
+    raw["method"] = {"coding": [{"system": "http://example.org/methods", "code": "roi"}]}
+    (found,) = accept(raw).findings
+    assert found.finding.value == CtAttenuation(80.0)
+
+
+def test_a_method_naming_mean_and_maximum_is_refused() -> None:
+    raw = finding_obs("ct", 80)
+    raw["method"] = {
+        "coding": [
+            {"system": codes.SNOMED, "code": codes.SNOMED_MEAN},
+            {"system": codes.SNOMED, "code": codes.SNOMED_MAXIMUM},
+        ]
+    }
+    assert_issue(refused(raw), "value", "Observation.method", "both mean", "and maximum")
+
+
+# --- Patient: the context of DOMAIN.md 4a ------------------------------------------------------
+
+PATIENT_ROWS = [
+    ("female", "1960-04-12", Sex.FEMALE, date(1960, 4, 12), date(1960, 4, 12)),
+    ("male", "1960-04", Sex.MALE, date(1960, 4, 1), date(1960, 4, 30)),
+    ("other", "1960", None, date(1960, 1, 1), date(1960, 12, 31)),
+    ("unknown", "2024-02", None, date(2024, 2, 1), date(2024, 2, 29)),
+    (None, None, None, None, None),
+]
+
+
+@pytest.mark.parametrize(("gender", "birth", "sex", "earliest", "latest"), PATIENT_ROWS)
+def test_patient_gender_and_birth_date(
+    gender: str | None,
+    birth: str | None,
+    sex: Sex | None,
+    earliest: date | None,
+    latest: date | None,
+) -> None:
+    raw: JsonObject = {"resourceType": "Patient", "id": "p1"}
+    if gender is not None:
+        raw["gender"] = gender
+    if birth is not None:
+        raw["birthDate"] = birth
+    validate_resource(raw)
+    mapped = map_patient(raw, resource_id="p1", version=3)
+    assert mapped.context == PatientContext(sex, earliest, latest)
+    assert mapped.reference == "Patient/p1/_history/3"
+
+
+@pytest.mark.parametrize("birth", ["1960-13", "1960-02-30", "60-01-01"])
+def test_an_impossible_birth_date_is_refused_by_the_mapping_too(birth: str) -> None:
+    with pytest.raises(InputRejected) as caught:
+        map_patient({"resourceType": "Patient", "birthDate": birth}, resource_id="p", version=1)
+    assert caught.value.issues[0].expression == ("Patient.birthDate",)
 
 
 def test_pain_at_the_coccyx_is_refused_too() -> None:

@@ -32,6 +32,7 @@ from fhir_app.domain.findings import (
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins_answers import (
     AlignmentAnswer,
+    CollapseAnswer,
     LesionAnswer,
     PainAnswer,
     SinsCategory,
@@ -40,7 +41,6 @@ from fhir_app.domain.sins_answers import (
 from fhir_app.fhir import codes
 from fhir_app.fhir.inputs import JsonObject, LevelFinding, MappedObservation, MappedStudy
 from fhir_app.fhir.outbound import (
-    SURGICAL_CONSULTATION,
     FirstVersion,
     comparable,
     date_time,
@@ -130,6 +130,7 @@ class Patient:
                 tuple(f.finding for o in obs_ for f in o.findings if f.level is level)
                 + tuple(wide),
                 known,
+                lesion_levels=len(self.inputs()),
             )
             for level, obs_ in self.inputs().items()
         }
@@ -351,7 +352,10 @@ def test_complete_level_totals_interpretation_and_risk_probability(
         (codes.CS_RISK_PROBABILITY, probability),
     ]
     if total >= 7:
-        assert risk["mitigation"] == SURGICAL_CONSULTATION
+        # CONTRACT 4c (v2): the advice names the level, without the "7-18" of v1.
+        assert risk["mitigation"] == (
+            f"Surgical consultation recommended: SINS 7 or more at {level.label}"
+        )
     else:
         assert "mitigation" not in risk
 
@@ -424,7 +428,7 @@ def test_open_range_above_the_threshold_still_recommends_consultation() -> None:
     partial = [o for o in complete_c7() if o.resource_id not in ("c7-height", "c7-post")]
     risk = level_outputs(Patient(partial).emit(), C7)["risk"]
     assert risk["status"] == "preliminary"  # 12-18: potentially unstable or unstable
-    assert risk["mitigation"] == SURGICAL_CONSULTATION
+    assert risk["mitigation"] == "Surgical consultation recommended: SINS 7 or more at C7"
     assert "qualitativeRisk" not in risk["prediction"][0]
 
 
@@ -438,6 +442,58 @@ def test_discordant_evidence_is_noted_on_the_sins_and_the_classification() -> No
     for kind in ("sins", "cls"):
         texts = [n["text"] for n in t12[kind]["note"]]
         assert any(t.startswith("Discordant evidence: reading") for t in texts), kind
+
+
+# --- v2: discordance, caveats, known primary, consultation per level --------------------------
+
+
+def test_a_discordant_component_carries_the_marker_and_reaches_the_risk_assessment() -> None:
+    inputs = [
+        *[o for o in complete_t12() if o.resource_id != "t12-height"],
+        obs("t12-stated", T12, FindingKind.COLLAPSE, CollapseAnswer.NONE),
+        obs("t12-measured", T12, FindingKind.HEIGHT_LOSS, 60.0),
+    ]
+    outputs = Patient(inputs).emit()
+    level = level_outputs(outputs, T12)
+    sins, risk = level["sins"], level["risk"]
+    collapse = next(c for c in sins["component"] if c["code"]["coding"][0]["code"] == "collapse")
+    (marker,) = collapse["extension"]
+    assert marker["url"] == codes.EXT_SINS_DISCORDANCE
+    assert marker["valueString"].startswith("Discordant collapse: stated as no-collapse")
+    assert marker["valueString"] in collapse["code"]["text"]
+    assert collapse["valueRange"] == {"low": {"value": 0}, "high": {"value": 3}}
+    assert "(discordant)" in sins["text"]["div"]
+    notes = [n["text"] for n in risk["note"]]
+    assert marker["valueString"] in notes
+    assert marker["valueString"] in risk["prediction"][0]["rationale"]
+    report = the(outputs, "DiagnosticReport")
+    assert "discordant vertebral body collapse" in report["conclusion"]
+    for resource in (sins, risk, report):
+        validate(resource)
+
+
+def test_the_risk_assessment_notes_every_caveat_and_names_the_level() -> None:
+    pain = obs("pain", None, FindingKind.PAIN, PainAnswer.MECHANICAL)
+    inputs = [o for o in complete_t12() if o.resource_id != "t12-pain"]
+    outputs = Patient([*inputs, *complete_c7()], [pain]).emit()
+    risk = level_outputs(outputs, T12)["risk"]
+    notes = [n["text"] for n in risk["note"]]
+    assert any(n.startswith("Patient-level pain report used for T12") for n in notes)
+    assert "Caveats:" in risk["text"]["div"]
+    validate(risk)
+
+
+def test_the_known_primary_is_a_component_and_primaries_carry_their_remark() -> None:
+    cls = level_outputs(three_levels().emit(), T12)["cls"]
+    known = [c for c in cls["component"] if c["code"]["coding"][0]["code"] == "primary-tumor"]
+    assert len(known) == 1
+    assert known[0]["valueCodeableConcept"]["coding"][0]["code"] == "breast"
+    assert known[0]["valueCodeableConcept"]["text"] == "Consistent with the known breast primary."
+    first = next(c for c in cls["component"] if c["code"]["coding"][0]["code"] == "likely-primary")
+    assert first["valueCodeableConcept"]["text"] == "consistent with the known breast primary"
+    report = the(three_levels().emit(), "DiagnosticReport")
+    assert "consistent with the known breast primary" in report["conclusion"]
+    validate(cls)
 
 
 # --- 4b classification ------------------------------------------------------------------------
@@ -455,7 +511,8 @@ def test_classification_value_primaries_and_differential_in_table_order() -> Non
         if c["code"]["coding"][0]["code"] == codes.LIKELY_PRIMARY
     ]
     assert {p["system"] for p in primaries} == {codes.CS_PRIMARY_TUMOR}
-    assert [p["code"] for p in primaries][:3] == ["renal-cell", "thyroid", "lung-non-small-cell"]
+    # DOMAIN.md 4a (v2): the known breast primary leads the lytic row.
+    assert [p["code"] for p in primaries][:3] == ["breast", "renal-cell", "thyroid"]
     differential = [
         c["valueCodeableConcept"]["coding"][0]
         for c in cls["component"]
@@ -463,6 +520,8 @@ def test_classification_value_primaries_and_differential_in_table_order() -> Non
     ]
     assert {d["system"] for d in differential} == {codes.CS_DIFFERENTIAL}
     assert differential[0]["code"] == "myeloma-plasmacytoma"
+    # DOMAIN.md 5 (v2): T12 has < 50% collapse.
+    assert differential[-1]["code"] == "osteoporotic-compression-fracture"
 
 
 def test_bone_island_atypical_primary_and_treated_lesion_are_notes() -> None:
@@ -470,7 +529,7 @@ def test_bone_island_atypical_primary_and_treated_lesion_are_notes() -> None:
     cls = level_outputs(patient.emit(), L3)["cls"]
     texts = [n["text"] for n in cls["note"]]
     assert any("favours a bone island" in t for t in texts)
-    assert any(t.startswith("Known primary renal-cell is atypical") for t in texts)
+    assert any(t.startswith("Atypical for the known renal-cell primary") for t in texts)
     differential = [
         c["valueCodeableConcept"]["coding"][0]["code"]
         for c in cls["component"]
@@ -714,7 +773,9 @@ def test_patient_wide_inputs_are_referenced_by_every_level() -> None:
         sins = level_outputs(outputs, level)["sins"]
         assert "Observation/pain-any/_history/1" in refs(sins["derivedFrom"])
     t7_pain = component(level_outputs(outputs, T7)["sins"], "pain")
-    assert "stated for the patient" in t7_pain["code"]["text"]
+    # DOMAIN.md 2 (v2): with two lesion levels, "occasional" for the patient leaves 0-1.
+    assert "Pain reported for the patient" in t7_pain["code"]["text"]
+    assert t7_pain["valueRange"] == {"low": {"value": 0}, "high": {"value": 1}}
 
 
 def test_withdrawn_inputs_are_not_referenced() -> None:

@@ -177,7 +177,7 @@ def risk_assessment() -> Json:
                 "0, collapse < 50% 2, unilateral 1.",
             }
         ],
-        "mitigation": "Surgical consultation recommended (SINS 7-18)",
+        "mitigation": "Surgical consultation recommended: SINS 7 or more at T12",
     }
 
 

@@ -195,7 +195,10 @@ def test_the_primary_tumor_code_system_holds_every_likely_primary(
 
 def test_the_differential_code_system_holds_every_differential(by_url: dict[str, Json]) -> None:
     differential = concepts(by_url[codes.CS_DIFFERENTIAL])
-    assert set(differential) == {code for row in DIFFERENTIAL.values() for code in row}
+    # DOMAIN.md 5 (v2): the osteoporotic fracture of a collapsed level is a differential too.
+    assert set(differential) == {code for row in DIFFERENTIAL.values() for code in row} | {
+        "osteoporotic-compression-fracture"
+    }
     for code, entry in differential.items():
         assert entry["display"] == DIFFERENTIAL_DISPLAY[code]
 
@@ -277,9 +280,15 @@ def test_profile_urls_are_the_constants_of_codes(artefacts: dict[str, Json]) -> 
     definitions = of_type(artefacts, "StructureDefinition")
     profiles = {sd["url"] for sd in definitions if sd["type"] != "Extension"}
     assert profiles == PROFILE_URLS
-    extensions = [sd for sd in definitions if sd["type"] == "Extension"]
-    assert [sd["url"] for sd in extensions] == [codes.EXT_VERTEBRAL_LEVEL]
-    assert extensions[0]["context"] == [{"type": "element", "expression": "RiskAssessment"}]
+    extensions = {sd["url"]: sd for sd in definitions if sd["type"] == "Extension"}
+    assert set(extensions) == {codes.EXT_VERTEBRAL_LEVEL, codes.EXT_SINS_DISCORDANCE}
+    assert extensions[codes.EXT_VERTEBRAL_LEVEL]["context"] == [
+        {"type": "element", "expression": "RiskAssessment"}
+    ]
+    # CONTRACT 4a (v2): the discordant marker of a SINS component.
+    assert extensions[codes.EXT_SINS_DISCORDANCE]["context"] == [
+        {"type": "element", "expression": "Observation.component"}
+    ]
     for sd in definitions:
         assert sd["fhirVersion"] == "4.0.1"
         assert sd["derivation"] == "constraint"
