@@ -26,6 +26,7 @@ JsonObject = dict[str, Any]
 NOT_REPORTED: Final = "not reported"
 ESCC_GRADE: Final = "escc-grade"
 NOMS_INPUTS: Final = "noms-inputs"
+KNOWN_PRIMARY: Final = "primary-tumor"
 BONE_LESION: Final = "bone-lesion"
 SNOMED: Final = "http://snomed.info/sct"
 # The ESCC grades of DOMAIN 6 (CONTRACT 2c v2); the outputs that carry them come with a later issue.
@@ -47,6 +48,8 @@ class LevelView:
     appearance: str | None
     # How the appearance was read: the bone-lesion component's sentence of the SINS Observation.
     appearance_basis: str | None
+    # The patient's known primary as the classification states it, with its words in context.
+    known_primary: str | None
     likely_primaries: tuple[str, ...]
     differential: tuple[str, ...]
     caveats: tuple[str, ...]
@@ -198,12 +201,27 @@ def _component_text(resource: JsonObject, system: str, code: str) -> str | None:
 
 def _flagged_components(sins: JsonObject) -> list[str]:
     # A SINS component carries an extension of its own only to mark it (the discordant marker of
-    # CONTRACT 4a v2); its sentence then belongs with the caveats.
-    return [
-        text
-        for component in sins.get("component", [])
-        if component.get("extension") and (text := _words(component.get("code"))) is not None
-    ]
+    # CONTRACT 4a v2): the marker's words, else the component's sentence, are a caveat.
+    found = []
+    for component in sins.get("component", []):
+        extensions = component.get("extension") or []
+        words = [e["valueString"] for e in extensions if isinstance(e.get("valueString"), str)]
+        if words:
+            found.extend(words)
+        elif extensions and (text := _words(component.get("code"))) is not None:
+            found.append(text)
+    return found
+
+
+def _named(concept: object) -> str | None:
+    """A coded value as `display (text)`: the code's name, then what the output says of it."""
+    if not isinstance(concept, dict):
+        return None
+    name = next((c.get("display") or c.get("code") for c in _codings(concept)), None)
+    text = concept.get("text")
+    if name is None:
+        return text if isinstance(text, str) else None
+    return f"{name} ({text})" if isinstance(text, str) and text != name else str(name)
 
 
 def _component_values(resource: JsonObject | None, code: str) -> tuple[str, ...]:
@@ -212,7 +230,7 @@ def _component_values(resource: JsonObject | None, code: str) -> tuple[str, ...]
     values = []
     for component in resource.get("component", []):
         if _has_code(component.get("code"), codes.CS_SPINE_FINDING, code):
-            words = _words(component.get("valueCodeableConcept"))
+            words = _named(component.get("valueCodeableConcept"))
             if words is not None:
                 values.append(words)
     return tuple(values)
@@ -295,6 +313,7 @@ def _level_view(
         mitigation=mitigation if isinstance(mitigation, str) else None,
         appearance=appearance,
         appearance_basis=_component_text(sins, codes.CS_SINS, BONE_LESION),
+        known_primary=next(iter(_component_values(classification, KNOWN_PRIMARY)), None),
         likely_primaries=_component_values(classification, codes.LIKELY_PRIMARY),
         differential=_component_values(classification, codes.DIFFERENTIAL),
         caveats=caveats,

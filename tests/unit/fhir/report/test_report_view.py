@@ -25,18 +25,29 @@ def test_levels_follow_the_report_most_unstable_first() -> None:
     assert view.conclusion == report_of(outputs_of(SEVERAL))["conclusion"]
 
 
-def test_a_determined_level() -> None:
+def test_a_level_whose_category_is_determined() -> None:
     t11 = view_of(outputs_of(SEVERAL)).levels[0]
-    assert (t11.sins, t11.sins_low, t11.sins_high) == ("16", 16, 16)
+    sins = output(outputs_of(SEVERAL), "sins-t11-")
+    low, high = sins["valueRange"]["low"]["value"], sins["valueRange"]["high"]["value"]
+    assert (t11.sins, t11.sins_low, t11.sins_high) == (f"{low}-{high}", low, high)
     assert t11.category is SinsCategory.UNSTABLE
     assert t11.candidates == (SinsCategory.UNSTABLE,)
     assert t11.category_words == "unstable"
     assert t11.region == "thoracic"
     assert t11.surgical_consultation
-    assert t11.mitigation is not None
-    assert t11.mitigation.startswith("Surgical consultation")
+    assert t11.mitigation == output(outputs_of(SEVERAL), "risk-t11-")["mitigation"]
     assert t11.appearance == "Lytic"
-    assert t11.likely_primaries[0] == "Renal cell carcinoma"
+    assert t11.known_primary == "Breast carcinoma (Consistent with the known breast primary.)"
+    assert t11.likely_primaries[0] == (
+        "Breast carcinoma (consistent with the known breast primary)"
+    )
+    assert t11.likely_primaries[1] == "Renal cell carcinoma"
+
+
+def test_a_total_reads_as_one_number() -> None:
+    level = view_of(outputs_of("patient-03-unstable.json")).levels[0]
+    total = output(outputs_of("patient-03-unstable.json"), "sins-")["valueInteger"]
+    assert (level.sins, level.sins_low, level.sins_high) == (str(total), total, total)
 
 
 def test_an_open_level_names_its_candidate_categories() -> None:
@@ -110,6 +121,19 @@ def test_a_marked_sins_component_is_a_caveat() -> None:
     collapse["extension"] = [{"url": "https://example.org/discordant", "valueBoolean": True}]
     t11 = view_of(outputs).levels[0]
     assert collapse["code"]["text"] in t11.caveats
+
+
+def test_a_discordance_is_a_caveat_once() -> None:
+    level = view_of(outputs_of("patient-11-discordant-collapse.json")).levels[0]
+    discordant = [c for c in level.caveats if c.startswith("Discordant")]
+    assert len(discordant) == 2
+    assert any("height loss 60%" in c for c in discordant)
+
+
+def test_the_patient_level_pain_report_is_a_caveat() -> None:
+    view = view_of(outputs_of("patient-12-patient-level-pain.json"))
+    for level in view.levels:
+        assert any("Pain reported for the patient" in c for c in level.caveats), level.label
 
 
 def test_known_caveats_of_the_examples_reach_the_view() -> None:
