@@ -38,6 +38,39 @@ class Settings(BaseSettings):
         description="Serve without tokens on a non-loopback address (off: refuse to start).",
     )
     max_request_bytes: int = Field(default=10 * MIB, gt=0)
+    max_bundle_entries: int = Field(
+        default=10_000,
+        gt=0,
+        description="Entries of a transaction, batch or $assess Bundle; more get 413.",
+    )
+    max_assess_outputs: int = Field(
+        default=5_000,
+        gt=0,
+        description="Resources one $assess may derive (3 per level + 2 per patient); more get "
+        "413 before any is built.",
+    )
+    header_read_timeout: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds a client may take to send a request's head (line and headers); "
+        "then 408 and the connection is closed.",
+    )
+    body_read_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a client may pause while sending a request body; then 408.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        gt=0,
+        description="Open connections (or requests in progress) per server process; a request "
+        "beyond gets 503 with Retry-After.",
+    )
+    listen_backlog: int = Field(
+        default=2048,
+        gt=0,
+        description="Connections the operating system queues before the server accepts them.",
+    )
     ct_lytic_max_hu: float = Field(default=100, description="CT mean at or below: lytic.")
     ct_blastic_min_hu: float = Field(default=300, description="CT mean at or above: blastic.")
     bone_island_mean_hu: float = Field(
@@ -58,6 +91,64 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a finished $export job's files are kept (the manifest's Expires).",
     )
+
+    # ---- security (issue 13): SMART on FHIR tokens, public URL, throttling, audit ----------
+    public_base_url: str | None = Field(
+        default=None,
+        description="The server's public URL (e.g. https://fhir.example.org); every absolute URL "
+        "the server writes starts with it. Unset: the address the server listens on, never Host.",
+    )
+    smart_jwks: str | None = Field(
+        default=None,
+        description="The identity provider's JWKS: a file path or an https URL. Set: bearer JWTs "
+        "signed by these keys are accepted (SMART on FHIR v2 scopes).",
+    )
+    smart_issuer: str | None = Field(default=None, description="Required `iss` of accepted JWTs.")
+    smart_audience: str | None = Field(
+        default=None,
+        description="Required `aud` of accepted JWTs; unset: the public FHIR base URL.",
+    )
+    smart_authorize_url: str | None = Field(
+        default=None, description="OAuth2 authorization endpoint, published for clients."
+    )
+    smart_token_url: str | None = Field(
+        default=None, description="OAuth2 token endpoint, published for clients."
+    )
+    smart_jwks_cache_seconds: float = Field(
+        default=300, gt=0, description="How long a fetched JWKS is used before it is read again."
+    )
+    smart_clock_skew_seconds: int = Field(
+        default=30, ge=0, description="Leeway on `exp` and `nbf` for clocks that differ a little."
+    )
+    auth_failure_limit: int = Field(
+        default=20, gt=0, description="Failed authentications from one client IP before 429."
+    )
+    auth_failure_window_seconds: float = Field(
+        default=60, gt=0, description="The sliding window of auth_failure_limit."
+    )
+    audit_events: bool = Field(
+        default=True, description="Record an AuditEvent for every REST interaction."
+    )
+
+    @model_validator(mode="after")
+    def _smart_complete(self) -> Settings:
+        """Tokens from the site's provider are checked for issuer and audience: both needed."""
+        if self.smart_jwks and not self.smart_issuer:
+            raise ValueError("smart_jwks needs smart_issuer (the iss of the provider's tokens)")
+        if self.smart_jwks and not (self.smart_audience or self.public_base_url):
+            raise ValueError("smart_jwks needs smart_audience or public_base_url (the aud)")
+        return self
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        """An absolute http(s) URL without a trailing slash."""
+        if value is None or not value.strip():
+            return None
+        text = value.strip().rstrip("/")
+        if not text.startswith(("http://", "https://")) or "?" in text or "#" in text:
+            raise ValueError("public_base_url must be an absolute http(s) URL without query")
+        return text
 
     @field_validator("auth_tokens", mode="before")
     @classmethod

@@ -37,8 +37,10 @@ from fhir_app.api.dependencies import (
     fhir_base,
 )
 from fhir_app.api.errors import ApiError
+from fhir_app.api.limits import check_bundle_entries
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
+from fhir_app.api.security.endpoints import AUDIT_EVENT_CAPABILITY, rest_security
 from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
@@ -50,6 +52,7 @@ from fhir_app.service import (
     StoredResource,
     WriteResult,
     assess,
+    rejection_status,
 )
 
 SUPPORTED_TYPES = INPUT_TYPES | OUTPUT_TYPES
@@ -166,9 +169,13 @@ def shape_entries(bundle: JsonObject, preference: ReturnPreference) -> JsonObjec
 
 
 @public.get("/metadata")
-def metadata(request: Request, preferences: NegotiatedDep) -> Response:
+def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep) -> Response:
     """The CapabilityStatement of this server."""
-    return FhirJsonResponse(capability_statement(fhir_base(request)), pretty=preferences.pretty)
+    statement = capability_statement(fhir_base(request))
+    for rest in statement.get("rest", []):
+        rest["security"] = rest_security(settings)  # issue 13
+        rest.setdefault("resource", []).append(AUDIT_EVENT_CAPABILITY)
+    return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 
 # --------------------------------------------------------------------------- system level
@@ -177,7 +184,7 @@ def metadata(request: Request, preferences: NegotiatedDep) -> Response:
 @protected.post("")
 @protected.post("/", include_in_schema=False)  # `[base]/`: some clients keep the slash
 def transaction_or_batch(
-    body: BodyDep, service: ServiceDep, preferences: NegotiatedDep
+    body: BodyDep, service: ServiceDep, settings: SettingsDep, preferences: NegotiatedDep
 ) -> Response:
     """A `transaction` Bundle (atomic) or a `batch` Bundle (each entry on its own)."""
     document = body.document
@@ -186,6 +193,7 @@ def transaction_or_batch(
             400,
             f"POST /fhir takes a Bundle of type transaction or batch, not a {body.resource_type}",
         )
+    check_bundle_entries(document, settings.max_bundle_entries)
     kind = document.get("type")
     if kind == "transaction":
         answer = service.transaction(document)
@@ -205,22 +213,30 @@ def transaction_or_batch(
 
 
 @protected.post("/$assess")
-def assess_operation(body: BodyDep, service: ServiceDep, preferences: NegotiatedDep) -> Response:
+def assess_operation(
+    body: BodyDep, service: ServiceDep, settings: SettingsDep, preferences: NegotiatedDep
+) -> Response:
     """Derive the outputs of a Bundle of inputs (any Bundle type) without storing anything.
 
-    Every input must be accepted: a rejected one is 422 naming its entry, and nothing is derived
-    from a partial set (it would understate the findings).
+    Every input must be accepted: a rejected one is 422 naming its entry (400 when it is not
+    FHIR JSON at all), and nothing is derived from a partial set (it would understate the
+    findings).
     """
     if body.resource_type != "Bundle":
         raise ApiError.plain(400, f"$assess takes a Bundle of inputs, not a {body.resource_type}")
-    result = assess(iter_input_resources(body.data), service.settings)
+    check_bundle_entries(body.document, settings.max_bundle_entries)
+    result = assess(
+        iter_input_resources(body.data),
+        service.settings,
+        max_outputs=settings.max_assess_outputs,
+    )
     if result.rejections:
         issues = [
             Issue(i.severity, i.code, f"{r.label}: {i.diagnostics}", i.expression)
             for r in result.rejections
             for i in r.issues
         ]
-        raise ServiceError(422, issues)
+        raise ServiceError(rejection_status(issues), issues)
     return FhirJsonResponse(result.bundle(), pretty=preferences.pretty)
 
 
