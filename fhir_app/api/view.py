@@ -1,9 +1,10 @@
 """`GET /view/Patient/{id}`: the current report of a patient as the page a person reads.
 
-Read-only and behind the same bearer tokens as the FHIR reads. The page is the stored current
-DiagnosticReport's `presentedForm` (CONTRACT 4d v2); a report stored before reports carried one is
-rendered from the patient's stored current outputs instead. The page is self-contained, so its
-Content-Security-Policy forbids every fetch, script and frame.
+Read-only and behind the same authentication as the FHIR reads: the report is read through the
+caller's guarded service, so its scopes and patient context apply as to `GET DiagnosticReport`.
+The page is the stored current DiagnosticReport's `presentedForm` (CONTRACT 4d v2); a report
+stored before reports carried one is rendered from the patient's stored current outputs instead.
+The page is self-contained, so its Content-Security-Policy forbids every fetch, script and frame.
 """
 
 from __future__ import annotations
@@ -39,11 +40,14 @@ def report_page(service: FhirService, patient: str) -> tuple[int, str]:
     unknown = f"No report is known for Patient/{patient}."
     if not FHIR_ID.fullmatch(patient):
         return 404, page.render_not_found(unknown)
+    report_id = outbound.output_id(outbound.REPORT_KIND, patient, None)
     try:
-        row = service.read(
-            "DiagnosticReport", outbound.output_id(outbound.REPORT_KIND, patient, None)
-        )
-    except ServiceError:
+        row = service.read("DiagnosticReport", report_id)
+    except ServiceError as exc:
+        # Unknown (or outside the caller's patient context): the page says so. Anything else,
+        # such as a scope that does not allow reading reports, is the FHIR read's own answer.
+        if exc.status not in (404, 410):
+            raise
         return 404, page.render_not_found(unknown)
     report = dict(row.content)
     if report.get("status") == outbound.ENTERED_IN_ERROR:
