@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import httpx
 from api_support import Serve, example, post_json
+from security_support import IdentityProvider, bearer
 
 from fhir_app.fhir import outbound
 from fhir_app.fhir.report.page import PAGE_CSP
@@ -108,3 +111,27 @@ def test_a_report_stored_without_a_page_is_rendered_from_the_stored_outputs(
     assert DISCLAIMER in page.text
     assert 'id="level-L2"' in page.text
     assert 'src="data:image/png;base64,iVBORw0KGgo' in page.text
+
+
+def test_smart_scopes_and_the_patient_context_apply_to_the_page(
+    serve: Serve, service: FhirService, tmp_path: Path
+) -> None:
+    for name in ("patient-01-stable-blastic.json", "patient-03-unstable.json"):
+        service.transaction(example(name))
+    idp = IdentityProvider(tmp_path)
+    base = view_base(serve(**idp.settings()))
+
+    def page(shown: str, scope: str, **claims: Any) -> httpx.Response:
+        headers = bearer(idp.token(scope, **claims))
+        return httpx.get(f"{base}/view/Patient/{shown}", headers=headers, timeout=60)
+
+    assert page("p01", "patient/*.rs", patient="p01").status_code == 200
+    # Another patient's report is not known to a p01 token, as on GET DiagnosticReport.
+    other = page("p03", "patient/*.rs", patient="p01")
+    assert other.status_code == 404
+    assert "No report" in other.text
+    # A token that may not read reports gets the FHIR read's refusal.
+    refused = page("p01", "patient/Observation.rs", patient="p01")
+    assert refused.status_code == 403
+    assert refused.json()["resourceType"] == "OperationOutcome"
+    assert page("p03", "system/*.rs").status_code == 200
