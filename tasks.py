@@ -60,6 +60,28 @@ def ensure_validator() -> None:
         stamp.write_text(digest)
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """In CI, install Debian's headless-capable `chromium` for the report page tests.
+
+    Only under CI=true: on a laptop the browser tests skip with a reason instead of changing the
+    system. apt-get needs root (or sudo without a password, as CI runners have).
+    """
+    if os.environ.get("CI", "").lower() != "true" or CHROMIUM.exists():
+        return
+    apt = shutil.which("apt-get")
+    if apt is None:
+        print("apt-get not found: chromium cannot be installed; its tests fail", flush=True)
+        return
+    root = not hasattr(os, "geteuid") or os.geteuid() == 0
+    sudo = [] if root else ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    sh(*sudo, apt, "update", "-qq", env=env)
+    sh(*sudo, apt, "install", "-y", "-qq", "chromium", env=env)
+
+
 def run() -> None:
     """Migrate the SQLite default, load the examples, and serve the FHIR API on loopback."""
     ensure_venv()
@@ -73,6 +95,7 @@ def test() -> None:
     """Every check CI runs: lint, format, types, import layers, the test suite with coverage."""
     ensure_venv()
     ensure_validator()
+    ensure_chromium()
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
     sh(BIN / "mypy", "fhir_app")

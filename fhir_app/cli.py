@@ -29,7 +29,9 @@ from fhir_app.config import Settings, get_settings
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir.inputs import InputRejected, JsonObject
 from fhir_app.fhir.parse import iter_input_resources
+from fhir_app.fhir.report.presented import page_of_patients
 from fhir_app.service import (
+    PROCESSOR_VERSION,
     FhirService,
     Rejection,
     ServiceError,
@@ -92,15 +94,43 @@ def report_rejection(rejection: Rejection) -> None:
 def assess_command(
     inputs: Inputs,
     pretty: Annotated[bool, typer.Option(help="Indent the output Bundle.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the report a person reads to this HTML file: one page, one section "
+            "per patient.",
+            dir_okay=False,
+            writable=True,
+        ),
+    ] = None,
 ) -> None:
     """Derive SINS and the classification in memory and print the output Bundle (stores nothing)."""
     settings = get_settings()
+    if html is not None and not html.parent.is_dir():
+        typer.echo(f"error: --html {html}: the folder {html.parent} does not exist", err=True)
+        raise typer.Exit(EXIT_USAGE)
     result = assess(read_inputs(inputs), appearance_settings(settings))
     for rejection in result.rejections:
         report_rejection(rejection)
+    if html is not None:
+        try:
+            html.write_text(page_of_outputs(result.outputs), encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: --html {html}: {exc.strerror}", err=True)
+            raise typer.Exit(EXIT_USAGE) from exc
     option = orjson.OPT_INDENT_2 if pretty else 0
     sys.stdout.buffer.write(orjson.dumps(result.bundle(), option=option) + b"\n")
     raise typer.Exit(EXIT_REJECTED if result.rejections else EXIT_OK)
+
+
+def page_of_outputs(outputs: list[JsonObject]) -> str:
+    """The HTML page of every patient among the outputs, one section each, in patient order."""
+    by_patient: dict[str, list[JsonObject]] = {}
+    for resource in outputs:
+        subject = resource.get("subject", {}).get("reference")
+        if isinstance(subject, str):
+            by_patient.setdefault(subject, []).append(resource)
+    return page_of_patients([by_patient[p] for p in sorted(by_patient)], PROCESSOR_VERSION)
 
 
 def make_service(settings: Settings, *, migrate: bool = True) -> FhirService:

@@ -16,6 +16,7 @@ from fhir_app.api.security.headers import SecurityHeadersMiddleware
 from fhir_app.api.security.principal import Authenticator
 from fhir_app.api.security.throttle import FailureThrottle
 from fhir_app.api.security.tokens import JwksSource, TokenRules
+from fhir_app.api.view import viewer
 from fhir_app.config import Settings
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     # Before `protected` too: `$export...` would otherwise be taken for a resource type.
     app.include_router(bulk_export)
     app.include_router(protected)
+    app.include_router(viewer)
     return app
 
 

@@ -61,6 +61,7 @@ from fhir_app.fhir.outbound_terms import (
     spine_finding,
     vertebral_level,
 )
+from fhir_app.fhir.report.presented import presented_form
 
 # The kinds of per-(patient, level) outputs and the per-patient report, as they appear in ids.
 LEVEL_KINDS: Final = frozenset({"sins", "cls", "risk"})
@@ -174,9 +175,14 @@ def comparable(resource: JsonObject) -> JsonObject:
     """The content of an output that tells whether a re-derivation changed it.
 
     Leaves out what differs on every derivation (`meta.versionId`, `meta.lastUpdated`, `issued`,
-    `recorded`) and reads `amended` as `final`, since a Versioner sets `amended` itself.
+    `recorded`, the `creation` of each presentedForm) and reads `amended` as `final`, since a
+    Versioner sets `amended` itself.
     """
     content = {k: v for k, v in resource.items() if k not in ("issued", "recorded")}
+    if "presentedForm" in content:
+        content["presentedForm"] = [
+            {k: v for k, v in a.items() if k != "creation"} for a in content["presentedForm"]
+        ]
     if "meta" in content:
         content["meta"] = {
             k: v for k, v in content["meta"].items() if k not in ("versionId", "lastUpdated")
@@ -201,6 +207,8 @@ def withdrawn(previous: JsonObject) -> JsonObject:
         meta.pop("versionId", None)
         meta.pop("lastUpdated", None)
     result["status"] = ENTERED_IN_ERROR
+    # The page a person reads would show the withdrawn report as if it stood.
+    result.pop("presentedForm", None)
     if "text" in result:
         result["text"] = narrative.with_withdrawn_banner(result["text"])
     return result
@@ -467,6 +475,8 @@ def _report(
     issued: str,
     results: Sequence[str],
     studies: Sequence[str],
+    level_outputs: Sequence[JsonObject],
+    processor_version: str,
 ) -> JsonObject:
     resource: JsonObject = {
         "resourceType": "DiagnosticReport",
@@ -489,6 +499,8 @@ def _report(
     if studies:
         resource["imagingStudy"] = _references(studies)
     resource["conclusion"] = summary.conclusion()
+    # Rendered once per derived report, from the level outputs as emitted (CONTRACT 4d v2).
+    resource["presentedForm"] = presented_form(level_outputs, resource, processor_version, issued)
     return resource
 
 
@@ -610,6 +622,8 @@ def emit_patient(
                     instant(recorded),
                     results,
                     study_references,
+                    emitted,
+                    processor_version,
                 )
             )
         )

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from fhir_app.store import make_engine, migrate
 
 # Set by the store on every version, or by the derivation clock: differ between two runs.
-TIMESTAMPS = frozenset({"lastUpdated", "issued", "recorded"})
+TIMESTAMPS = frozenset({"lastUpdated", "issued", "recorded", "creation"})
 RUN_STATE_TABLES = (
     "bulk_run",
     "bulk_run_patient",

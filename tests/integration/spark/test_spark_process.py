@@ -41,8 +41,9 @@ REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "patient-01-stable-blastic.json"
 VIEWS = REPO / "profiles" / "views"
 # Written by the store or the derivation clock when a version is made: they differ between any
-# two runs, of one path or of two (CONTRACT: `meta.lastUpdated`, `issued`, `Provenance.recorded`).
-TIMESTAMPS = frozenset({"lastUpdated", "issued", "recorded"})
+# two runs, of one path or of two (CONTRACT: `meta.lastUpdated`, `issued`, `Provenance.recorded`,
+# and the `creation` of the report's presentedForm).
+TIMESTAMPS = frozenset({"lastUpdated", "issued", "recorded", "creation"})
 SPLIT_BYTES = 64 * 1024
 MASTER = "local[2]"
 

@@ -1,0 +1,154 @@
+"""The spine picture: layout in pixels, category colours at each level's place, determinism."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from itertools import pairwise
+
+import numpy as np
+import pytest
+from PIL import Image
+from report_support import outputs_of, report_of
+
+from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.sins_answers import SinsCategory
+from fhir_app.fhir.report import picture
+from fhir_app.fhir.report.picture import (
+    CATEGORY_COLOUR,
+    HEIGHT,
+    NOT_REPORTED_COLOUR,
+    WIDTH,
+    Box,
+    DrawnLevel,
+    SpinePicture,
+    band_boxes,
+    legend_box,
+    legend_entries,
+    level_box,
+    picture_of,
+    render_png,
+)
+from fhir_app.fhir.report.view import build_view
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    value = colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def share(image: np.ndarray, box: Box, colour: str, inset: int = 3) -> float:
+    """The share of the box's inner pixels that are exactly `colour`."""
+    region = image[box.top + inset : box.bottom - inset, box.left + inset : box.right - inset]
+    return float(np.all(region == rgb(colour), axis=2).mean())
+
+
+def test_every_level_has_a_box_in_order_inside_the_picture() -> None:
+    boxes = [level_box(level) for level in VertebralLevel]
+    assert len(boxes) == 29
+    for upper, lower in pairwise(boxes):
+        assert upper.bottom < lower.top
+    assert all(0 <= b.left < b.right <= WIDTH and 0 <= b.top < b.bottom <= HEIGHT for b in boxes)
+    assert legend_box(len(legend_entries()) - 1).bottom <= HEIGHT
+    assert boxes[-1].bottom < legend_box(0).top
+
+
+def test_bands_split_the_box_without_gaps() -> None:
+    box = level_box(VertebralLevel.L2)
+    bands = band_boxes(VertebralLevel.L2, 3)
+    assert bands[0].left == box.left
+    assert bands[-1].right == box.right
+    assert all(a.right == b.left for a, b in pairwise(bands))
+
+
+SEVERAL = picture_of(
+    build_view(
+        outputs_of("patient-08-several-levels.json"),
+        report_of(outputs_of("patient-08-several-levels.json")),
+        "0",
+    )
+)
+
+
+def test_the_picture_of_the_several_level_example() -> None:
+    image = pixels(render_png(SEVERAL))
+    assert image.shape == (HEIGHT, WIDTH, 3)
+    # T11 unstable: one solid colour.
+    assert (
+        share(image, level_box(VertebralLevel.T11), CATEGORY_COLOUR[SinsCategory.UNSTABLE]) > 0.99
+    )
+    # L2 open over all three categories, T4 over stable and potentially unstable: hatched bands.
+    for level, candidates in (
+        (VertebralLevel.L2, list(SinsCategory)),
+        (VertebralLevel.T4, [SinsCategory.STABLE, SinsCategory.POTENTIALLY_UNSTABLE]),
+    ):
+        bands = band_boxes(level, len(candidates))
+        for band, category in zip(bands, candidates, strict=True):
+            covered = share(image, band, CATEGORY_COLOUR[category], inset=2)
+            # Mostly the candidate's colour, yet visibly hatched (not a solid fill).
+            assert 0.4 < covered < 0.95, (level, category, covered)
+    # Every other level is grey.
+    for level in VertebralLevel:
+        if level not in (VertebralLevel.T11, VertebralLevel.L2, VertebralLevel.T4):
+            assert share(image, level_box(level), NOT_REPORTED_COLOUR) > 0.99, level
+
+
+@pytest.mark.parametrize("category", list(SinsCategory))
+@pytest.mark.parametrize("level", [VertebralLevel.C1, VertebralLevel.T7, VertebralLevel.S5])
+def test_a_determined_level_is_drawn_in_its_category_colour(
+    level: VertebralLevel, category: SinsCategory
+) -> None:
+    drawn = SpinePicture((DrawnLevel(level, (category,), False, "SINS 9"),))
+    image = pixels(render_png(drawn))
+    assert share(image, level_box(level), CATEGORY_COLOUR[category]) > 0.99
+    others = [c for c in SinsCategory if c is not category]
+    assert all(share(image, level_box(level), CATEGORY_COLOUR[c]) == 0 for c in others)
+
+
+def test_the_legend_shows_each_category_colour() -> None:
+    image = pixels(render_png(SpinePicture(())))
+    for index, (_, colour) in enumerate(legend_entries()):
+        if colour is not None:
+            assert share(image, legend_box(index), colour, inset=2) > 0.99
+
+
+def test_escc_is_written_beside_a_level_when_known() -> None:
+    plain = DrawnLevel(VertebralLevel.T11, (SinsCategory.UNSTABLE,), False, "SINS 16")
+    graded = DrawnLevel(VertebralLevel.T11, (SinsCategory.UNSTABLE,), False, "SINS 16 · ESCC 2")
+    without, with_grade = (pixels(render_png(SpinePicture((d,)))) for d in (plain, graded))
+    box = level_box(VertebralLevel.T11)
+    beside = (slice(box.top, box.bottom), slice(picture.TEXT_LEFT + 60, WIDTH))
+    assert (without[beside] != with_grade[beside]).any()
+    assert (without[: box.top - 2] == with_grade[: box.top - 2]).all()
+
+
+def test_the_caption_carries_the_escc_grade_of_the_view() -> None:
+    outputs = outputs_of("patient-08-several-levels.json")
+    view = build_view(outputs, report_of(outputs), "0")
+    captions = {d.level: d.caption for d in picture_of(view).levels}
+    assert captions == {level.level: f"SINS {level.sins}" for level in view.levels}
+    assert captions[VertebralLevel.L2] == "SINS 4-14"
+
+
+def png_chunks(png: bytes) -> list[bytes]:
+    chunks, position = [], 8
+    while position < len(png):
+        length = int.from_bytes(png[position : position + 4], "big")
+        chunks.append(png[position + 4 : position + 8])
+        position += 12 + length
+    return chunks
+
+
+def test_the_png_is_deterministic_and_carries_no_time_or_software() -> None:
+    first = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
+    picture._bodies.cache_clear()
+    picture._caption.cache_clear()
+    picture._background.cache_clear()
+    second = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
+    assert first == second
+    assert set(png_chunks(first)) <= {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
+    assert zlib.crc32(first) == zlib.crc32(render_png(SEVERAL))
