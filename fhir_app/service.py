@@ -289,7 +289,7 @@ def withdrawn_outputs(
     """Outputs of levels that lost every finding (or the report, when no level is left)."""
     expected = {outbound.output_id(k, patient, lvl) for lvl in inputs.by_level for k in LEVEL_KINDS}
     if inputs.by_level:
-        expected.add(outbound.output_id("report", patient, None))
+        expected.update(outbound.output_id(k, patient, None) for k in outbound.PATIENT_KINDS)
     return [
         row.content
         for row in previous
