@@ -530,6 +530,9 @@ def _noms_observation(
 ) -> JsonObject:
     """The NOMS inputs of the patient (CONTRACT 4f): components N, O, M, S, never a treatment.
 
+    Preliminary like the report: an open category at any level may make another level the most
+    unstable one (the M), and a preliminary myelopathy finding changes N.
+
     Every component carries its words in `code.text`, as the SINS components do. N is the highest
     ESCC grade with its group as interpretation, and myelopathy a component of its own when a
     finding reports it; O the radiosensitivity class of the known primary; M the most unstable
