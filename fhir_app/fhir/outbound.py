@@ -728,7 +728,7 @@ def emit_patient(
                 summary,
                 report_preliminary or myelopathy_preliminary,
                 date_time(latest),
-                [*sins_references, *(obs.reference for obs in shared)],
+                [*sins_references, *sorted(obs.reference for obs in shared)],
             )
         )
         emitted.append(noms_observation)
