@@ -31,7 +31,7 @@ def sh(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -
 
 
 def ensure_venv() -> None:
-    """Create .venv and install the project with its dev extra when pyproject.toml changed."""
+    """Create .venv and install the project with its dev and spark extras (pyproject changed)."""
     if sys.version_info < (3, 11):  # noqa: UP036 - tasks.py runs on whatever python3 is
         sys.exit("fhir-app needs Python 3.11 or newer")
     if not (BIN / "python").exists():
@@ -40,7 +40,7 @@ def ensure_venv() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not stamp.exists() or stamp.read_text() != digest:
         sh(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
-        sh(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev]")
+        sh(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev,spark]")
         stamp.write_text(digest)
 
 

@@ -10,6 +10,7 @@ import ipaddress
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -42,6 +43,14 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+
+
+class Engine(StrEnum):
+    """Where `process` runs: this machine through the database, or Apache Spark."""
+
+    single = "single"
+    spark = "spark"
+
 
 Inputs = Annotated[
     list[Path],
@@ -129,11 +138,28 @@ def process_command(
         int,
         typer.Option(min=1, help="Patients derived per transaction."),
     ] = DEFAULT_DERIVE_PATIENTS,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="single: this machine, through the database (resumable). spark: on Apache "
+            "Spark, no database; also writes DIR/lesions.parquet (needs fhir-app[spark], Java 17).",
+        ),
+    ] = Engine.single,
+    master: Annotated[
+        str | None,
+        typer.Option(help="The Spark master URL (--engine spark; default local[*])."),
+    ] = None,
 ) -> None:
     """Store the inputs, derive, and write DIR/<ResourceType>.ndjson for every patient touched.
 
     Streams input of any size, one transaction per chunk; run it again to resume after a crash.
+    With --engine spark the same derivation runs on Spark, with no database.
     """
+    if engine is Engine.spark:
+        process_on_spark(inputs, output_folder(out), master)
+    if master is not None:
+        typer.echo("error: --master needs --engine spark", err=True)
+        raise typer.Exit(EXIT_USAGE)
     from fhir_app.store import bulk_uow_factory, make_engine, migrate
 
     settings = get_settings()
@@ -161,6 +187,32 @@ def process_command(
     typer.echo(
         f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
         f"wrote {counts or 'no outputs'} to {out}",
+        err=True,
+    )
+    raise typer.Exit(EXIT_REJECTED if result.rejected else EXIT_OK)
+
+
+def process_on_spark(inputs: list[Path], out: Path, master: str | None) -> NoReturn:
+    """`process --engine spark`: the Spark job (fhir_app.spark.job), its summary, its exit code."""
+    try:
+        from fhir_app.spark.job import DEFAULT_MASTER, process, spark_session
+    except ImportError as exc:
+        typer.echo(
+            f"error: --engine spark needs pyspark ({exc}); install fhir-app[spark]", err=True
+        )
+        raise typer.Exit(EXIT_USAGE) from exc
+
+    def report(outcome: JsonObject) -> None:
+        for line in describe_rejection(outcome):
+            typer.echo(line, err=True)
+
+    settings = get_settings()
+    with spark_session(master or DEFAULT_MASTER) as spark:
+        result = process(spark, inputs, out, appearance_settings(settings), on_rejection=report)
+    counts = ", ".join(f"{n} {rtype}" for rtype, n in sorted(result.written.items()) if n)
+    typer.echo(
+        f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
+        f"wrote {counts or 'no outputs'} and {result.lesions} lesions (lesions.parquet) to {out}",
         err=True,
     )
     raise typer.Exit(EXIT_REJECTED if result.rejected else EXIT_OK)
@@ -298,9 +350,8 @@ def serve_command(
     ] = 1,
 ) -> None:
     """Serve the FHIR REST API (base /fhir)."""
-    import uvicorn
-
     from fhir_app.api import create_app
+    from fhir_app.api.server import run_server, server_config
 
     settings = get_settings()
     open_anyway = allow_unauthenticated_remote or settings.allow_unauthenticated_remote
@@ -314,16 +365,18 @@ def serve_command(
     service = make_service(settings)  # migrates once, before any worker starts
     typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
     if workers == 1:
-        uvicorn.run(create_app(settings, service), host=host, port=port, log_level="info")
+        run_server(server_config(create_app(settings, service), settings, host=host, port=port))
         return
     # Each worker process builds its own engine and app from the same environment.
-    uvicorn.run(
-        "fhir_app.cli:worker_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
+    run_server(
+        server_config(
+            "fhir_app.cli:worker_app",
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            factory=True,
+        )
     )
 
 

@@ -38,6 +38,39 @@ class Settings(BaseSettings):
         description="Serve without tokens on a non-loopback address (off: refuse to start).",
     )
     max_request_bytes: int = Field(default=10 * MIB, gt=0)
+    max_bundle_entries: int = Field(
+        default=10_000,
+        gt=0,
+        description="Entries of a transaction, batch or $assess Bundle; more get 413.",
+    )
+    max_assess_outputs: int = Field(
+        default=5_000,
+        gt=0,
+        description="Resources one $assess may derive (3 per level + 2 per patient); more get "
+        "413 before any is built.",
+    )
+    header_read_timeout: float = Field(
+        default=10,
+        gt=0,
+        description="Seconds a client may take to send a request's head (line and headers); "
+        "then 408 and the connection is closed.",
+    )
+    body_read_timeout: float = Field(
+        default=30,
+        gt=0,
+        description="Seconds a client may pause while sending a request body; then 408.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        gt=0,
+        description="Open connections (or requests in progress) per server process; a request "
+        "beyond gets 503 with Retry-After.",
+    )
+    listen_backlog: int = Field(
+        default=2048,
+        gt=0,
+        description="Connections the operating system queues before the server accepts them.",
+    )
     ct_lytic_max_hu: float = Field(default=100, description="CT mean at or below: lytic.")
     ct_blastic_min_hu: float = Field(default=300, description="CT mean at or above: blastic.")
     bone_island_mean_hu: float = Field(

@@ -394,6 +394,8 @@ def export_to_folder(
 
 JobStatus = Literal["queued", "in-progress", "complete", "error"]
 UNFINISHED: Final[frozenset[str]] = frozenset({"queued", "in-progress"})
+# The progress of a job that a database fault interrupted; it runs again at the next poll.
+WAITING_FOR_DATABASE: Final = "waiting for the database; the export starts again"
 STATE_FILE: Final = "job.json"
 LOCK_FILE: Final = ".lock"
 TOMBSTONE_PREFIX: Final = ".deleted-"
@@ -641,6 +643,8 @@ class ExportJobs:
                 self._save(job)
         except ExportCancelled:
             log.info("export job %s cancelled", job.id)
+        except TransientStoreError as exc:
+            self._wait_for_database(job, exc)
         except FileNotFoundError:
             # The folder went away under the job: a cancel (perhaps by another server process).
             if folder.exists():
@@ -651,6 +655,19 @@ class ExportJobs:
             os.close(lock)
             with self._guard:
                 self._running.pop(job.id, None)
+
+    def _wait_for_database(self, job: ExportJob, fault: TransientStoreError) -> None:
+        """The database failed the job (unreachable, restarting): not a failed export. The job
+        is queued again; its lock is released when this thread ends, so the next status request
+        runs it again from the start and the client sees 202 until it completes."""
+        log.warning("export job %s waits for the database: %s", job.id, fault)
+        job.status = "queued"
+        job.transaction_time = None
+        job.progress = WAITING_FOR_DATABASE
+        try:
+            self._save(job)
+        except OSError:
+            log.exception("export job %s: its state could not be recorded", job.id)
 
     def _fail(self, job: ExportJob, what: str) -> None:
         reference = uuid.uuid4().hex[:12]
@@ -686,11 +703,14 @@ class ExportJobs:
                 os.close(lock)
                 return current
             log.warning(
-                "export job %s was interrupted (its server stopped); running it again", job.id
+                "export job %s was interrupted (its server stopped, or its database failed); "
+                "running it again",
+                job.id,
             )
             current.status = "queued"
             current.transaction_time = None
-            current.progress = "queued again: the server running it stopped"
+            if current.progress != WAITING_FOR_DATABASE:
+                current.progress = "queued again: the server running it stopped"
             self._save(current)
             self._launch(current, lock)
         return current

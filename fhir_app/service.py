@@ -21,7 +21,7 @@ from fhir_app.derivation import PatientInputs, group_by_patient
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.fhir import inbound, outbound
-from fhir_app.fhir.bundle import BundleEntry, assign_ids, bundle_entries
+from fhir_app.fhir.bundle import BundleEntry, EntryTarget, assign_ids, bundle_entries
 from fhir_app.fhir.inputs import (
     InputRejected,
     Issue,
@@ -31,9 +31,9 @@ from fhir_app.fhir.inputs import (
     MappedStudy,
 )
 from fhir_app.fhir.outcome import operation_outcome
-from fhir_app.fhir.parse import validate_resource
+from fhir_app.fhir.parse import control_character_issues, validate_resource
+from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
-from fhir_app.store import TransientStoreError, content_hash
 from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
 
 try:
@@ -94,6 +94,12 @@ def derive(
 # --------------------------------------------------------------------------- stateless assess
 
 
+def rejection_status(issues: Sequence[Issue]) -> int:
+    """400 when an input cannot be read as FHIR R4 JSON at all (an `invalid` issue, e.g. a
+    control character in a string), 422 when it was read and breaks a rule (CONTRACT 3b)."""
+    return 400 if any(issue.code == "invalid" for issue in issues) else 422
+
+
 @dataclass(slots=True)
 class Rejection:
     """An input refused by the contract, with where it was and why."""
@@ -138,8 +144,14 @@ def assess(
     items: Iterable[tuple[str, JsonObject | InputRejected]],
     settings: AppearanceSettings | None = None,
     now: datetime | None = None,
+    *,
+    max_outputs: int | None = None,
 ) -> AssessResult:
-    """Validate, map and derive a set of inputs in memory: the heart of `$assess`."""
+    """Validate, map and derive a set of inputs in memory: the heart of `$assess`.
+
+    With `max_outputs`, inputs that would derive more resources than that are refused (413
+    `too-costly`) after mapping and before any output is built.
+    """
     settings = settings or AppearanceSettings()
     now = now or utcnow()
     result = AssessResult()
@@ -168,10 +180,28 @@ def assess(
         elif isinstance(m, MappedPatient):
             patients.append(m)
     first = outbound.FirstVersion(now)
-    for _, patient in sorted(group_by_patient(observations, studies, patients).items()):
+    grouped_patients = group_by_patient(observations, studies, patients)
+    if max_outputs is not None:
+        expected = sum(outputs_of(patient) for patient in grouped_patients.values())
+        if expected > max_outputs:
+            raise ServiceError.of(
+                413,
+                "too-costly",
+                f"These inputs would derive {expected} resources; one $assess derives at most "
+                f"{max_outputs} (setting FHIR_APP_MAX_ASSESS_OUTPUTS); send fewer patients",
+            )
+    for _, patient in sorted(grouped_patients.items()):
         if patient.by_level:
             result.outputs.extend(derive(patient, first, settings, now))
     return result
+
+
+def outputs_of(patient: PatientInputs) -> int:
+    """How many resources deriving `patient` emits (outbound.emit_patient): per level the SINS
+    and classification Observations and the RiskAssessment, then the report and the Provenance."""
+    if not patient.by_level:
+        return 0
+    return len(LEVEL_KINDS) * len(patient.by_level) + 2
 
 
 # --------------------------------------------------------------------------- persistent service
@@ -313,6 +343,19 @@ def grouped(rows: Sequence[StoredResource], patient: str) -> PatientInputs:
         else:
             patients.append(m)
     return group_by_patient(observations, studies, patients).get(patient, PatientInputs(patient))
+
+
+def unavailable(fault: TransientStoreError) -> Issue:
+    """The issue a client is told for a database fault (answered 503 with Retry-After)."""
+    if isinstance(fault, CommitOutcomeUnknown):
+        text = (
+            "The connection to the database failed while the changes were being committed; "
+            "they may or may not have been stored. Read the resources back, or send the "
+            "request again if repeating it is safe (an update, a conditional create)"
+        )
+    else:
+        text = "The database is unavailable or busy and nothing was stored; send the request again"
+    return Issue("error", "transient", text)
 
 
 class ServiceError(Exception):
@@ -653,7 +696,7 @@ class FhirService:
             validate_resource(raw)
             mapped(raw, resource_id=rid, version_id=version_id, received_at=now)
         except InputRejected as exc:
-            raise ServiceError(422, exc.issues) from exc
+            raise ServiceError(rejection_status(exc.issues), exc.issues) from exc
 
     def _create(
         self,
@@ -752,17 +795,44 @@ class FhirService:
         return WriteResult(204, None, rtype, rid, None, None)
 
     def _conditional_match(
-        self, uow: InputWrites | UnitOfWork, rtype: str, criteria: str
+        self,
+        uow: InputWrites | UnitOfWork,
+        rtype: str,
+        criteria: str,
+        what: str = "If-None-Exist",
     ) -> StoredResource | None:
         if isinstance(uow, InputWrites):
             uow.flush()  # the search reads the tables the pending writes go to
-        params = parse_criteria(criteria)
+        params = parse_criteria(criteria, what)
         rows, total = self._search(uow, rtype, params, count=2, offset=0)
         if total > 1:
             raise ServiceError.of(
-                412, "multiple-matches", f"If-None-Exist {criteria!r} matches {total} resources"
+                412, "multiple-matches", f"{what} {criteria!r} matches {total} resources"
             )
         return rows[0] if rows else None
+
+    def _conditional_update_id(
+        self, uow: InputWrites | UnitOfWork, entry: BundleEntry, target: EntryTarget
+    ) -> str:
+        """The id a conditional update `PUT Type?criteria` writes (FHIR R4 http.html#cond-update):
+        the one resource that matches; with no match, the resource's own id, else a new one.
+        Several matches are 412; a resource id other than the match's is 400."""
+        assert target.criteria is not None
+        found = self._conditional_match(
+            uow, target.resource_type, target.criteria, f"PUT {target.resource_type}?"
+        )
+        given = entry.resource.get("id") if entry.resource is not None else None
+        if found is None:
+            return given if isinstance(given, str) and given else uow.resources.next_id()
+        if given is not None and given != found.resource_id:
+            raise ServiceError.of(
+                400,
+                "invalid",
+                f"the resource id {given!r} is not the id of the resource the conditional "
+                f"update matched ({found.resource_id!r})",
+                "id",
+            )
+        return found.resource_id
 
     @staticmethod
     def _result(status: int, row: StoredResource) -> WriteResult:
@@ -815,26 +885,22 @@ class FhirService:
         def work(uow: InputWrites) -> list[JsonObject]:
             responses: list[JsonObject] = []
             entries = bundle_entries(orjson.loads(pristine))
-            assign_ids(entries, uow.resources.next_id, self._conditional_matches(uow, entries))
+            unreadable = [issue for entry in entries for issue in entry.problems]
+            if unreadable:
+                raise ServiceError(400, unreadable)  # the Bundle cannot be read as asked
+            refusals: dict[int, ServiceError] = {}
+            matches = self._conditional_matches(uow, entries, refusals)
+            for entry in entries:
+                if entry.index in refusals:
+                    raise _named(entry, refusals[entry.index])
+            assign_ids(entries, uow.resources.next_id, matches)
             uow.prefetch(entry_targets(entries))
             affected: set[str] = set()
             for entry in entries:
                 try:
                     result = self._entry(uow, entry, affected)
                 except ServiceError as exc:
-                    raise ServiceError(
-                        exc.status,
-                        [
-                            Issue(
-                                i.severity,
-                                i.code,
-                                f"{entry.label}: {i.diagnostics}",
-                                tuple(f"{entry.expression}.{e}" for e in i.expression)
-                                or (entry.expression,),
-                            )
-                            for i in exc.issues
-                        ],
-                    ) from exc
+                    raise _named(entry, exc) from exc
                 responses.append(entry_response(result))
             self._rederive(uow, affected)
             return responses
@@ -845,7 +911,14 @@ class FhirService:
     def batch(self, bundle: JsonObject) -> JsonObject:
         """Process a batch Bundle: each entry in its own transaction, answered per entry."""
         entries = bundle_entries(bundle)
-        assign_ids(entries, lambda: str(uuid.uuid4()))
+        refusals: dict[int, ServiceError] = {
+            entry.index: ServiceError(400, entry.problems) for entry in entries if entry.problems
+        }
+        matches: dict[int, str] = {}
+        if any(entry.if_none_exist or "?" in (entry.url or "") for entry in entries):
+            with self.uow_factory() as uow:
+                matches = self._conditional_matches(uow, entries, refusals)
+        assign_ids(entries, lambda: str(uuid.uuid4()), matches)
         responses: list[JsonObject] = []
         for entry in entries:
 
@@ -856,6 +929,8 @@ class FhirService:
                 return result
 
             try:
+                if entry.index in refusals:
+                    raise refusals[entry.index]
                 responses.append(entry_response(self._in_unit_of_work(work)))
             except ServiceError as exc:
                 responses.append(
@@ -866,48 +941,104 @@ class FhirService:
                         }
                     }
                 )
+            except TransientStoreError as exc:
+                # The entries before were committed: a 503 for the whole batch would tell the
+                # client that they were not, and sending it again would repeat their creates.
+                responses.append(
+                    {
+                        "response": {
+                            "status": "503",
+                            "outcome": operation_outcome([unavailable(exc)]),
+                        }
+                    }
+                )
         return {"resourceType": "Bundle", "type": "batch-response", "entry": responses}
 
     def _conditional_matches(
-        self, uow: InputWrites | UnitOfWork, entries: list[BundleEntry]
+        self,
+        uow: InputWrites | UnitOfWork,
+        entries: list[BundleEntry],
+        refusals: dict[int, ServiceError],
     ) -> dict[int, str]:
-        """The existing resource of each conditional create that matches one, by entry index."""
+        """The id each conditional entry writes, by entry index, decided before any entry is
+        processed so that references among the entries can point there: the existing resource
+        a conditional create matched, and the target of each conditional update. A conditional
+        update that cannot be decided is put in `refusals`."""
         matches: dict[int, str] = {}
         for entry in entries:
-            if (entry.method or "").upper() == "POST" and entry.if_none_exist and entry.resource:
-                rtype = (entry.url or "").split("?")[0].strip("/").split("/")[0]
+            target = entry.target
+            if target is None or entry.resource is None or entry.index in refusals:
+                continue
+            if entry.method == "POST" and entry.if_none_exist:
                 try:
-                    found = self._conditional_match(uow, rtype, entry.if_none_exist)
+                    found = self._conditional_match(uow, target.resource_type, entry.if_none_exist)
                 except ServiceError:
                     continue  # refused again, with the entry named, when the entry is processed
                 if found is not None:
                     matches[entry.index] = found.resource_id
+            elif entry.method == "PUT" and target.criteria is not None:
+                try:
+                    self._check_entry_type(target.resource_type)
+                    matches[entry.index] = self._conditional_update_id(uow, entry, target)
+                except ServiceError as exc:
+                    refusals[entry.index] = exc
         return matches
 
-    def _entry(self, uow: InputWrites, entry: BundleEntry, affected: set[str]) -> WriteResult:
-        method = (entry.method or "").upper()
-        resource = entry.resource
-        target = (entry.url or "").split("?")[0].strip("/")
-        parts = target.split("/") if target else []
-        if method == "POST":
-            if resource is None:
-                raise ServiceError.of(400, "required", "a POST entry needs a resource")
-            rtype = parts[0] if parts else str(resource.get("resourceType"))
-            # assign_ids gave the entry its id and pointed the Bundle's references at it.
-            return self._create(
-                uow, rtype, resource, entry.if_none_exist, affected, rid=resource.get("id")
+    @staticmethod
+    def _check_entry_type(rtype: str) -> None:
+        if rtype not in INPUT_TYPES | OUTPUT_TYPES:
+            raise ServiceError.of(
+                400,
+                "not-supported",
+                f"resource type {rtype!r} is not supported here; inputs are "
+                f"{', '.join(sorted(INPUT_TYPES))}",
             )
-        if method == "PUT":
-            if resource is None or len(parts) != 2:
-                raise ServiceError.of(400, "required", "a PUT entry needs a resource and Type/id")
-            return self._update(uow, parts[0], parts[1], resource, entry.if_match, affected)
-        if method == "DELETE":
-            if len(parts) != 2:
-                raise ServiceError.of(400, "not-supported", "DELETE entries need Type/id")
-            return self._delete(uow, parts[0], parts[1], affected)
-        raise ServiceError.of(
-            400, "not-supported", f"Bundle entry method {entry.method!r} is not supported"
-        )
+
+    def _entry(self, uow: InputWrites, entry: BundleEntry, affected: set[str]) -> WriteResult:
+        target = entry.target
+        if entry.problems:
+            raise ServiceError(400, entry.problems)
+        if target is None:
+            raise ServiceError.of(
+                400, "not-supported", f"Bundle entry method {entry.method!r} is not supported"
+            )
+        self._check_entry_type(target.resource_type)
+        resource = entry.resource
+        if entry.method in ("POST", "PUT") and resource is None:
+            raise ServiceError.of(400, "required", f"a {entry.method} entry needs a resource")
+        if entry.method == "POST":
+            assert resource is not None
+            # assign_ids gave the entry its id and pointed the Bundle's references at it.
+            rid = resource.get("id")
+            return self._create(
+                uow,
+                target.resource_type,
+                resource,
+                entry.if_none_exist,
+                affected,
+                rid=rid if isinstance(rid, str) else None,
+            )
+        if entry.method == "PUT":
+            assert resource is not None
+            rid = target.resource_id
+            if target.criteria is not None:
+                # _conditional_matches chose the id; an earlier entry of this Bundle may have
+                # written a match since, and the reference rewriting cannot follow it.
+                rid = str(resource.get("id"))
+                found = self._conditional_match(
+                    uow, target.resource_type, target.criteria, f"PUT {target.resource_type}?"
+                )
+                if found is not None and found.resource_id != rid:
+                    raise ServiceError.of(
+                        409,
+                        "conflict",
+                        f"the conditional update now matches {found.resource_id!r}, written "
+                        "by another entry or client since the Bundle was read",
+                    )
+            assert rid is not None
+            return self._update(uow, target.resource_type, rid, resource, entry.if_match, affected)
+        assert target.resource_id is not None
+        return self._delete(uow, target.resource_type, target.resource_id, affected)
 
     # ---- reads -------------------------------------------------------------------------------
 
@@ -951,6 +1082,7 @@ class FhirService:
         count: int,
         offset: int,
     ) -> tuple[list[StoredResource], int]:
+        readable_parameters(params)
         patient: str | None = None
         tokens: list[tuple[str, str | None, str]] = []
         last_updated: list[tuple[str, datetime]] = []
@@ -986,16 +1118,40 @@ class FhirService:
         return found
 
 
+def _named(entry: BundleEntry, exc: ServiceError) -> ServiceError:
+    """`exc` with every issue naming the transaction entry it is about."""
+    return ServiceError(
+        exc.status,
+        [
+            Issue(
+                i.severity,
+                i.code,
+                i.diagnostics
+                if i.diagnostics.startswith(entry.label)
+                else f"{entry.label}: {i.diagnostics}",
+                tuple(
+                    e if e.startswith(entry.label) else f"{entry.expression}.{e}"
+                    for e in i.expression
+                )
+                or (entry.expression,),
+            )
+            for i in exc.issues
+        ],
+    )
+
+
 def entry_targets(entries: Sequence[BundleEntry]) -> list[tuple[str, str]]:
     """(type, id) of every resource the entries write at a known id, to read their current
-    states (and lock them) in one statement."""
+    states (and lock them) in one statement: the id of a `Type/id` url, or the id assign_ids
+    gave a POST or a conditional update."""
     targets: list[tuple[str, str]] = []
     for entry in entries:
-        method = (entry.method or "").upper()
-        parts = (entry.url or "").split("?")[0].strip("/").split("/")
-        if method in ("PUT", "DELETE") and len(parts) == 2 and all(parts):
-            targets.append((parts[0], parts[1]))
-        elif method == "POST" and entry.resource is not None:
+        target = entry.target
+        if target is None or entry.problems:
+            continue
+        if entry.method in ("PUT", "DELETE") and target.resource_id is not None:
+            targets.append((target.resource_type, target.resource_id))
+        elif entry.method in ("POST", "PUT") and entry.resource is not None:
             rid = entry.resource.get("id")
             rtype = entry.resource.get("resourceType")
             if isinstance(rid, str) and isinstance(rtype, str):
@@ -1028,15 +1184,28 @@ def parse_etag(value: str) -> int:
     return int(text)
 
 
-def parse_criteria(criteria: str) -> list[tuple[str, str]]:
+def parse_criteria(criteria: str, what: str = "If-None-Exist") -> list[tuple[str, str]]:
     """`identifier=sys|1&code=x` -> [(name, value)], as URL query parameters."""
     from urllib.parse import parse_qsl
 
     text = criteria.split("?", 1)[1] if "?" in criteria else criteria
     params = parse_qsl(text, keep_blank_values=False)
     if not params:
-        raise ServiceError.of(400, "invalid", f"If-None-Exist {criteria!r} has no criteria")
+        raise ServiceError.of(400, "invalid", f"{what} {criteria!r} has no criteria")
+    readable_parameters(params)
     return params
+
+
+def readable_parameters(params: Sequence[tuple[str, str]]) -> None:
+    """400 when a (percent-decoded) search parameter holds a control character: FHIR strings
+    cannot contain one, so nothing could match, and PostgreSQL refuses U+0000 outright."""
+    issues = [
+        issue
+        for name, value in params
+        for issue in control_character_issues({name: value}, "query")
+    ]
+    if issues:
+        raise ServiceError(400, issues)
 
 
 def normalise_criteria(criteria: str) -> str:

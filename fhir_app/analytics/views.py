@@ -1,30 +1,37 @@
-"""A SQL-on-FHIR v2 ViewDefinition evaluator, for the subset the views in `profiles/views/` use.
+"""A SQL-on-FHIR v2 ViewDefinition evaluator: the whole official test suite passes (134/134).
 
 https://sql-on-fhir.org/ig/ defines a ViewDefinition as a tabular projection of one resource type:
 `where` filters resources, `select[]` holds `column[]` (name, FHIRPath `path`, optional
 `collection`), nested `select[]`, `forEach` / `forEachOrNull` (one row per element of a
-collection, the latter keeping a row of nulls when it is empty) and `unionAll[]` (rows of several
-selections of the same columns, concatenated). Columns of one selection and its nested ones are
-combined as a cartesian product; `constant[]` values are FHIRPath variables (`%name`). FHIRPath is
-evaluated by fhirpathpy with the R4 model, so `value.ofType(integer)` reads `valueInteger`.
+collection, the latter keeping one row when it is empty), `repeat` (one row per element reached
+by following its paths recursively, depth first: `item` and its `item`s, and theirs) and
+`unionAll[]` (rows of several selections of the same columns, concatenated). Columns of one
+selection and its nested ones are combined as a cartesian product; `constant[]` values are
+FHIRPath variables (`%name`), and `%rowIndex` is the 0-based index of the element that the
+nearest enclosing forEach / forEachOrNull / repeat is on (0 outside any, and 0 on the row that
+forEachOrNull keeps for an empty collection). FHIRPath is evaluated by fhirpathpy with the R4
+model, so `value.ofType(integer)` reads `valueInteger`.
 
-Supported functions beyond FHIRPath: `getResourceKey()` and `getReferenceKey([type])`. Keys here
-are the bare logical ids (`p08`, not `Patient/p08`), so a reference key equals the id of the
-resource it points to; a reference that names no `Type/id` (a contained `#x`, a `urn:uuid:`) has
-no key.
+Functions beyond fhirpathpy's: `getResourceKey()` and `getReferenceKey([type])`; `join()` gives
+"" on an empty collection (fhirpathpy gives empty); `lowBoundary([precision])` and
+`highBoundary([precision])` (FHIRPath 3.0, experimental in the suite) on decimals, integers,
+dates, dateTimes and times. Keys here are the bare logical ids (`p08`, not `Patient/p08`), so a
+reference key equals the id of the resource it points to; a reference that names no `Type/id` (a
+contained `#x`, a `urn:uuid:`) has no key.
 
-Anything outside this subset (`repeat`, unknown keys in a selection or column, two of `forEach` /
-`forEachOrNull`) is refused with ViewError rather than ignored, as is a column path that yields
-several values without `collection: true` and a `where` path that yields something other than one
+Anything else (unknown keys in a selection or column, two of `forEach` / `forEachOrNull` /
+`repeat`) is refused with ViewError rather than ignored, as is a column path that yields several
+values without `collection: true` and a `where` path that yields something other than one
 boolean. Resources are evaluated as they are given: picking current versions is the caller's job.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import cache
 from itertools import product
 from pathlib import Path
@@ -34,7 +41,8 @@ import fhirpathpy
 import orjson
 from antlr4 import CommonTokenStream, InputStream  # type: ignore[import-untyped]
 from antlr4.error.ErrorListener import ErrorListener  # type: ignore[import-untyped]
-from fhirpathpy.engine.nodes import FP_Type
+from fhirpathpy.engine.invocations import invocation_registry
+from fhirpathpy.engine.nodes import FP_DateTime, FP_Time, FP_Type, ResourceNode
 from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
@@ -44,7 +52,11 @@ Row = dict[str, Any]
 _Path = Callable[[Any, Mapping[str, Any]], list[Any]]
 
 COLUMN_NAME: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_SELECT_KEYS: Final = frozenset({"column", "select", "forEach", "forEachOrNull", "unionAll"})
+_SELECT_KEYS: Final = frozenset(
+    {"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll"}
+)
+_ITERATIONS: Final = ("forEach", "forEachOrNull", "repeat")
+ROW_INDEX: Final = "rowIndex"
 _COLUMN_KEYS: Final = frozenset({"name", "path", "description", "collection", "type", "tag"})
 _HISTORY: Final = re.compile(r"/_history/[^/]*$")
 
@@ -96,10 +108,161 @@ def _reference_keys(inputs: list[Any], *specifier: Any) -> list[str]:
     return [key for key in keys if key is not None]
 
 
+def _join(inputs: list[Any], separator: str = "") -> str:
+    # FHIRPath 3.0 and the SQL-on-FHIR suite: joining nothing gives "", not an empty collection.
+    if not all(isinstance(item, str) for item in inputs):
+        raise ViewError(f"join() needs strings, got {inputs!r}")
+    return separator.join(inputs)
+
+
 _FUNCTIONS: Final = {
     "getResourceKey": {"fn": _resource_keys, "arity": {0: [], 1: ["TypeSpecifier"]}},
     "getReferenceKey": {"fn": _reference_keys, "arity": {0: [], 1: ["TypeSpecifier"]}},
+    "join": {"fn": _join, "arity": {0: [], 1: ["String"]}},
 }
+
+
+# --- lowBoundary() / highBoundary() ----------------------------------------------------------
+
+_DATE_TIME: Final = re.compile(
+    r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?)?)?)?"
+    r"(Z|[+-]\d{2}:\d{2})?$"
+)
+_TIME: Final = re.compile(r"^T?(\d{2})(?::(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?$")
+# Digits of precision FHIRPath names for each cut of a date, dateTime and time.
+_DATE_CUTS: Final = {4: 1, 6: 2, 8: 3}
+_DATE_TIME_CUTS: Final = {4: 1, 6: 2, 8: 3, 10: 4, 12: 5, 14: 6, 17: 7}
+_TIME_CUTS: Final = {2: 1, 4: 2, 6: 3, 9: 4}
+# Without a timezone a moment may lie anywhere from UTC+14:00 (earliest) to UTC-12:00 (latest).
+_EARLIEST_ZONE: Final = "+14:00"
+_LATEST_ZONE: Final = "-12:00"
+
+
+def _decimal_boundary(value: Decimal, precision: int | None, high: bool) -> Decimal | None:
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN or infinity: no boundary
+        return None
+    half = Decimal(5).scaleb(exponent - 1)
+    bound = value + half if high else value - half
+    if precision is None:
+        return bound
+    if not 0 <= precision <= 28:
+        return None
+    return bound.quantize(
+        Decimal(1).scaleb(-precision), rounding=ROUND_CEILING if high else ROUND_FLOOR
+    )
+
+
+def _fraction(digits: str | None, high: bool) -> str:
+    return ((digits or "") + ("999" if high else "000"))[:3]
+
+
+def _date_parts(text: str, high: bool) -> tuple[list[str], str | None] | None:
+    """The seven parts of the earliest (latest) moment a partial date(Time) covers, and its zone."""
+    match = _DATE_TIME.match(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    month = month or ("12" if high else "01")
+    last_day = calendar.monthrange(int(year), int(month))[1]
+    parts = [
+        year,
+        month,
+        day or (f"{last_day:02d}" if high else "01"),
+        hour or ("23" if high else "00"),
+        minute or ("59" if high else "00"),
+        second or ("59" if high else "00"),
+        _fraction(fraction, high),
+    ]
+    return parts, zone
+
+
+def _date_text(parts: list[str], cut: int) -> str:
+    text = "-".join(parts[: min(cut, 3)])
+    if cut > 3:
+        text += "T" + ":".join(parts[3 : min(cut, 6)])
+    if cut > 6:
+        text += "." + parts[6]
+    return text
+
+
+def _time_boundary(text: str, precision: int | None, high: bool) -> str | None:
+    match = _TIME.match(text)
+    cut = _TIME_CUTS.get(9 if precision is None else precision)
+    if match is None or cut is None:
+        return None
+    hour, minute, second, fraction = match.groups()
+    parts = [hour, minute or ("59" if high else "00"), second or ("59" if high else "00")]
+    time = ":".join(parts[:cut])
+    return time + "." + _fraction(fraction, high) if cut > 3 else time
+
+
+def _date_boundary(text: str, kind: str, precision: int | None, high: bool) -> str | None:
+    found = _date_parts(text, high)
+    cuts, default = (_DATE_CUTS, 8) if kind == "date" else (_DATE_TIME_CUTS, 17)
+    cut = cuts.get(default if precision is None else precision)
+    if found is None or cut is None:
+        return None
+    parts, zone = found
+    if cut <= 3:
+        return _date_text(parts, cut)
+    return _date_text(parts, cut) + (zone or (_LATEST_ZONE if high else _EARLIEST_ZONE))
+
+
+_TEMPORAL_TYPES: Final = {
+    "date": "date",
+    "dateTime": "dateTime",
+    "instant": "dateTime",
+    "time": "time",
+}
+
+
+def _typed(item: Any) -> tuple[str, Any] | None:
+    """(kind, value) of one boundary input: its FHIR type when the model knows it."""
+    if isinstance(item, ResourceNode):
+        kind = _TEMPORAL_TYPES.get(item.path or "")
+        if kind is not None and isinstance(item.data, str):
+            return kind, item.data
+        item = item.data
+    if isinstance(item, FP_Time | FP_DateTime):
+        # A literal: `@T10:30` is a time, `@2010-10` a date, `@2010-10-10T10` a dateTime.
+        text = item.asStr or ""
+        if isinstance(item, FP_Time):
+            return "time", text
+        return ("dateTime" if "T" in text else "date"), text
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int | float | Decimal):
+        return "decimal", Decimal(str(item))
+    return None
+
+
+def _boundary(high: bool) -> Callable[..., list[Any]]:
+    def boundary(_ctx: Any, inputs: list[Any], precision: int | None = None) -> list[Any]:
+        if len(inputs) > 1:
+            raise ViewError(f"{'high' if high else 'low'}Boundary() needs one value, not a list")
+        typed = _typed(inputs[0]) if inputs else None
+        if typed is None:
+            return []
+        kind, value = typed
+        if kind == "decimal":
+            result: Any = _decimal_boundary(value, precision, high)
+        elif kind == "time":
+            result = _time_boundary(value, precision, high)
+        else:
+            result = _date_boundary(value, kind, precision, high)
+        return [] if result is None else [result]
+
+    return boundary
+
+
+# fhirpathpy hands a user-defined function its inputs stripped of their FHIR type, and the
+# boundary of `2010-10-10` differs as a date and as a dateTime: so these two go into its own
+# registry (which receives typed nodes), only where fhirpathpy has no function of that name.
+for _name, _high in (("lowBoundary", False), ("highBoundary", True)):
+    invocation_registry.setdefault(
+        _name, {"fn": _boundary(_high), "arity": {0: [], 1: ["Integer"]}}
+    )
 
 
 class _RaisingListener(ErrorListener):  # type: ignore[misc]
@@ -167,6 +330,7 @@ class _Selection:
     union: tuple[_Selection, ...]
     for_each: str | None
     or_null: bool
+    repeat: tuple[str, ...] = ()
 
     def names(self) -> list[str]:
         """Every column this selection yields, in order (a union counts once)."""
@@ -201,19 +365,28 @@ def _selection(raw: Any) -> _Selection:
     unknown = set(raw) - _SELECT_KEYS
     if unknown:
         raise ViewError(f"select: unsupported {sorted(unknown)}")
-    if "forEach" in raw and "forEachOrNull" in raw:
-        raise ViewError("a select has either forEach or forEachOrNull, not both")
+    iterations = [key for key in _ITERATIONS if key in raw]
+    if len(iterations) > 1:
+        raise ViewError(f"a select has one of forEach, forEachOrNull or repeat, not {iterations}")
     if not any(raw.get(key) for key in ("column", "select", "unionAll")):
         raise ViewError("a select needs a column, select or unionAll")
     for_each = raw.get("forEach", raw.get("forEachOrNull"))
     if for_each is not None and not isinstance(for_each, str):
         raise ViewError(f"forEach / forEachOrNull must be a FHIRPath string, not {for_each!r}")
+    repeat = raw.get("repeat", [])
+    if "repeat" in raw and (
+        not isinstance(repeat, list)
+        or not repeat
+        or not all(isinstance(path, str) and path for path in repeat)
+    ):
+        raise ViewError(f"repeat must be a list of FHIRPath strings, not {repeat!r}")
     selection = _Selection(
         tuple(_column(c) for c in raw.get("column", [])),
         tuple(_selection(s) for s in raw.get("select", [])),
         tuple(_selection(u) for u in raw.get("unionAll", [])),
         for_each,
         "forEachOrNull" in raw,
+        tuple(repeat),
     )
     branches = [branch.names() for branch in selection.union]
     if any(names != branches[0] for names in branches):
@@ -227,6 +400,8 @@ def _constants(view: Mapping[str, Any]) -> dict[str, Any]:
         name = constant.get("name") if isinstance(constant, dict) else None
         if not isinstance(name, str) or not COLUMN_NAME.match(name):
             raise ViewError(f"constant name {name!r} must match {COLUMN_NAME.pattern}")
+        if name == ROW_INDEX:
+            raise ViewError(f"constant name {name!r} is reserved for the row index")
         value_keys = [k for k in constant if k.startswith("value")]
         if len(value_keys) != 1:
             raise ViewError(f"constant {name!r} needs exactly one value[x]")
@@ -248,6 +423,21 @@ class CompiledView:
     def columns(self) -> list[str]:
         """The column names of every row, in order."""
         return self.root.names()
+
+    def column_types(self) -> list[tuple[str, str | None, bool]]:
+        """(name, FHIR type or None, collection) of every column, in order (a union counts once:
+        its first branch, as for the names)."""
+        found: list[tuple[str, str | None, bool]] = []
+
+        def walk(selection: _Selection) -> None:
+            found.extend((c.name, c.type, c.collection) for c in selection.columns)
+            for select in selection.selects:
+                walk(select)
+            if selection.union:
+                walk(selection.union[0])
+
+        walk(self.root)
+        return found
 
 
 def compile_view(view: Mapping[str, Any]) -> CompiledView:
@@ -283,6 +473,8 @@ def _compile_paths(view: CompiledView) -> None:
         selection = pending.pop()
         if selection.for_each is not None:
             _compiled(selection.for_each, True)
+        for path in selection.repeat:
+            _compiled(path, True)
         for column in selection.columns:
             _compiled(column.path, False)
         pending.extend(selection.selects)
@@ -300,8 +492,8 @@ def _value(value: Any, column: _Column) -> Any:
     return value
 
 
-def _cell(column: _Column, focus: Any, constants: Mapping[str, Any]) -> Any:
-    values = _compiled(column.path, False)(focus, constants)
+def _cell(column: _Column, focus: Any, variables: Mapping[str, Any]) -> Any:
+    values = _compiled(column.path, False)(focus, variables)
     if column.collection:
         return [_value(v, column) for v in values]
     if len(values) > 1:
@@ -312,33 +504,68 @@ def _cell(column: _Column, focus: Any, constants: Mapping[str, Any]) -> Any:
     return _value(values[0], column) if values else None
 
 
-def _rows(selection: _Selection, node: Any, constants: Mapping[str, Any]) -> list[Row]:
-    foci = (
-        [node]
-        if selection.for_each is None
-        else _compiled(selection.for_each, True)(node, constants)
-    )
+def _repeated(paths: tuple[str, ...], node: Any, constants: Mapping[str, Any]) -> list[Any]:
+    """Every element reached from `node` by the paths, recursively, depth first (node excluded)."""
+
+    def children(parent: Any) -> list[Any]:
+        return [child for path in paths for child in _compiled(path, True)(parent, constants)]
+
+    # An explicit stack rather than recursion, so a deeply nested questionnaire cannot exhaust
+    # Python's recursion limit; children go on reversed so they come off in document order.
+    found: list[Any] = []
+    stack = children(node)[::-1]
+    while stack:
+        element = stack.pop()
+        found.append(element)
+        stack.extend(children(element)[::-1])
+    return found
+
+
+def _foci(selection: _Selection, node: Any, constants: Mapping[str, Any]) -> list[Any]:
+    if selection.for_each is not None:
+        return list(_compiled(selection.for_each, True)(node, constants))
+    if selection.repeat:
+        return _repeated(selection.repeat, node, constants)
+    return [node]
+
+
+def _rows(
+    selection: _Selection, node: Any, constants: Mapping[str, Any], row_index: int = 0
+) -> list[Row]:
+    iterates = selection.for_each is not None or bool(selection.repeat)
+    foci = _foci(selection, node, constants)
     rows: list[Row] = []
-    for focus in foci:
+    for index, focus in enumerate(foci):
+        # The row index is the element's position in this iteration, or the enclosing one's.
+        position = index if iterates else row_index
+        variables = {**constants, ROW_INDEX: position}
         parts: list[list[Row]] = []
         if selection.columns:
-            parts.append([{c.name: _cell(c, focus, constants) for c in selection.columns}])
-        parts.extend(_rows(select, focus, constants) for select in selection.selects)
+            parts.append([{c.name: _cell(c, focus, variables) for c in selection.columns}])
+        parts.extend(_rows(select, focus, constants, position) for select in selection.selects)
         if selection.union:
-            parts.append([r for branch in selection.union for r in _rows(branch, focus, constants)])
+            parts.append(
+                [r for branch in selection.union for r in _rows(branch, focus, constants, position)]
+            )
         for combination in product(*parts):
             row: Row = {}
             for part in combination:
                 row.update(part)
             rows.append(row)
     if selection.or_null and not foci:
-        rows.append(dict.fromkeys(selection.names()))
+        # The kept row: nulls, except what this selection's own columns give on no element at
+        # all (`%rowIndex` is 0 there, a literal is itself), as the reference implementation does.
+        row = dict.fromkeys(selection.names())
+        variables = {**constants, ROW_INDEX: 0}
+        row.update({c.name: _cell(c, [], variables) for c in selection.columns})
+        rows.append(row)
     return rows
 
 
 def _included(view: CompiledView, resource: JsonObject) -> bool:
+    variables = {**view.constants, ROW_INDEX: 0}
     for path in view.where:
-        result = _compiled(path, False)(resource, view.constants)
+        result = _compiled(path, False)(resource, variables)
         if result == []:
             return False
         if len(result) != 1 or not isinstance(result[0], bool):

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
+from fhir_app.api.limits import BodyReadTimeout
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
 from fhir_app.config import Settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     app.state.settings = settings
     app.state.service = service
     install_error_handlers(app)
+    app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout)
     # `metadata` first: otherwise GET /fhir/metadata would be a search of type "metadata".
     app.include_router(public)
     # Before `protected` too: `$export...` would otherwise be taken for a resource type.

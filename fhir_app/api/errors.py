@@ -1,6 +1,6 @@
 """Every error leaves as an OperationOutcome, with its HTTP status from one mapping.
 
-What can go wrong, and the status it gets:
+What can go wrong, and the status it gets (every 503 with Retry-After):
 
 | raised | status |
 |---|---|
@@ -8,8 +8,15 @@ What can go wrong, and the status it gets:
 | `InputRejected` (the contract refuses an input) | `outcome.http_status_for(issues)` |
 | Starlette `HTTPException` (unknown route 404, method not allowed 405) | its status code |
 | `RequestValidationError` (a malformed header or path parameter) | 400 |
-| `TransientStoreError` (a lost race or a busy database; nothing was stored) | 503, Retry-After |
+| `TransientStoreError` (lost race, busy or unreachable database, nothing stored) | 503 |
+| `CommitOutcomeUnknown` (the connection failed during COMMIT) | 503 |
+| a driver or pool error that escaped translation (`store_error` knows it) | 503 or 500 |
 | anything else | 500, without internals; the traceback goes to the log with a reference |
+
+The last two are answered by `UnexpectedErrors`, a plain ASGI middleware just inside Starlette's
+ServerErrorMiddleware, not by an exception handler: ServerErrorMiddleware re-raises after its
+handler has answered, and uvicorn then closes the connection, which would break every client's
+keep-alive connection on each 500. Here the error is answered and the connection goes on.
 
 Issue codes for statuses that carry no issues of their own come from `ISSUE_CODE_OF_STATUS`.
 """
@@ -24,12 +31,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.fhir.inputs import InputRejected, Issue
 from fhir_app.fhir.outcome import http_status_for, operation_outcome
-from fhir_app.service import ServiceError
-from fhir_app.store import TransientStoreError
+from fhir_app.service import ServiceError, unavailable
+from fhir_app.store import TransientStoreError, store_error
 
 log = logging.getLogger("fhir_app.api")
 
@@ -117,11 +125,16 @@ async def request_validation(request: Request, exc: Exception) -> Response:
     return outcome_response(400, issues or [Issue("error", "invalid", "invalid request")])
 
 
+# Seconds a client is asked to wait before sending a request again after a database fault.
+RETRY_AFTER_SECONDS = 1
+
+
 async def transient(request: Request, exc: Exception) -> Response:
-    """The database lost a race or was busy and the unit of work rolled back: try again."""
+    """The database lost a race, was busy or unreachable: 503, try again after Retry-After."""
     log.warning("transient store error on %s %s: %s", request.method, request.url.path, exc)
-    text = "The database was busy and nothing was stored; send the request again"
-    return outcome_response(503, [Issue("error", "transient", text)], {"Retry-After": "1"})
+    assert isinstance(exc, TransientStoreError)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return outcome_response(503, [unavailable(exc)], headers)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
@@ -138,6 +151,42 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return outcome_response(500, [Issue("fatal", "exception", text)])
 
 
+class UnexpectedErrors:
+    """ASGI middleware: an exception that no handler took becomes a 503 (a database fault) or a
+    500 OperationOutcome, sent here so that the server keeps the connection open."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the application; answer its unexpected exceptions if no response has started."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as exc:
+            if started:
+                # Part of a response is on the wire: no other answer can follow. Letting the
+                # server close the connection is the only way to tell the client it is cut.
+                raise
+            request = Request(scope)
+            fault = store_error(exc)
+            if isinstance(fault, TransientStoreError):
+                response = await transient(request, fault)
+            else:
+                response = await unexpected(request, exc)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the mapping above on an application."""
     app.add_exception_handler(ServiceError, service_error)
@@ -145,4 +194,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_exception)
     app.add_exception_handler(RequestValidationError, request_validation)
     app.add_exception_handler(TransientStoreError, transient)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_middleware(UnexpectedErrors)

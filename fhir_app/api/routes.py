@@ -37,6 +37,7 @@ from fhir_app.api.dependencies import (
     fhir_base,
 )
 from fhir_app.api.errors import ApiError
+from fhir_app.api.limits import check_bundle_entries
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
 from fhir_app.config import Settings
@@ -50,6 +51,7 @@ from fhir_app.service import (
     StoredResource,
     WriteResult,
     assess,
+    rejection_status,
 )
 
 SUPPORTED_TYPES = INPUT_TYPES | OUTPUT_TYPES
@@ -177,7 +179,7 @@ def metadata(request: Request, preferences: NegotiatedDep) -> Response:
 @protected.post("")
 @protected.post("/", include_in_schema=False)  # `[base]/`: some clients keep the slash
 def transaction_or_batch(
-    body: BodyDep, service: ServiceDep, preferences: NegotiatedDep
+    body: BodyDep, service: ServiceDep, settings: SettingsDep, preferences: NegotiatedDep
 ) -> Response:
     """A `transaction` Bundle (atomic) or a `batch` Bundle (each entry on its own)."""
     document = body.document
@@ -186,6 +188,7 @@ def transaction_or_batch(
             400,
             f"POST /fhir takes a Bundle of type transaction or batch, not a {body.resource_type}",
         )
+    check_bundle_entries(document, settings.max_bundle_entries)
     kind = document.get("type")
     if kind == "transaction":
         answer = service.transaction(document)
@@ -205,22 +208,30 @@ def transaction_or_batch(
 
 
 @protected.post("/$assess")
-def assess_operation(body: BodyDep, service: ServiceDep, preferences: NegotiatedDep) -> Response:
+def assess_operation(
+    body: BodyDep, service: ServiceDep, settings: SettingsDep, preferences: NegotiatedDep
+) -> Response:
     """Derive the outputs of a Bundle of inputs (any Bundle type) without storing anything.
 
-    Every input must be accepted: a rejected one is 422 naming its entry, and nothing is derived
-    from a partial set (it would understate the findings).
+    Every input must be accepted: a rejected one is 422 naming its entry (400 when it is not
+    FHIR JSON at all), and nothing is derived from a partial set (it would understate the
+    findings).
     """
     if body.resource_type != "Bundle":
         raise ApiError.plain(400, f"$assess takes a Bundle of inputs, not a {body.resource_type}")
-    result = assess(iter_input_resources(body.data), service.settings)
+    check_bundle_entries(body.document, settings.max_bundle_entries)
+    result = assess(
+        iter_input_resources(body.data),
+        service.settings,
+        max_outputs=settings.max_assess_outputs,
+    )
     if result.rejections:
         issues = [
             Issue(i.severity, i.code, f"{r.label}: {i.diagnostics}", i.expression)
             for r in result.rejections
             for i in r.issues
         ]
-        raise ServiceError(422, issues)
+        raise ServiceError(rejection_status(issues), issues)
     return FhirJsonResponse(result.bundle(), pretty=preferences.pretty)
 
 

@@ -3,18 +3,36 @@
 Inside a transaction or batch, resources may reference each other by `fullUrl` (often
 `urn:uuid:...`). Before anything is stored, every entry gets its server id and every reference to
 a fullUrl is rewritten to `Type/id`, as FHIR R4 (http.html#trules) prescribes.
+
+An entry's `request.url` is read here, once, into an `EntryTarget`: `Type` (create), `Type/id`
+(update, delete) or `Type?criteria` (conditional update). A url of any other shape, or an entry
+holding a control character, is a problem of that entry (400), never an exception later on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
-from fhir_app.fhir.parse import rewrite_references
+from fhir_app.fhir.parse import FHIR_ID, control_character_issues, rewrite_references
 
 BUNDLE_TYPES_PROCESSED = frozenset({"transaction", "batch", "collection", "searchset"})
+# The interactions a transaction or batch entry may ask for.
+ENTRY_METHODS: Final = frozenset({"POST", "PUT", "DELETE"})
+# A resource type name as FHIR spells them (StructureDefinition.type of a resource).
+_RESOURCE_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class EntryTarget:
+    """What an entry's request url names: a type, and an id or conditional criteria."""
+
+    resource_type: str
+    resource_id: str | None = None
+    criteria: str | None = None  # the query of `Type?criteria`, still percent-encoded
 
 
 @dataclass(slots=True)
@@ -24,10 +42,12 @@ class BundleEntry:
     index: int
     full_url: str | None
     resource: JsonObject | None
-    method: str | None  # the request method of transaction/batch entries
+    method: str | None  # the request method of transaction/batch entries, upper case
     url: str | None  # the request url
     if_none_exist: str | None
     if_match: str | None
+    target: EntryTarget | None = None  # read from `url`; None when there is a problem
+    problems: list[Issue] = field(default_factory=list)  # why it cannot be read: 400
 
     @property
     def expression(self) -> str:
@@ -41,7 +61,16 @@ class BundleEntry:
 
 
 def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
-    """The entries of a Bundle, with their request details; a malformed entry list is rejected."""
+    """The entries of a Bundle, with their request details read.
+
+    A malformed entry list, or a control character outside the entries, is rejected for the
+    whole Bundle (InputRejected); a problem inside one entry is listed in its `problems`, so
+    that a batch can answer that entry alone.
+    """
+    outside = {key: value for key, value in bundle.items() if key != "entry"}
+    unreadable = control_character_issues(outside, "Bundle")
+    if unreadable:
+        raise InputRejected(unreadable)
     entries = bundle.get("entry", [])
     if not isinstance(entries, list):
         raise InputRejected(
@@ -60,22 +89,80 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
         request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
         assert isinstance(request, dict)
         resource = entry.get("resource")
-        out.append(
-            BundleEntry(
-                index=index,
-                full_url=_str(entry.get("fullUrl")),
-                resource=resource if isinstance(resource, dict) else None,
-                method=_str(request.get("method")),
-                url=_str(request.get("url")),
-                if_none_exist=_str(request.get("ifNoneExist")),
-                if_match=_str(request.get("ifMatch")),
-            )
+        method = _str(request.get("method"))
+        read = BundleEntry(
+            index=index,
+            full_url=_str(entry.get("fullUrl")),
+            resource=resource if isinstance(resource, dict) else None,
+            method=method.upper() if method is not None else None,
+            url=_str(request.get("url")),
+            if_none_exist=_str(request.get("ifNoneExist")),
+            if_match=_str(request.get("ifMatch")),
         )
+        read.problems = control_character_issues(entry, read.label)
+        if not read.problems:
+            try:
+                read.target = entry_target(read)
+            except InputRejected as exc:
+                read.problems = exc.issues
+        out.append(read)
     return out
 
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _refused(entry: BundleEntry, code: str, text: str) -> InputRejected:
+    where = f"{entry.label}.request.url"
+    return InputRejected([Issue("error", code, f"{where}: {text}", (where,))])
+
+
+def entry_target(entry: BundleEntry) -> EntryTarget | None:
+    """The target of a transaction or batch entry's request url (FHIR R4 http.html#transaction).
+
+    POST `Type` (the resource's type when the url is absent), PUT `Type/id` or `Type?criteria`,
+    DELETE `Type/id`. None when the entry has no method (a collection's entry). Raises
+    InputRejected (`invalid` or `not-supported`) for any other url.
+    """
+    if entry.method is None:
+        return None
+    if entry.method not in ENTRY_METHODS:
+        raise _refused(
+            entry, "not-supported", f"method {entry.method!r} is not supported (POST, PUT, DELETE)"
+        )
+    url = entry.url
+    if not url:
+        resource_type = entry.resource.get("resourceType") if entry.resource else None
+        if entry.method == "POST" and isinstance(resource_type, str):
+            url = resource_type
+        else:
+            raise _refused(entry, "required", f"a {entry.method} entry needs request.url")
+    path, question, query = url.partition("?")
+    if "://" in path or path.startswith("/"):
+        raise _refused(
+            entry, "invalid", f"{url!r} must be relative to the base: Type, Type/id or Type?query"
+        )
+    segments = path.split("/")
+    resource_type = segments[0]
+    if not _RESOURCE_TYPE.fullmatch(resource_type):
+        raise _refused(entry, "invalid", f"{url!r} does not start with a resource type")
+    if question and not query:
+        raise _refused(entry, "invalid", f"{url!r} has an empty query")
+    if len(segments) > 2 or (len(segments) == 2 and question):
+        raise _refused(entry, "invalid", f"{url!r} is not Type, Type/id or Type?query")
+    resource_id = segments[1] if len(segments) == 2 else None
+    if resource_id is not None and not FHIR_ID.fullmatch(resource_id):
+        raise _refused(
+            entry, "invalid", f"{resource_id!r} is not a FHIR id (1-64 of A-Z a-z 0-9 - .)"
+        )
+    if entry.method == "POST" and (resource_id is not None or question):
+        raise _refused(entry, "invalid", f"a POST entry's url is the resource type, not {url!r}")
+    if entry.method == "DELETE" and question:
+        raise _refused(entry, "not-supported", "conditional delete is not supported")
+    if entry.method in ("PUT", "DELETE") and resource_id is None and not question:
+        raise _refused(entry, "invalid", f"a {entry.method} entry needs Type/id, not {url!r}")
+    return EntryTarget(resource_type, resource_id, query if question else None)
 
 
 def assign_ids(
@@ -86,8 +173,9 @@ def assign_ids(
     """Give every entry resource its server id and rewrite fullUrl references to `Type/id`.
 
     A PUT keeps the id of its request url; a POST (or a resource without id) gets a new one,
-    because on create the server assigns the id (FHIR R4 http.html#create), unless `existing`
-    names, by entry index, the resource a conditional create matched: references then point there.
+    because on create the server assigns the id (FHIR R4 http.html#create). `existing` names, by
+    entry index, the id the server chose for an entry otherwise: the resource a conditional
+    create matched, or the target of a conditional update; references then point there.
     """
     existing = existing or {}
     targets: dict[str, str] = {}
@@ -98,8 +186,8 @@ def assign_ids(
         rtype = resource["resourceType"]
         if entry.index in existing:
             resource["id"] = existing[entry.index]
-        elif entry.method == "PUT" and entry.url and "/" in entry.url:
-            resource["id"] = entry.url.split("?")[0].rsplit("/", 1)[1]
+        elif entry.method == "PUT" and entry.target and entry.target.resource_id:
+            resource["id"] = entry.target.resource_id
         elif entry.method == "POST" or not isinstance(resource.get("id"), str):
             resource["id"] = new_id()
         if entry.full_url:

@@ -50,6 +50,18 @@ REQUIRED_CODES: Final[Mapping[tuple[str, str], frozenset[str]]] = {
 }
 
 NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl", ".ndjson.txt")
+
+# FHIR R4 strings (datatypes.html#string) hold no character below U+0020 but tab, CR and LF.
+CONTROL_CHARACTER: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# How orjson writes those characters (`\u0000`, `\b`, `\f`). A cheap first gate over the
+# serialised JSON: an escaped backslash before `b` or `f` matches too, so a hit is confirmed by
+# walking the tree, which also finds where the character is.
+_ESCAPED_CONTROL: Final = re.compile(rb"\\u00[01]|\\[bf]")
+# FHIR R4 datatypes.html#id, and the `Type/id` url of a PUT that names its target.
+FHIR_ID: Final = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_PUT_URL: Final = re.compile(r"[A-Z][A-Za-z]{0,63}/([A-Za-z0-9\-.]{1,64})")
+# Enough to locate the problem without letting one input make an outcome of any size.
+MAX_CONTROL_CHARACTER_ISSUES: Final = 20
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -73,6 +85,54 @@ def load_json(data: bytes | str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise rejected("invalid", f"Malformed JSON: {exc}") from exc
+
+
+def control_character_issues(node: Any, path: str) -> list[Issue]:
+    """`invalid` issues for every string (or object key) of `node` that holds a control
+    character FHIR R4 forbids, each at its FHIRPath under `path`; none for clean JSON.
+
+    It runs on every input, so the common case costs one orjson serialisation and one regex
+    search; only a hit walks the tree.
+    """
+    try:
+        clean = _ESCAPED_CONTROL.search(orjson.dumps(node)) is None
+    except (TypeError, orjson.JSONEncodeError):
+        clean = False  # not plain JSON (e.g. an integer orjson cannot write): walk it
+    if clean:
+        return []
+    issues: list[Issue] = []
+    _find_control_characters(node, path, issues)
+    return issues
+
+
+def _find_control_characters(node: Any, path: str, issues: list[Issue]) -> None:
+    if len(issues) >= MAX_CONTROL_CHARACTER_ISSUES:
+        return
+    if isinstance(node, str):
+        found = CONTROL_CHARACTER.search(node)
+        if found is not None:
+            issues.append(_control_character_issue(path, found.group(), "value"))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            key_text = str(key)
+            found = CONTROL_CHARACTER.search(key_text)
+            if found is not None:
+                shown = orjson.dumps(key_text).decode()
+                issues.append(_control_character_issue(path, found.group(), f"key {shown}"))
+                continue
+            _find_control_characters(value, f"{path}.{key_text}", issues)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            _find_control_characters(item, f"{path}[{index}]", issues)
+
+
+def _control_character_issue(path: str, character: str, what: str) -> Issue:
+    return error(
+        "invalid",
+        f"{path}: {what} contains the control character U+{ord(character):04X}; FHIR R4 "
+        "strings allow no control characters but tab, carriage return and line feed",
+        path,
+    )
 
 
 def iter_input_resources(
@@ -153,13 +213,13 @@ def _resolve_full_urls(entries: list[Any]) -> None:
 
 
 def _put_id(request: Any) -> str | None:
-    """The id of a `PUT Type/id` request url."""
+    """The id of a `PUT Type/id` request url; None for any other url (a conditional
+    `Type?identifier=...`, or one that is malformed: validation then judges the resource)."""
     if not isinstance(request, dict) or request.get("method") != "PUT":
         return None
     url = request.get("url")
-    if not isinstance(url, str) or "/" not in url:
-        return None
-    return url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1] or None
+    found = _PUT_URL.fullmatch(url) if isinstance(url, str) else None
+    return found.group(1) if found else None
 
 
 def rewrite_references(node: Any, targets: Mapping[str, str]) -> None:
@@ -232,7 +292,8 @@ def _iter_ndjson(data: bytes) -> Iterator[tuple[str, JsonObject | InputRejected]
 def validate_resource(raw: JsonObject) -> None:
     """Validate one input resource against FHIR R4 (fhir.resources R4B models) and required codes.
 
-    Raises InputRejected with one issue per problem, each with a FHIRPath expression: `required`
+    Raises InputRejected with one issue per problem, each with a FHIRPath expression: `invalid`
+    for a string holding a control character (alone: the input is not FHIR JSON), `required`
     for a missing element, `structure` for JSON of the wrong shape or an unknown element, `value`
     for a malformed value, `code-invalid` for a code outside its required value set,
     `not-supported` for a resource type this processor does not take in.
@@ -242,6 +303,12 @@ def validate_resource(raw: JsonObject) -> None:
     resource_type = raw.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise rejected("required", "resourceType is missing: not a FHIR resource")
+    # Before the models: fhir.resources accepts these characters, and PostgreSQL refuses U+0000.
+    unreadable = control_character_issues(
+        raw, resource_type if _RESOURCE_TYPE_NAME.fullmatch(resource_type) else "Resource"
+    )
+    if unreadable:
+        raise InputRejected(unreadable)
     model = SUPPORTED_INPUT_MODELS.get(resource_type)
     if model is None:
         supported = ", ".join(SUPPORTED_INPUT_MODELS)
@@ -298,6 +365,7 @@ _STRUCTURE_ERROR_TYPES: Final = frozenset(
 _REQUIRED_ERROR_TYPES: Final = frozenset({"missing", "model_field_validation.missing"})
 _CHOICE_MESSAGE: Final = "Any of one field value is expected"
 _ELEMENT_NAME: Final = re.compile(r"_?[a-z][A-Za-z0-9]*")
+_RESOURCE_TYPE_NAME: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
 _EXTENSION_ELEMENTS: Final = frozenset({"extension", "modifierExtension"})
 
 

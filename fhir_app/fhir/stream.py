@@ -46,6 +46,8 @@ _BOM: Final = b"\xef\xbb\xbf"
 # than this is a document written on one line (a Bundle), not a resource per line.
 SNIFF_BYTES: Final = 8 * 1024 * 1024
 _URN_UUID: Final = "urn:uuid:"
+# Signed 64-bit integers: ijson's second pass (C backend, use_float) fails beyond them.
+_INTEGER_RANGE: Final = range(-(2**63), 2**63)
 # Buffered index rows and cached lookups of the fullUrl index.
 _INDEX_BATCH: Final = 2_000
 _LOOKUP_CACHE: Final = 65_536
@@ -250,6 +252,9 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
     try:
         events = ijson.parse(handle)
         for prefix, event, value in events:
+            if event == "number" and isinstance(value, int) and value not in _INTEGER_RANGE:
+                too_large = f"Malformed JSON: integer {value} exceeds the signed 64-bit range"
+                raise rejected("invalid", too_large)
             if prefix == "" and event == "start_map":
                 shape.is_object = True
             elif prefix == "resourceType" and event == "string":

@@ -3,7 +3,13 @@ SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 
 from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import make_engine, normalize_database_url
-from fhir_app.store.errors import StoreError, TransientStoreError
+from fhir_app.store.errors import (
+    CommitOutcomeUnknown,
+    ConflictRolledBack,
+    StoreError,
+    TransientStoreError,
+    store_error,
+)
 from fhir_app.store.repository import (
     CheckpointRepository,
     ResourceRepository,
@@ -21,6 +27,8 @@ __all__ = [
     "BulkRepository",
     "BulkUnitOfWork",
     "CheckpointRepository",
+    "CommitOutcomeUnknown",
+    "ConflictRolledBack",
     "ResourceRepository",
     "StoreError",
     "StoredResource",
@@ -36,5 +44,6 @@ __all__ = [
     "metadata",
     "migrate",
     "normalize_database_url",
+    "store_error",
     "uow_factory",
 ]

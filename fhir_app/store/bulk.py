@@ -55,7 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from fhir_app.store.errors import StoreError, TransientStoreError, translated
+from fhir_app.store.errors import StoreError, TransientStoreError, store_error, translated
 from fhir_app.store.repository import (
     INPUT_TYPES,
     JsonObject,
@@ -446,10 +446,10 @@ class BulkRepository:
             raise TransientStoreError(
                 f"another writer stored one of these resources first: {error}"
             ) from error
-        except psycopg.errors.SerializationFailure as error:
-            raise TransientStoreError(str(error)) from error
         except (psycopg.Error, sqlite3.Error) as error:
-            raise StoreError(str(error)) from error
+            # A conflict, a lost connection or a busy database is transient, the rest not.
+            translation = store_error(error)
+            raise (translation or StoreError(str(error))) from error
 
     def _update_current(self, versions: Sequence[NewVersion]) -> None:
         table = resource_current_table

@@ -10,6 +10,21 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
+# PostgreSQL: how long opening a connection may take (libpq `connect_timeout`; a URL's own
+# `?connect_timeout=` wins) and how long a request waits for a pooled connection when all are
+# busy. An unreachable or overloaded database then gives a prompt 503, not a hanging request.
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5
+POSTGRES_POOL_TIMEOUT_SECONDS = 10
+# libpq TCP settings: a server that vanished without closing its connections (a host down, a
+# failover) is noticed within about a minute instead of the kernel's ~15 minutes. A URL's own
+# values win.
+POSTGRES_TCP_ARGS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms that sent data may stay unacknowledged
+}
 
 
 def normalize_database_url(url: str | URL) -> URL:
@@ -31,7 +46,8 @@ def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides
     SQLite: foreign keys on, WAL journal, a busy timeout, and every transaction opened with
     `BEGIN IMMEDIATE` so that writers queue on the database lock instead of failing on an
     upgraded read lock; SAVEPOINTs then work inside the transaction. An in-memory database uses
-    one shared connection (no concurrency). PostgreSQL: a pre-pinged pool of modest size.
+    one shared connection (no concurrency). PostgreSQL: a pre-pinged pool of modest size, with
+    short connect and pool timeouts.
     `sqlite_foreign_keys=False` is for migrations only: SQLite's batch table rebuilds must not
     fire foreign-key actions. `overrides` go to `create_engine` (e.g. `poolclass=NullPool`).
     """
@@ -47,9 +63,20 @@ def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides
         if parsed.database in (None, "", ":memory:"):
             options["poolclass"] = StaticPool
     elif backend == "postgresql":
-        options["connect_args"] = {"application_name": "fhir-app"}
+        defaults = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, **POSTGRES_TCP_ARGS}
+        postgres_args: dict[str, Any] = {"application_name": "fhir-app"}
+        postgres_args.update((k, v) for k, v in defaults.items() if k not in parsed.query)
+        options["connect_args"] = postgres_args
         if "poolclass" not in overrides:
-            options.update(pool_size=5, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+            # pre_ping: a pooled connection that the server closed (restart, terminated
+            # backend) is replaced at checkout instead of failing the request that takes it.
+            options.update(
+                pool_size=5,
+                max_overflow=10,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+                pool_timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
+            )
     options.update(overrides)
     engine = create_engine(parsed, **options)
     if backend == "sqlite":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
 from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
-from fhir_app.store.errors import TransientStoreError, translated
+from fhir_app.store.errors import TransientStoreError, commit_translated, translated
 from fhir_app.store.repository import CheckpointRepository, ResourceRepository
 
 # SQLite serialises transactions (every one starts with BEGIN IMMEDIATE). Threads of one process
@@ -23,6 +24,8 @@ from fhir_app.store.repository import CheckpointRepository, ResourceRepository
 # free. Correctness still rests on the database: the lock only orders this process's writers.
 _SQLITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+log = logging.getLogger("fhir_app.store")
 
 
 def _sqlite_lock(engine: Engine) -> threading.RLock | None:
@@ -78,7 +81,9 @@ class UnitOfWork:
         if self._lock is not None and not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_SECONDS):
             raise TransientStoreError("the SQLite database stayed busy; try again")
         try:
-            self._connection = self._engine.connect()
+            # Opening is where an outage shows first (connection refused, the server shutting
+            # down, every pooled connection busy): in the store's words, as a transient error.
+            self._connection = translated(self._engine.connect)()
         except BaseException:
             self._release()
             raise
@@ -98,6 +103,12 @@ class UnitOfWork:
             return
         try:
             connection.rollback()
+        except Exception:
+            # The connection died (the error that ended the block, if any, says why): the
+            # server has rolled the transaction back already. Raising here would hide that
+            # error behind a second one; the connection is dropped from the pool instead.
+            log.warning("rollback failed; discarding the connection", exc_info=True)
+            connection.invalidate()
         finally:
             try:
                 connection.close()
@@ -108,11 +119,13 @@ class UnitOfWork:
         if self._lock is not None:
             self._lock.release()
 
-    @translated
+    @commit_translated
     def commit(self) -> None:
-        """Make everything done so far durable."""
+        """Make everything done so far durable (`CommitOutcomeUnknown` when the connection
+        failed during the COMMIT)."""
         self._require_open().commit()
 
+    @translated
     def rollback(self) -> None:
         """Forget everything done since the last commit."""
         self._require_open().rollback()

@@ -27,6 +27,26 @@ def test_defaults() -> None:
     assert (settings.ct_lytic_max_hu, settings.ct_blastic_min_hu) == (100, 300)
     assert (settings.bone_island_mean_hu, settings.bone_island_max_hu) == (885, 1060)
     assert (settings.default_page_size, settings.max_page_size) == (50, 1000)
+    assert (settings.max_bundle_entries, settings.max_assess_outputs) == (10_000, 5_000)
+    assert (settings.header_read_timeout, settings.body_read_timeout) == (10, 30)
+    assert (settings.max_connections, settings.listen_backlog) == (1000, 2048)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FHIR_APP_MAX_BUNDLE_ENTRIES",
+        "FHIR_APP_MAX_ASSESS_OUTPUTS",
+        "FHIR_APP_HEADER_READ_TIMEOUT",
+        "FHIR_APP_BODY_READ_TIMEOUT",
+        "FHIR_APP_MAX_CONNECTIONS",
+        "FHIR_APP_LISTEN_BACKLOG",
+    ],
+)
+def test_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "0")
+    with pytest.raises(ValidationError):
+        Settings()
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

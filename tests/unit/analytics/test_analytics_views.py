@@ -309,7 +309,23 @@ def test_the_resources_are_not_changed(outputs: Resources, views: Views) -> None
         ),
         (_view([{"column": [{"name": "1st", "path": "id"}]}]), "must match"),
         (_view([{"column": [{"name": "id"}]}]), "needs a FHIRPath"),
-        (_view([{"repeat": ["item"], "column": [{"name": "id", "path": "id"}]}]), "unsupported"),
+        (_view([{"repeatAll": ["item"], "column": [{"name": "id", "path": "id"}]}]), "unsupported"),
+        (_view([{"repeat": [], "column": [{"name": "id", "path": "id"}]}]), "list of FHIRPath"),
+        (_view([{"repeat": "item", "column": [{"name": "id", "path": "id"}]}]), "list of FHIRPath"),
+        (_view([{"repeat": ["item("], "column": [{"name": "id", "path": "id"}]}]), "parse"),
+        (
+            _view(
+                [{"forEach": "name", "repeat": ["name"], "column": [{"name": "f", "path": "id"}]}]
+            ),
+            "one of forEach",
+        ),
+        (
+            _view(
+                [{"column": [{"name": "id", "path": "id"}]}],
+                constant=[{"name": "rowIndex", "valueInteger": 1}],
+            ),
+            "reserved",
+        ),
         (
             _view(
                 [
@@ -320,7 +336,7 @@ def test_the_resources_are_not_changed(outputs: Resources, views: Views) -> None
                     }
                 ]
             ),
-            "not both",
+            "one of forEach",
         ),
         (
             _view(
@@ -382,3 +398,93 @@ def test_load_views_refuses_two_views_of_one_name(tmp_path: Path, views: Views) 
         (tmp_path / name).write_bytes(orjson.dumps(view))
     with pytest.raises(ViewError, match="second view"):
         load_views(tmp_path)
+
+
+# --- repeat, %rowIndex, join(), lowBoundary() / highBoundary() ------------------------------
+
+
+def test_repeat_walks_nested_elements_depth_first_with_their_row_index() -> None:
+    deep: dict[str, Any] = {"linkId": "9"}
+    for level in range(8, 0, -1):
+        deep = {"linkId": str(level), "item": [deep]}
+    response = {"resourceType": "QuestionnaireResponse", "id": "q", "item": [deep, {"linkId": "x"}]}
+    view = {
+        "resource": "QuestionnaireResponse",
+        "select": [
+            {
+                "repeat": ["item"],
+                "column": [
+                    {"name": "link", "path": "linkId"},
+                    {"name": "n", "path": "%rowIndex"},
+                ],
+            }
+        ],
+    }
+    rows = evaluate(view, [response])
+    assert [r["link"] for r in rows] == [str(i) for i in range(1, 10)] + ["x"]
+    assert [r["n"] for r in rows] == list(range(10))
+
+
+def test_row_index_outside_any_iteration_is_zero_and_inner_selects_inherit_it() -> None:
+    view = _view(
+        [
+            {"column": [{"name": "top", "path": "%rowIndex"}]},
+            {
+                "forEach": "name",
+                "select": [{"column": [{"name": "inner", "path": "%rowIndex"}]}],
+            },
+        ],
+        where=[{"path": "id = 'a'"}],
+    )
+    assert evaluate(view, PATIENTS) == [{"top": 0, "inner": 0}, {"top": 0, "inner": 1}]
+
+
+def test_join_of_nothing_is_the_empty_string_and_of_non_strings_is_refused() -> None:
+    view = _view([{"column": [{"name": "g", "path": "name.given.join('+')"}]}])
+    assert evaluate(view, PATIENTS) == [{"g": "Ann+Bea"}, {"g": ""}]
+    with pytest.raises(ViewError, match="join"):
+        evaluate(_view([{"column": [{"name": "g", "path": "(1 | 2).join()"}]}]), PATIENTS)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("1.587.lowBoundary()", Decimal("1.5865")),
+        ("1.587.highBoundary()", Decimal("1.5875")),
+        ("(-1.587).lowBoundary()", Decimal("-1.5875")),
+        ("1.587.lowBoundary(2)", Decimal("1.58")),
+        ("1.587.highBoundary(2)", Decimal("1.59")),
+        ("1.587.lowBoundary(6)", Decimal("1.586500")),
+        ("1.lowBoundary()", Decimal("0.5")),
+        ("@2014.lowBoundary(6)", "2014-01"),
+        ("@2014.highBoundary()", "2014-12-31"),
+        ("@2016-02.highBoundary()", "2016-02-29"),
+        ("@2014-01-01T08.lowBoundary()", "2014-01-01T08:00:00.000+14:00"),
+        ("@2014-01-01T08:05+02:00.highBoundary()", "2014-01-01T08:05:59.999+02:00"),
+        ("@2014-01-01T08.highBoundary(8)", "2014-01-01"),
+        ("@T10:30.lowBoundary()", "10:30:00.000"),
+        ("@T10:30.highBoundary()", "10:30:59.999"),
+        ("@T10:30.highBoundary(4)", "10:30"),
+        ("@2014.lowBoundary(5)", None),
+        ("'text'.lowBoundary()", None),
+        ("{}.highBoundary()", None),
+    ],
+)
+def test_boundaries(path: str, value: Any) -> None:
+    """FHIRPath 3.0's boundaries: half a unit of the last digit; the ends of a partial moment."""
+    view = _view([{"column": [{"name": "b", "path": path}]}], where=[{"path": "id = 'b'"}])
+    assert evaluate(view, PATIENTS) == [{"b": value}]
+
+
+def test_boundaries_of_a_date_and_a_date_time_follow_the_element_type() -> None:
+    dated = [
+        {"resourceType": "Patient", "id": "p", "birthDate": "1970-06"},
+        {"resourceType": "Observation", "id": "o", "valueDateTime": "1970-06"},
+    ]
+    patient = _view([{"column": [{"name": "b", "path": "birthDate.highBoundary()"}]}])
+    observation = {
+        "resource": "Observation",
+        "select": [{"column": [{"name": "b", "path": "value.ofType(dateTime).highBoundary()"}]}],
+    }
+    assert evaluate(patient, dated) == [{"b": "1970-06-30"}]
+    assert evaluate(observation, dated) == [{"b": "1970-06-30T23:59:59.999-12:00"}]

@@ -100,6 +100,17 @@ def test_malformed_document_is_one_rejection_and_nothing_else(tmp_path: Path) ->
     assert rejection.issues[0].code == "invalid"
 
 
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 10**30])
+def test_an_integer_beyond_64_bits_is_one_rejection(tmp_path: Path, number: int) -> None:
+    # ijson's reading of the entries fails on it; the first pass refuses it instead.
+    resource = observation("a")
+    text = orjson.dumps(samples.transaction([resource])).replace(b'"a"', str(number).encode(), 1)
+    [(label, rejection)] = streamed(write(tmp_path, "big.json", text))
+    assert label == "document"
+    assert isinstance(rejection, InputRejected)
+    assert "64-bit" in rejection.issues[0].diagnostics
+
+
 @pytest.mark.parametrize(
     ("document", "code"),
     [
