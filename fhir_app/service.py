@@ -198,10 +198,11 @@ def assess(
 
 def outputs_of(patient: PatientInputs) -> int:
     """How many resources deriving `patient` emits (outbound.emit_patient): per level the SINS
-    and classification Observations and the RiskAssessment, then the report and the Provenance."""
+    and classification Observations and the RiskAssessment, then the NOMS inputs, the report and
+    the Provenance."""
     if not patient.by_level:
         return 0
-    return len(LEVEL_KINDS) * len(patient.by_level) + 2
+    return len(LEVEL_KINDS) * len(patient.by_level) + len(outbound.PATIENT_KINDS) + 1
 
 
 # --------------------------------------------------------------------------- persistent service
