@@ -1,10 +1,13 @@
 # fhir-app: the FHIR REST API on port 8080.
 #
 #   docker build -t fhir-app .
-#   docker run -p 8080:8080 -e FHIR_APP_AUTH_TOKENS=change-me fhir-app
+#   docker run -p 8080:8080 -e FHIR_APP_PUBLIC_BASE_URL=https://fhir.example.org \
+#     -e FHIR_APP_SMART_JWKS=https://idp.example.org/jwks \
+#     -e FHIR_APP_SMART_ISSUER=https://idp.example.org fhir-app
 #
-# FHIR_APP_AUTH_TOKENS is required: `fhir-app serve` refuses to listen on 0.0.0.0 without bearer
-# tokens (unless FHIR_APP_ALLOW_UNAUTHENTICATED_REMOTE=true says so on purpose). The schema is
+# An identity provider is required: `fhir-app serve` refuses to listen on 0.0.0.0 without one
+# (static FHIR_APP_AUTH_TOKENS are for loopback only; FHIR_APP_ALLOW_UNAUTHENTICATED_REMOTE=true
+# serves without authentication on purpose). The schema is
 # migrated at start. Without FHIR_APP_DATABASE_URL the data live in SQLite on the /data volume;
 # docker-compose.yml runs it on PostgreSQL.
 FROM python:3.11-slim

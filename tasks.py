@@ -39,8 +39,10 @@ def ensure_venv() -> None:
     stamp = VENV / ".installed"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if not stamp.exists() or stamp.read_text() != digest:
+        print("installing fhir-app and its tools into .venv (first time: minutes)", flush=True)
         sh(BIN / "python", "-m", "pip", "install", "-q", "--upgrade", "pip")
-        sh(BIN / "python", "-m", "pip", "install", "-q", "-e", ".[dev,spark]")
+        # Not quiet: pip shows each package and a progress bar while the large ones download.
+        sh(BIN / "python", "-m", "pip", "install", "--progress-bar", "on", "-e", ".[dev,spark]")
         stamp.write_text(digest)
 
 

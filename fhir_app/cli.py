@@ -6,6 +6,7 @@ files), as CONTRACT section 5 says.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import sys
 from collections.abc import Iterator
@@ -348,24 +349,40 @@ def serve_command(
             help="Server processes; more than 1 uses every core (PostgreSQL, or SQLite in WAL).",
         ),
     ] = 1,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(help="TLS certificate (PEM) to serve HTTPS.", exists=True, dir_okay=False),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(help="TLS private key (PEM) of --ssl-certfile.", exists=True, dir_okay=False),
+    ] = None,
 ) -> None:
     """Serve the FHIR REST API (base /fhir)."""
     from fhir_app.api import create_app
     from fhir_app.api.server import run_server, server_config
 
     settings = get_settings()
-    open_anyway = allow_unauthenticated_remote or settings.allow_unauthenticated_remote
-    if not is_loopback(host) and not settings.auth_tokens and not open_anyway:
-        typer.echo(
-            f"refusing to listen on {host} without FHIR_APP_AUTH_TOKENS: anyone on the network "
-            "could write. Set tokens, or pass --allow-unauthenticated-remote if this is intended.",
-            err=True,
-        )
+    refusal = serve_refusal(host, settings, allow_unauthenticated_remote)
+    if refusal is None and (ssl_certfile is None) != (ssl_keyfile is None):
+        refusal = "--ssl-certfile and --ssl-keyfile go together"
+    if refusal is not None:
+        typer.echo(f"refusing to serve: {refusal}", err=True)
         raise typer.Exit(EXIT_USAGE)
     service = make_service(settings)  # migrates once, before any worker starts
-    typer.echo(f"fhir-app serving http://{host}:{port}/fhir on {redact(settings.database_url)}")
+    scheme = "https" if ssl_certfile else "http"
+    typer.echo(f"fhir-app serving {scheme}://{host}:{port}/fhir on {redact(settings.database_url)}")
+    # uvicorn's own access log prints the query string (patient ids): fhir_app.access instead.
+    options: dict[str, Any] = {
+        "log_level": "info",
+        "access_log": False,
+        "log_config": log_config(),
+        "ssl_certfile": str(ssl_certfile) if ssl_certfile else None,
+        "ssl_keyfile": str(ssl_keyfile) if ssl_keyfile else None,
+    }
     if workers == 1:
-        run_server(server_config(create_app(settings, service), settings, host=host, port=port))
+        app = create_app(settings, service)
+        run_server(server_config(app, settings, host=host, port=port, **options))
         return
     # Each worker process builds its own engine and app from the same environment.
     run_server(
@@ -376,8 +393,54 @@ def serve_command(
             port=port,
             workers=workers,
             factory=True,
+            **options,
         )
     )
+
+
+# ---- serve: security checks and logging (issue 13) -------------------------------------------
+
+MIN_STATIC_TOKEN_LENGTH = 32
+
+
+def serve_refusal(host: str, settings: Settings, allow_open: bool) -> str | None:
+    """Why `serve` must not start with these settings on `host`, or None.
+
+    Static tokens are for local use: shared secrets without scopes or expiry, so they are
+    refused beyond loopback (use the site's identity provider, FHIR_APP_SMART_JWKS), and short
+    ones are refused everywhere (guessable). No authentication at all beyond loopback needs
+    --allow-unauthenticated-remote.
+    """
+    short = [t for t in settings.auth_tokens if len(t) < MIN_STATIC_TOKEN_LENGTH]
+    if short:
+        return (
+            f"{len(short)} of FHIR_APP_AUTH_TOKENS are shorter than {MIN_STATIC_TOKEN_LENGTH} "
+            "characters (guessable); use long random tokens, e.g. python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if is_loopback(host):
+        return None
+    if settings.auth_tokens:
+        return (
+            f"static FHIR_APP_AUTH_TOKENS are for local use on loopback only, not on {host}: "
+            "configure the site's identity provider (FHIR_APP_SMART_JWKS, _ISSUER, _AUDIENCE)"
+        )
+    open_anyway = allow_open or settings.allow_unauthenticated_remote
+    if not settings.smart_jwks and not open_anyway:
+        return (
+            f"listening on {host} without authentication: anyone on the network could read and "
+            "write. Set FHIR_APP_SMART_JWKS, or pass --allow-unauthenticated-remote if intended."
+        )
+    return None
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging with the access lines of `fhir_app.access` (route templates only)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["fhir_app"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def worker_app() -> Any:

@@ -92,6 +92,64 @@ class Settings(BaseSettings):
         description="How long a finished $export job's files are kept (the manifest's Expires).",
     )
 
+    # ---- security (issue 13): SMART on FHIR tokens, public URL, throttling, audit ----------
+    public_base_url: str | None = Field(
+        default=None,
+        description="The server's public URL (e.g. https://fhir.example.org); every absolute URL "
+        "the server writes starts with it. Unset: the address the server listens on, never Host.",
+    )
+    smart_jwks: str | None = Field(
+        default=None,
+        description="The identity provider's JWKS: a file path or an https URL. Set: bearer JWTs "
+        "signed by these keys are accepted (SMART on FHIR v2 scopes).",
+    )
+    smart_issuer: str | None = Field(default=None, description="Required `iss` of accepted JWTs.")
+    smart_audience: str | None = Field(
+        default=None,
+        description="Required `aud` of accepted JWTs; unset: the public FHIR base URL.",
+    )
+    smart_authorize_url: str | None = Field(
+        default=None, description="OAuth2 authorization endpoint, published for clients."
+    )
+    smart_token_url: str | None = Field(
+        default=None, description="OAuth2 token endpoint, published for clients."
+    )
+    smart_jwks_cache_seconds: float = Field(
+        default=300, gt=0, description="How long a fetched JWKS is used before it is read again."
+    )
+    smart_clock_skew_seconds: int = Field(
+        default=30, ge=0, description="Leeway on `exp` and `nbf` for clocks that differ a little."
+    )
+    auth_failure_limit: int = Field(
+        default=20, gt=0, description="Failed authentications from one client IP before 429."
+    )
+    auth_failure_window_seconds: float = Field(
+        default=60, gt=0, description="The sliding window of auth_failure_limit."
+    )
+    audit_events: bool = Field(
+        default=True, description="Record an AuditEvent for every REST interaction."
+    )
+
+    @model_validator(mode="after")
+    def _smart_complete(self) -> Settings:
+        """Tokens from the site's provider are checked for issuer and audience: both needed."""
+        if self.smart_jwks and not self.smart_issuer:
+            raise ValueError("smart_jwks needs smart_issuer (the iss of the provider's tokens)")
+        if self.smart_jwks and not (self.smart_audience or self.public_base_url):
+            raise ValueError("smart_jwks needs smart_audience or public_base_url (the aud)")
+        return self
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        """An absolute http(s) URL without a trailing slash."""
+        if value is None or not value.strip():
+            return None
+        text = value.strip().rstrip("/")
+        if not text.startswith(("http://", "https://")) or "?" in text or "#" in text:
+            raise ValueError("public_base_url must be an absolute http(s) URL without query")
+        return text
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _split_tokens(cls, value: Any) -> Any:

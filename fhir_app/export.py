@@ -417,6 +417,8 @@ class ExportJob:
     progress: str = "queued"
     output: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # The client that started the job (issue 13): only it may poll, download or cancel.
+    owner: str | None = None
 
     def to_json(self) -> bytes:
         """The state file's content."""
@@ -433,6 +435,7 @@ class ExportJob:
                 "progress": self.progress,
                 "output": self.output,
                 "error": self.error,
+                "owner": self.owner,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -457,6 +460,7 @@ class ExportJob:
                 progress=str(document.get("progress", "")),
                 output=list(document.get("output", [])),
                 error=document.get("error"),
+                owner=document.get("owner"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an export job state: {exc}") from exc
@@ -532,8 +536,13 @@ class ExportJobs:
 
     # ---- the interactions ---------------------------------------------------------------------
 
-    def start(self, request: ExportRequest, request_url: str) -> ExportJob:
-        """Queue an export; returns its job (status `queued`). 429 when too many are unfinished."""
+    def start(
+        self, request: ExportRequest, request_url: str, owner: str | None = None
+    ) -> ExportJob:
+        """Queue an export; returns its job (status `queued`). 429 when too many are unfinished.
+
+        `owner`: the client that started it (the REST layer lets only it see the job).
+        """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_expired()
         with self._guard:
@@ -551,6 +560,7 @@ class ExportJobs:
                 types=list(request.types),
                 since=fhir_instant(request.since) if request.since else None,
                 created=fhir_instant(self.service.clock()),
+                owner=owner,
             )
             folder = self.directory / job.id
             folder.mkdir(mode=0o700)

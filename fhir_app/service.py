@@ -481,6 +481,7 @@ class UnitOfWork(Protocol):
 
     resources: Any
     bulk: Any
+    audit: Any
 
     def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None: ...
 

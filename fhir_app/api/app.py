@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
 from fhir_app.api.limits import BodyReadTimeout
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
+from fhir_app.api.security.audit import AuditMiddleware, AuditWriter
+from fhir_app.api.security.endpoints import audit_events, well_known
+from fhir_app.api.security.headers import SecurityHeadersMiddleware
+from fhir_app.api.security.principal import Authenticator
+from fhir_app.api.security.throttle import FailureThrottle
+from fhir_app.api.security.tokens import JwksSource, TokenRules
 from fhir_app.config import Settings
 from fhir_app.service import PROCESSOR_VERSION, FhirService
+
+
+class FhirApp(FastAPI):
+    """FastAPI with the security headers outside everything, Starlette's 500 page included."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """The usual stack, wrapped in the security headers (issue 13)."""
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
 
 
 def create_app(settings: Settings, service: FhirService) -> FastAPI:
@@ -19,7 +34,7 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     The CapabilityStatement at `/fhir/metadata` is the description of this API, so FastAPI's
     OpenAPI pages are not served.
     """
-    app = FastAPI(
+    app = FhirApp(
         title="fhir-app",
         version=PROCESSOR_VERSION,
         default_response_class=FhirJsonResponse,
@@ -29,11 +44,40 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     )
     app.state.settings = settings
     app.state.service = service
+    app.state.authenticator = authenticator(settings)
+    app.state.audit_writer = AuditWriter(service.uow_factory)
     install_error_handlers(app)
     app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout)
+    # Inside the error handling: the audit sees the routed scope and the final status.
+    app.add_middleware(AuditMiddleware)
+    app.include_router(well_known)
+    # Before `protected`: AuditEvent is not one of the stored resource types.
+    app.include_router(audit_events)
     # `metadata` first: otherwise GET /fhir/metadata would be a search of type "metadata".
     app.include_router(public)
     # Before `protected` too: `$export...` would otherwise be taken for a resource type.
     app.include_router(bulk_export)
     app.include_router(protected)
     return app
+
+
+def authenticator(settings: Settings) -> Authenticator:
+    """How callers authenticate: the site's JWKS and/or static tokens, with the failure throttle.
+
+    The audience defaults to the public FHIR base (what SMART clients send as `aud`).
+    """
+    jwks = None
+    rules = None
+    if settings.smart_jwks:
+        jwks = JwksSource(settings.smart_jwks, settings.smart_jwks_cache_seconds)
+        audience = settings.smart_audience or (
+            f"{settings.public_base_url}/fhir" if settings.public_base_url else None
+        )
+        if not settings.smart_issuer or not audience:
+            raise ValueError(
+                "FHIR_APP_SMART_JWKS needs FHIR_APP_SMART_ISSUER and FHIR_APP_SMART_AUDIENCE "
+                "(or FHIR_APP_PUBLIC_BASE_URL)"
+            )
+        rules = TokenRules(settings.smart_issuer, audience, settings.smart_clock_skew_seconds)
+    throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_seconds)
+    return Authenticator(list(settings.auth_tokens), jwks, rules, throttle)

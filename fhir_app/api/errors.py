@@ -24,6 +24,7 @@ Issue codes for statuses that carry no issues of their own come from `ISSUE_CODE
 from __future__ import annotations
 
 import logging
+import traceback
 import uuid
 from collections.abc import Mapping
 
@@ -125,13 +126,45 @@ async def request_validation(request: Request, exc: Exception) -> Response:
     return outcome_response(400, issues or [Issue("error", "invalid", "invalid request")])
 
 
+def route_of(request: Request) -> str:
+    """The route template of a request (`/fhir/{resource_type}/{resource_id}`), for logs: the
+    path itself holds ids that identify patients (issue 13)."""
+    return str(getattr(request.scope.get("route"), "path", None) or "(no route)")
+
+
+def kind_of(exc: BaseException) -> str:
+    """The exception's class, qualified: what the log may say about it."""
+    kind = type(exc)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def redacted_traceback(exc: BaseException) -> str:
+    """Where an exception (and its causes) came from, without the messages.
+
+    Exception messages carry data: a database's "Key (resource_id)=(p01) already exists", a
+    KeyError of an id. The frames and the classes locate a bug; the request's reference ties the
+    log entry to the client's report.
+    """
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = "".join(traceback.format_tb(current.__traceback__))
+        parts.append(f"{kind_of(current)} (message withheld)\n{frames}")
+        current = current.__cause__ or current.__context__
+    return "caused by:\n".join(parts)
+
+
 # Seconds a client is asked to wait before sending a request again after a database fault.
 RETRY_AFTER_SECONDS = 1
 
 
 async def transient(request: Request, exc: Exception) -> Response:
     """The database lost a race, was busy or unreachable: 503, try again after Retry-After."""
-    log.warning("transient store error on %s %s: %s", request.method, request.url.path, exc)
+    log.warning(
+        "transient store error on %s %s: %s", request.method, route_of(request), kind_of(exc)
+    )
     assert isinstance(exc, TransientStoreError)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return outcome_response(503, [unavailable(exc)], headers)
@@ -141,11 +174,12 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     """A bug or an outage: 500 with a reference to the log entry, never the internals."""
     reference = uuid.uuid4().hex[:12]
     log.error(
-        "unexpected error %s on %s %s",
+        "unexpected error %s on %s %s: %s\n%s",
         reference,
         request.method,
-        request.url.path,
-        exc_info=exc,
+        route_of(request),
+        kind_of(exc),
+        redacted_traceback(exc),
     )
     text = f"Internal server error (reference {reference}); the details are in the server log"
     return outcome_response(500, [Issue("fatal", "exception", text)])

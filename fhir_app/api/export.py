@@ -29,12 +29,15 @@ from starlette.responses import Response, StreamingResponse
 from fhir_app.api.dependencies import (
     BodyDep,
     NegotiatedDep,
+    PrincipalDep,
     SettingsDep,
     authenticated,
     fhir_base,
 )
 from fhir_app.api.errors import ApiError, outcome_response
 from fhir_app.api.responses import FhirJsonResponse, http_date
+from fhir_app.api.security.guarded import forbidden
+from fhir_app.api.security.principal import Principal
 from fhir_app.config import Settings
 from fhir_app.export import (
     NDJSON,
@@ -170,17 +173,51 @@ def accepted(job: ExportJob, request: Request) -> Response:
     )
 
 
+def may_export(principal: Principal, wanted: ExportRequest) -> None:
+    """403 unless the caller may read every exported type across all patients.
+
+    A system-level export holds every patient: a patient-context token cannot start one.
+    """
+    if principal.patient is not None:
+        raise ServiceError.of(
+            403,
+            "forbidden",
+            "A system-level $export holds every patient's data; a token with a patient "
+            "context cannot start one (it needs system/<type>.r scopes)",
+        )
+    for rtype in wanted.types:
+        if not principal.allows(rtype, "r"):
+            raise forbidden(principal, rtype, "r")
+
+
+def owned(job: ExportJob, principal: Principal) -> ExportJob:
+    """The job when this caller started it; 404 otherwise (other clients' jobs are not shown)."""
+    if job.owner is not None and job.owner != principal.client_id:
+        raise ApiError.plain(404, f"Export job {job.id} is not known")
+    return job
+
+
 @bulk_export.get("/$export")
-def kick_off(request: Request, preferences: NegotiatedDep, jobs: JobsDep) -> Response:
+def kick_off(
+    request: Request, preferences: NegotiatedDep, jobs: JobsDep, principal: PrincipalDep
+) -> Response:
     """Start an export of the outputs from query parameters."""
     require_respond_async(request)
     wanted = parsed_request(request.query_params.multi_items(), lenient=preferences.lenient)
-    return accepted(jobs.start(wanted, str(request.url)), request)
+    may_export(principal, wanted)
+    url = f"{fhir_base(request)}/$export"
+    if request.url.query:
+        url += f"?{request.url.query}"
+    return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
 
 
 @bulk_export.post("/$export")
 def kick_off_with_parameters(
-    request: Request, body: BodyDep, preferences: NegotiatedDep, jobs: JobsDep
+    request: Request,
+    body: BodyDep,
+    preferences: NegotiatedDep,
+    jobs: JobsDep,
+    principal: PrincipalDep,
 ) -> Response:
     """Start an export of the outputs from a Parameters resource (query parameters also count)."""
     require_respond_async(request)
@@ -190,15 +227,22 @@ def kick_off_with_parameters(
         )
     params = [*parameters_of(body.document), *request.query_params.multi_items()]
     wanted = parsed_request(params, lenient=preferences.lenient)
+    may_export(principal, wanted)
     # Bulk Data IG: the manifest's `request` of a POST kick-off is the URL without parameters.
-    url = str(request.url.replace(query=""))
-    return accepted(jobs.start(wanted, url), request)
+    url = f"{fhir_base(request)}/$export"
+    return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
 
 
 @bulk_export.get("/$export-poll-status/{job_id}")
-def export_status(job_id: str, request: Request, settings: SettingsDep, jobs: JobsDep) -> Response:
+def export_status(
+    job_id: str,
+    request: Request,
+    settings: SettingsDep,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+) -> Response:
     """202 while the job runs, its manifest when complete, 500 when it failed."""
-    job = jobs.job(job_id)
+    job = owned(jobs.job(job_id), principal)
     if job.status in ("queued", "in-progress"):
         return Response(
             status_code=202,
@@ -213,7 +257,7 @@ def export_status(job_id: str, request: Request, settings: SettingsDep, jobs: Jo
     document = manifest(
         transaction_time=transaction_time,
         request_url=job.request_url,
-        requires_access_token=bool(settings.auth_tokens),
+        requires_access_token=bool(settings.auth_tokens or settings.smart_jwks),
         files=job.files,
         url_of=lambda name: f"{base}/$export-output/{job.id}/{name}",
     )
@@ -225,8 +269,9 @@ def export_status(job_id: str, request: Request, settings: SettingsDep, jobs: Jo
 
 
 @bulk_export.delete("/$export-poll-status/{job_id}")
-def cancel_export(job_id: str, jobs: JobsDep) -> Response:
+def cancel_export(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     """Cancel the job (a running one stops) and remove its files."""
+    owned(jobs.job(job_id), principal)
     jobs.cancel(job_id)
     return FhirJsonResponse(
         information(f"Export job {job_id} cancelled; its files are removed"), status_code=202
@@ -242,8 +287,9 @@ def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
 
 
 @bulk_export.get("/$export-output/{job_id}/{file_name}")
-def export_file(job_id: str, file_name: str, jobs: JobsDep) -> Response:
+def export_file(job_id: str, file_name: str, jobs: JobsDep, principal: PrincipalDep) -> Response:
     """One NDJSON file of a complete export, streamed."""
+    owned(jobs.job(job_id), principal)
     path = jobs.output_file(job_id, file_name)
     try:
         # Opened here, so that a cancel or expiry from now on cannot cut the download short.

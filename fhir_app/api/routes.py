@@ -40,6 +40,7 @@ from fhir_app.api.errors import ApiError
 from fhir_app.api.limits import check_bundle_entries
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
+from fhir_app.api.security.endpoints import AUDIT_EVENT_CAPABILITY, rest_security
 from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
@@ -168,9 +169,13 @@ def shape_entries(bundle: JsonObject, preference: ReturnPreference) -> JsonObjec
 
 
 @public.get("/metadata")
-def metadata(request: Request, preferences: NegotiatedDep) -> Response:
+def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep) -> Response:
     """The CapabilityStatement of this server."""
-    return FhirJsonResponse(capability_statement(fhir_base(request)), pretty=preferences.pretty)
+    statement = capability_statement(fhir_base(request))
+    for rest in statement.get("rest", []):
+        rest["security"] = rest_security(settings)  # issue 13
+        rest.setdefault("resource", []).append(AUDIT_EVENT_CAPABILITY)
+    return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 
 # --------------------------------------------------------------------------- system level

@@ -165,11 +165,13 @@ def server_config(
     factory: bool = False,
     log_level: str = "info",
     access_log: bool = True,
+    **options: Any,
 ) -> uvicorn.Config:
     """The uvicorn configuration of `fhir-app serve`: the limits of `settings` applied.
 
     `app` is the application, or with `factory` the import string of a function that builds
-    one (each of `workers` processes builds its own).
+    one (each of `workers` processes builds its own). `options` go to uvicorn as they are
+    (TLS files, logging configuration).
     """
     protocol = functools.partial(LimitedH11Protocol, limits=ConnectionLimits.of(settings))
     return uvicorn.Config(
@@ -182,6 +184,7 @@ def server_config(
         access_log=access_log,
         http=cast(type[asyncio.Protocol], protocol),
         backlog=settings.listen_backlog,
+        **options,
     )
 
 

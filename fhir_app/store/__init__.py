@@ -1,6 +1,7 @@
 """Persistence: SQLAlchemy tables, repositories and the unit of work (the only importer of
 SQLAlchemy). Works on SQLite and PostgreSQL (psycopg 3)."""
 
+from fhir_app.store.audit import AuditQuery, AuditRepository, AuditRow
 from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import make_engine, normalize_database_url
 from fhir_app.store.errors import (
@@ -24,6 +25,9 @@ from fhir_app.store.uow import BulkUnitOfWork, UnitOfWork, bulk_uow_factory, uow
 from fhir_app.store.upgrade import alembic_config, migrate
 
 __all__ = [
+    "AuditQuery",
+    "AuditRepository",
+    "AuditRow",
     "BulkRepository",
     "BulkUnitOfWork",
     "CheckpointRepository",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -36,6 +37,24 @@ def normalize_database_url(url: str | URL) -> URL:
     return parsed
 
 
+class _NoResultRows(logging.Filter):
+    """Drops SQLAlchemy's DEBUG records: they are the result rows, i.e. patient data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_ROW_FILTER = _NoResultRows()
+
+
+def keep_patient_data_out_of_sql_logs() -> None:
+    """Statements may be logged (INFO, parameters hidden by `hide_parameters`), rows never,
+    whatever level a deployment sets. Idempotent."""
+    logger = logging.getLogger("sqlalchemy.engine.Engine")
+    if _ROW_FILTER not in logger.filters:
+        logger.addFilter(_ROW_FILTER)
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -52,7 +71,13 @@ def make_engine(url: str | URL, *, sqlite_foreign_keys: bool = True, **overrides
     fire foreign-key actions. `overrides` go to `create_engine` (e.g. `poolclass=NullPool`).
     """
     parsed = normalize_database_url(url)
-    options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    keep_patient_data_out_of_sql_logs()
+    # hide_parameters: SQL parameters are patient data; errors and echo must never log them.
+    options: dict[str, Any] = {
+        "json_serializer": _dumps,
+        "json_deserializer": orjson.loads,
+        "hide_parameters": True,
+    }
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         connect_args: dict[str, Any] = {

@@ -13,6 +13,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 
+from fhir_app.store.audit import AuditRepository
 from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
 from fhir_app.store.errors import TransientStoreError, commit_translated, translated
@@ -71,6 +72,7 @@ class UnitOfWork:
     resources: ResourceRepository
     checkpoints: CheckpointRepository
     bulk: BulkRepository
+    audit: AuditRepository  # issue 13: the AuditEvent trail
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -90,6 +92,7 @@ class UnitOfWork:
         self.resources = ResourceRepository(self._connection)
         self.checkpoints = CheckpointRepository(self._connection)
         self.bulk = BulkRepository(self._connection)
+        self.audit = AuditRepository(self._connection)
         return self
 
     def __exit__(

@@ -107,11 +107,16 @@ def test_app_database_url_points_at_the_postgres_service(compose: dict[str, Any]
     assert url.password == with_defaults(postgres["POSTGRES_PASSWORD"])
 
 
-def test_app_requires_auth_tokens(compose: dict[str, Any]) -> None:
-    tokens = environment(compose["services"]["app"])["FHIR_APP_AUTH_TOKENS"]
-    match = VARIABLE.fullmatch(tokens)
+@pytest.mark.parametrize(
+    "name", ["FHIR_APP_PUBLIC_BASE_URL", "FHIR_APP_SMART_JWKS", "FHIR_APP_SMART_ISSUER"]
+)
+def test_app_requires_an_identity_provider(compose: dict[str, Any], name: str) -> None:
+    app = environment(compose["services"]["app"])
+    match = VARIABLE.fullmatch(app[name])
     assert match is not None
-    assert (match["name"], match["op"]) == ("FHIR_APP_AUTH_TOKENS", ":?")
+    assert (match["name"], match["op"]) == (name, ":?")
+    # Static tokens are refused off loopback (`serve`), so the container must not rely on them.
+    assert "FHIR_APP_AUTH_TOKENS" not in app
 
 
 def test_app_publishes_the_port_the_server_listens_on(

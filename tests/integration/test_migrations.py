@@ -24,6 +24,7 @@ APP_TABLES = {
     "search_token",
     "conditional_create",
     "ingest_checkpoint",
+    "audit_event",
 }
 
 

@@ -110,3 +110,16 @@ def test_get_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
         assert first.default_page_size == 20
     finally:
         get_settings.cache_clear()
+
+
+def test_smart_settings_must_name_issuer_and_audience() -> None:
+    with pytest.raises(ValueError, match="smart_issuer"):
+        Settings(smart_jwks="/etc/jwks.json", smart_audience="https://x/fhir")
+    with pytest.raises(ValueError, match="smart_audience or public_base_url"):
+        Settings(smart_jwks="/etc/jwks.json", smart_issuer="https://idp")
+    settings = Settings(
+        smart_jwks="/etc/jwks.json", smart_issuer="https://idp", public_base_url="https://f.org/"
+    )
+    assert settings.public_base_url == "https://f.org"
+    with pytest.raises(ValueError, match="absolute http"):
+        Settings(public_base_url="fhir.example.org")

@@ -1,0 +1,390 @@
+"""An AuditEvent for every REST interaction (FHIR R4 AuditEvent, IHE Basic Audit Log Patterns).
+
+`AuditMiddleware` writes the event when the response starts, so a client that has its answer can
+already find the event. What it holds:
+- type `rest`, subtype the FHIR interaction (read, vread, history-instance, search-type, create,
+  update, delete, transaction, operation), action C/R/U/D/E;
+- outcome 0 (success), 4 (refused: any 4xx, 401 and 403 included) or 8 (server error);
+- agents: the client (its client id; the token subject as the user agent when there is one) with
+  its network address, and the server;
+- source: this server; entities: the resource (type and id) or the search (its type and the
+  query with the values of patient-identifying parameters removed), and the patient (when one).
+Nothing identifying a patient is logged: the event goes to the database only.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fhir_app.api.security.principal import Principal
+from fhir_app.fhir.inputs import JsonObject
+from fhir_app.service import FhirService
+from fhir_app.store import AuditRow, fhir_instant
+
+log = logging.getLogger("fhir_app.audit")
+
+REST_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "Restful Operation",
+}
+INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+# Query parameters whose values identify a patient: left out of the recorded query.
+IDENTIFYING_PARAMETERS = frozenset({"patient", "subject", "identifier", "_id", "name", "family"})
+
+# (method, route template) -> (interaction, action); routes not listed are not audited.
+INTERACTIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/fhir/{resource_type}"): ("search-type", "E"),
+    ("POST", "/fhir/{resource_type}"): ("create", "C"),
+    ("GET", "/fhir/{resource_type}/{resource_id}"): ("read", "R"),
+    ("PUT", "/fhir/{resource_type}/{resource_id}"): ("update", "U"),
+    ("DELETE", "/fhir/{resource_type}/{resource_id}"): ("delete", "D"),
+    ("GET", "/fhir/{resource_type}/{resource_id}/_history"): ("history-instance", "R"),
+    ("GET", "/fhir/{resource_type}/{resource_id}/_history/{version_id}"): ("vread", "R"),
+    ("POST", "/fhir"): ("transaction", "E"),
+    ("POST", "/fhir/"): ("transaction", "E"),
+    ("POST", "/fhir/$assess"): ("operation", "E"),
+    ("GET", "/fhir/$export"): ("operation", "E"),
+    ("POST", "/fhir/$export"): ("operation", "E"),
+    ("GET", "/fhir/$export-poll-status/{job_id}"): ("operation", "R"),
+    ("DELETE", "/fhir/$export-poll-status/{job_id}"): ("operation", "D"),
+    ("GET", "/fhir/$export-output/{job_id}/{file_name}"): ("operation", "R"),
+    ("GET", "/fhir/AuditEvent"): ("search-type", "E"),
+    ("GET", "/fhir/AuditEvent/{event_id}"): ("read", "R"),
+}
+# Routes of other modules that read patient data with the same auth: audited as reads.
+EXTRA_READ_PREFIXES = ("/view/",)
+
+
+def outcome_code(status: int) -> str:
+    """IHE/FHIR AuditEvent.outcome: 0 success, 4 minor failure (refused), 8 serious failure."""
+    if status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+def redacted_query(query_string: bytes) -> str:
+    """The query with the values of patient-identifying parameters left out (`patient=`)."""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    kept = [(name, "" if name in IDENTIFYING_PARAMETERS else value) for name, value in pairs]
+    return urlencode(kept)
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """What one request did, as the AuditEvent records it."""
+
+    interaction: str
+    action: str
+    resource_type: str | None
+    resource_id: str | None
+    query: str | None
+    path: str
+
+
+def audit_event(
+    what: Interaction,
+    *,
+    status: int,
+    principal: Principal | None,
+    patients: Iterable[str],
+    client_address: str | None,
+    server: str,
+    now: datetime,
+) -> JsonObject:
+    """The AuditEvent resource of one interaction."""
+    requestor: JsonObject = {
+        "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": {"identifier": {"value": principal.client_id if principal else "unauthenticated"}},
+        "requestor": True,
+    }
+    if client_address:
+        requestor["network"] = {"address": client_address, "type": "2"}
+    agents: list[JsonObject] = [requestor]
+    if principal is not None and principal.subject:
+        agents.append(
+            {
+                "type": {"coding": [{"system": DCM, "code": "110150", "display": "Application"}]}
+                if principal.subject == principal.client_id
+                else {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                            "code": "humanuser",
+                            "display": "human user",
+                        }
+                    ]
+                },
+                "who": {"identifier": {"value": principal.subject}},
+                "requestor": False,
+            }
+        )
+    agents.append(
+        {
+            "type": {
+                "coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]
+            },
+            "who": {"display": "fhir-app"},
+            "requestor": False,
+            "network": {"address": server, "type": "5"},
+        }
+    )
+    entities: list[JsonObject] = []
+    if what.resource_id and what.resource_type:
+        entities.append(
+            {
+                "what": {"reference": f"{what.resource_type}/{what.resource_id}"},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            }
+        )
+    elif what.query is not None:
+        entity: JsonObject = {
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
+            "description": f"{what.path}?{what.query}" if what.query else what.path,
+            "query": base64.b64encode(what.query.encode()).decode(),
+        }
+        if what.resource_type:
+            entity["what"] = {"type": what.resource_type}
+        entities.append(entity)
+    for patient in sorted(set(patients)):
+        entities.append(
+            {
+                "what": {"reference": f"Patient/{patient}"},
+                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+            }
+        )
+    event: JsonObject = {
+        "resourceType": "AuditEvent",
+        "id": uuid.uuid4().hex,
+        "meta": {"lastUpdated": fhir_instant(now)},
+        "type": REST_TYPE,
+        "subtype": [{"system": INTERACTION_SYSTEM, "code": what.interaction}],
+        "action": what.action,
+        "recorded": fhir_instant(now),
+        "outcome": outcome_code(status),
+        "outcomeDesc": f"HTTP {status}",
+        "agent": agents,
+        "source": {
+            "observer": {"display": "fhir-app"},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+    }
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def interaction_of(scope: Scope) -> Interaction | None:
+    """The audited interaction of a routed request, or None (metadata, unknown routes)."""
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    method = scope.get("method", "")
+    if method == "HEAD":
+        method = "GET"
+    params: dict[str, Any] = scope.get("path_params") or {}
+    if template is None:
+        return None
+    known = INTERACTIONS.get((method, template))
+    if known is None:
+        if template.startswith(EXTRA_READ_PREFIXES) and method == "GET":
+            known = ("read", "R")
+        else:
+            return None
+    interaction, action = known
+    rtype = params.get("resource_type")
+    rid = params.get("resource_id") or params.get("event_id")
+    if template.startswith("/fhir/AuditEvent"):
+        rtype = "AuditEvent"
+    if template.startswith("/fhir/$export"):
+        rtype, rid = None, None
+    if template.startswith(EXTRA_READ_PREFIXES):
+        parts = [p for p in template.split("/") if p and not p.startswith("{")]
+        rtype = parts[-1] if len(parts) > 1 else None
+        rid = next((str(v) for v in params.values()), None)
+    query: str | None = None
+    if interaction == "search-type" or template.startswith("/fhir/$export"):
+        query = redacted_query(scope.get("query_string", b""))
+    return Interaction(interaction, action, rtype, rid, query, template)
+
+
+def audit_patient(principal: Principal | None, patients: set[str]) -> str | None:
+    """The one patient the event is about (for the patient-context AuditEvent search)."""
+    if principal is not None and principal.patient is not None:
+        return principal.patient
+    return next(iter(patients)) if len(patients) == 1 else None
+
+
+class AuditMiddleware:
+    """Records an AuditEvent for each audited interaction, before its response goes out."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through; record its event at the response start (or on a crash)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        recorded = False
+
+        async def send_recorded(message: Message) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                await self._record(scope, int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recorded)
+        except Exception:
+            if not recorded:
+                recorded = True
+                await self._record(scope, 500)
+            raise
+
+    async def _record(self, scope: Scope, status: int) -> None:
+        app = scope.get("app")
+        state = getattr(app, "state", None)
+        settings = getattr(state, "settings", None)
+        if settings is None or not settings.audit_events:
+            return
+        what = interaction_of(scope)
+        if what is None:
+            return
+        request_state: dict[str, Any] = scope.get("state") or {}
+        principal = request_state.get("principal")
+        guarded = request_state.get("guarded")
+        patients: set[str] = set(getattr(guarded, "patients", set()))
+        if isinstance(principal, Principal) and principal.patient is not None:
+            patients = {principal.patient}
+        client = scope.get("client")
+        service = getattr(state, "service", None)
+        if not isinstance(service, FhirService):
+            return
+        server = request_state.get("fhir_base") or "fhir-app"
+        event = audit_event(
+            what,
+            status=status,
+            principal=principal if isinstance(principal, Principal) else None,
+            patients=patients,
+            client_address=client[0] if client else None,
+            server=str(server),
+            now=datetime.now(UTC),
+        )
+
+        writer = getattr(state, "audit_writer", None)
+        if not isinstance(writer, AuditWriter):
+            return
+        caller = principal if isinstance(principal, Principal) else None
+        writer.submit(
+            AuditRow(
+                event_id=event["id"],
+                recorded=datetime.fromisoformat(event["recorded"]),
+                interaction=what.interaction,
+                action=what.action,
+                outcome=event["outcome"],
+                client_id=event["agent"][0]["who"]["identifier"]["value"],
+                subject=caller.subject if caller else None,
+                entity_type=what.resource_type,
+                patient_id=audit_patient(caller, patients),
+                content=event,
+            )
+        )
+
+
+class AuditWriter:
+    """Stores AuditEvents from a background thread, many per transaction.
+
+    Why not in the request: on SQLite every write takes the database's one write lock, which a
+    long transaction (an export) may hold for a while; a read must not wait for it, nor pay a
+    write transaction of its own. Events wait in memory until written (retried every
+    RETRY_SECONDS while the database refuses); `flush` waits until everything submitted so far
+    is stored, which the AuditEvent search does first, so a client finds its own interactions.
+    Events still queued when the process dies are lost: the queue is kept short by writing at
+    once, and at most MAX_QUEUED wait (past that the oldest are dropped, and the drop logged).
+    """
+
+    MAX_BATCH = 500
+    MAX_QUEUED = 100_000
+    RETRY_SECONDS = 0.5
+
+    def __init__(self, uow_factory: Callable[[], Any]) -> None:
+        self.uow_factory = uow_factory
+        self._queue: deque[AuditRow] = deque()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    def submit(self, row: AuditRow) -> None:
+        """Queue one event for writing."""
+        with self._cond:
+            if len(self._queue) >= self.MAX_QUEUED:
+                self._queue.popleft()
+                self.dropped += 1
+                log.error("AuditEvent queue full: %d events dropped so far", self.dropped)
+            self._queue.append(row)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fhir-app-audit", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event submitted so far is stored; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))
+                ]
+                self._in_flight = len(batch)
+            stored = self._store(batch)
+            with self._cond:
+                if not stored:
+                    self._queue.extendleft(reversed(batch))
+                self._in_flight = 0
+                self._cond.notify_all()
+            if not stored:
+                time.sleep(self.RETRY_SECONDS)
+
+    def _store(self, batch: list[AuditRow]) -> bool:
+        try:
+            with self.uow_factory() as uow:
+                uow.audit.add_all(batch)
+                uow.commit()
+        except Exception as error:  # kept and retried: the trail must not be lost silently
+            log.error("AuditEvents not stored yet (%s); retrying", type(error).__name__)
+            return False
+        return True
