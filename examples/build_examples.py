@@ -438,6 +438,75 @@ def p15_collapsed_level() -> list[JsonObject]:
     ]
 
 
+def p16_high_grade_escc() -> list[JsonObject]:
+    """T9 renal-cell metastasis compressing the cord without CSF around it (ESCC 3), with
+    myelopathy, standalone findings; L2 with epidural impingement (ESCC 1a) in a panel. NOMS: high
+    grade, radioresistant primary, unstable."""
+    pid = "p16"
+    when = "2026-02-03T07:40:00Z"
+    s = "p16-mr"
+
+    def obs(n: str, kind: str, value: object, level: str | None = "T9") -> JsonObject:
+        return observation(f"p16-{n}", pid, kind, value, level=level, effective=when, study=s)
+
+    return [
+        patient(pid, "Nakamura", "Kenji", "1957-06-21", "male"),
+        imaging_study(s, pid, MR, started="2026-02-03T07:05:00Z", uid="1.2.826.0.1.1018"),
+        primary_tumor("p16-primary", pid, "renal-cell", effective="2024-09-30"),
+        obs("appearance", "appearance", "lytic"),
+        obs("pain", "pain", "mechanical"),
+        obs("align", "alignment", "de-novo-deformity"),
+        obs("loss", "height_loss", 55),
+        obs("posterior", "posterior", "both"),
+        obs("escc", "escc", "3"),
+        lesion_panel(
+            "p16-l2",
+            pid,
+            "L2",
+            [
+                ("appearance", "lytic"),
+                ("pain", "pain-free"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 0),
+                ("involvement", 20),
+                ("posterior", "none"),
+                ("escc", "1a"),
+            ],
+            effective=when,
+            study=s,
+        ),
+        obs("myelopathy", "myelopathy", True, level=None),
+    ]
+
+
+def p17_low_grade_escc() -> list[JsonObject]:
+    """T6 lesion of a seminoma deforming the thecal sac without cord abutment (ESCC 1b), no
+    myelopathy, in one vertebral-lesion panel. NOMS: low grade, radiosensitive primary."""
+    pid = "p17"
+    return [
+        patient(pid, "Novak", "Tomas", "1990-09-12", "male"),
+        imaging_study("p17-mr", pid, MR, started="2026-02-10T15:00:00Z", uid="1.2.826.0.1.1019"),
+        primary_tumor("p17-primary", pid, "testis-seminoma", effective="2025-12-01"),
+        lesion_panel(
+            "p17-t6",
+            pid,
+            "T6",
+            [
+                ("appearance", "mixed"),
+                ("pain", "occasional-non-mechanical"),
+                ("alignment", "normal-alignment"),
+                ("height_loss", 0),
+                ("involvement", 30),
+                ("posterior", "none"),
+                ("escc", "1b"),
+                ("myelopathy", False),
+            ],
+            effective="2026-02-10T15:40:00Z",
+            study="p17-mr",
+        ),
+    ]
+
+
 EXAMPLES = {
     "patient-01-stable-blastic": p01_stable,
     "patient-02-potentially-unstable": p02_potentially_unstable,
@@ -454,6 +523,8 @@ EXAMPLES = {
     "patient-13-bone-island-maximum": p13_bone_island_by_maximum,
     "patient-14-primary-in-context": p14_primary_in_context,
     "patient-15-collapsed-level": p15_collapsed_level,
+    "patient-16-high-grade-escc": p16_high_grade_escc,
+    "patient-17-low-grade-escc": p17_low_grade_escc,
 }
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.assessment import PatientSummary, summarise
-from fhir_app.domain.findings import Finding, LevelFindings, PatientContext
+from fhir_app.domain.findings import PATIENT_ONLY_KINDS, Finding, LevelFindings, PatientContext
 from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.noms import myelopathy_of
 from fhir_app.fhir.inputs import MappedObservation, MappedPatient, MappedStudy
 
 
@@ -51,7 +52,11 @@ class PatientInputs:
             findings.extend(f.finding for f in obs.findings if f.level is level)
             sources.append(obs.reference)
         for obs in self.patient_wide:
-            wide = [f.finding for f in obs.findings if f.level is None]
+            wide = [
+                f.finding
+                for f in obs.findings
+                if f.level is None and f.finding.kind not in PATIENT_ONLY_KINDS
+            ]
             findings.extend(wide)
             if wide:
                 sources.append(obs.reference)
@@ -63,6 +68,12 @@ class PatientInputs:
             len(self.by_level),
         )
 
+    def myelopathy(self) -> bool | None:
+        """What the patient's latest `myelopathy` finding says; None when none does."""
+        return myelopathy_of(
+            f.finding for obs in self.patient_wide for f in obs.findings if f.level is None
+        )
+
     def studies_of(self, observations: Iterable[MappedObservation]) -> list[MappedStudy]:
         """The accepted ImagingStudies the given observations were read from."""
         ids = sorted({sid for obs in observations for sid in obs.study_ids})
@@ -70,7 +81,9 @@ class PatientInputs:
 
     def summary(self, settings: AppearanceSettings | None = None) -> PatientSummary:
         """Derive SINS and the classification of every lesion level of the patient."""
-        return summarise({lvl: self.level_findings(lvl) for lvl in self.by_level}, settings)
+        return summarise(
+            {lvl: self.level_findings(lvl) for lvl in self.by_level}, settings, self.myelopathy()
+        )
 
 
 def group_by_patient(

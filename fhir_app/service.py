@@ -198,10 +198,11 @@ def assess(
 
 def outputs_of(patient: PatientInputs) -> int:
     """How many resources deriving `patient` emits (outbound.emit_patient): per level the SINS
-    and classification Observations and the RiskAssessment, then the report and the Provenance."""
+    and classification Observations and the RiskAssessment, then the NOMS inputs, the report and
+    the Provenance."""
     if not patient.by_level:
         return 0
-    return len(LEVEL_KINDS) * len(patient.by_level) + 2
+    return len(LEVEL_KINDS) * len(patient.by_level) + len(outbound.PATIENT_KINDS) + 1
 
 
 # --------------------------------------------------------------------------- persistent service
@@ -319,7 +320,7 @@ def withdrawn_outputs(
     """Outputs of levels that lost every finding (or the report, when no level is left)."""
     expected = {outbound.output_id(k, patient, lvl) for lvl in inputs.by_level for k in LEVEL_KINDS}
     if inputs.by_level:
-        expected.add(outbound.output_id("report", patient, None))
+        expected.update(outbound.output_id(k, patient, None) for k in outbound.PATIENT_KINDS)
     return [
         row.content
         for row in previous

@@ -33,7 +33,9 @@ from fhir_app.domain.classification import (
     OSTEOPOROTIC_FRACTURE,
     UNKNOWN_PRIMARY,
 )
+from fhir_app.domain.escc import ESCC_SCALE, ESCC_SOURCE, GROUP_WORDS, EsccGroup
 from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.noms import LAUFER, RADIOSENSITIVITY_WORDS, Radiosensitivity
 from fhir_app.domain.sins_answers import (
     COMPONENT_WORDS,
     SINS_CATEGORY_BANDS,
@@ -43,11 +45,14 @@ from fhir_app.domain.sins_answers import (
 from fhir_app.fhir import codes
 from fhir_app.fhir.outbound_terms import (
     DIFFERENTIAL_DISPLAY,
+    ESCC_GROUP_DISPLAY,
+    NOMS_DISPLAY,
     PRIMARY_TUMOR_DISPLAY,
     SINS_ANSWER_DISPLAY,
     SINS_CATEGORY_DISPLAY,
     SINS_CODE_DISPLAY,
     SPINE_FINDING_DISPLAY,
+    escc_grade,
 )
 
 JsonObject = dict[str, Any]
@@ -136,6 +141,18 @@ SPINE_FINDING_INPUTS: Final[tuple[tuple[str, str, str], ...]] = (
         "The patient's known primary tumour, a code of the primary-tumor CodeSystem; patient "
         "level, without a bodySite.",
     ),
+    (
+        codes.ESCC_GRADE,
+        SPINE_FINDING_DISPLAY[codes.ESCC_GRADE],
+        f"Epidural spinal cord compression at this level on axial T2-weighted MRI: a grade of "
+        f"the escc CodeSystem ({ESCC_SOURCE}).",
+    ),
+    (
+        codes.MYELOPATHY,
+        SPINE_FINDING_DISPLAY[codes.MYELOPATHY],
+        "Whether the patient has clinical signs of spinal cord dysfunction; patient level, "
+        "without a bodySite.",
+    ),
 )
 
 SPINE_FINDING_OUTPUTS: Final[tuple[tuple[str, str], ...]] = (
@@ -146,6 +163,11 @@ SPINE_FINDING_OUTPUTS: Final[tuple[tuple[str, str], ...]] = (
     ),
     (codes.LIKELY_PRIMARY, "A likely primary tumour (component of the classification)."),
     (codes.DIFFERENTIAL, "A differential diagnosis (component of the classification)."),
+    (
+        codes.NOMS_INPUTS,
+        f"The NOMS decision inputs of one patient ({LAUFER}): neurologic, oncologic, mechanical "
+        "and systemic; inputs to the team's decision, never a treatment.",
+    ),
     (
         codes.ASSESSMENT_REPORT,
         "Vertebral metastasis assessment of one patient (DiagnosticReport.code).",
@@ -390,6 +412,73 @@ def differential_code_system() -> JsonObject:
     )
 
 
+def escc_code_system() -> JsonObject:
+    """`{base}/CodeSystem/escc`: the six grades with their group, and the two groups."""
+    concepts = [
+        concept(
+            row.grade.value,
+            escc_grade(row.grade)["display"],
+            f"ESCC grade {row.grade.value}: {row.meaning} ({GROUP_WORDS[row.group]}).",
+            property=[{"code": "group", "valueCode": row.group.value}],
+        )
+        for row in ESCC_SCALE
+    ]
+    concepts.extend(
+        concept(group.value, ESCC_GROUP_DISPLAY[group], f"{ESCC_GROUP_DISPLAY[group]}.")
+        for group in EsccGroup
+    )
+    return code_system(
+        "escc",
+        "Epidural spinal cord compression (ESCC) scale",
+        f"The six grades of the ESCC scale on axial T2-weighted MRI, each with its group, and "
+        f"the low- and high-grade groups ({ESCC_SOURCE}; ACR/RSNA common data elements RDES288).",
+        concepts,
+        [
+            {
+                "code": "group",
+                "description": "Low grade (0-1c) or high grade (2-3).",
+                "type": "code",
+            }
+        ],
+    )
+
+
+def noms_code_system() -> JsonObject:
+    """`{base}/CodeSystem/noms`: the parts of the NOMS inputs and the radiosensitivity classes."""
+    parts = {
+        codes.NOMS_NEUROLOGIC: "Neurologic input: the highest ESCC grade and myelopathy.",
+        codes.NOMS_ONCOLOGIC: "Oncologic input: the known primary's response to conventional "
+        "external-beam radiotherapy.",
+        codes.NOMS_MECHANICAL: "Mechanical input: the SINS category of the most unstable level.",
+        codes.NOMS_SYSTEMIC: "Systemic input: systemic disease and fitness; not derived by "
+        "fhir-app.",
+    }
+    concepts = [concept(code, NOMS_DISPLAY[code], text) for code, text in parts.items()]
+    concepts.extend(
+        concept(
+            r.value,
+            NOMS_DISPLAY[r.value],
+            f"The primary's response to conventional external-beam radiotherapy: "
+            f"{RADIOSENSITIVITY_WORDS[r]}.",
+        )
+        for r in Radiosensitivity
+    )
+    concepts.append(
+        concept(
+            codes.NOMS_NO_KNOWN_PRIMARY,
+            NOMS_DISPLAY[codes.NOMS_NO_KNOWN_PRIMARY],
+            "No primary tumour is known, so the oncologic input has no class.",
+        )
+    )
+    return code_system(
+        "noms",
+        "NOMS decision inputs",
+        f"The parts of the NOMS framework (neurologic, oncologic, mechanical, systemic; "
+        f"{LAUFER}) and the radiosensitivity classes of the oncologic input.",
+        concepts,
+    )
+
+
 def value_set(name: str, title: str, description: str, include: list[JsonObject]) -> JsonObject:
     """An active ValueSet of ours, defined by its compose."""
     return {
@@ -424,6 +513,8 @@ def value_sets() -> list[JsonObject]:
         ("spine-finding", "Spine finding codes", "Every code of the spine-finding CodeSystem."),
         ("primary-tumor", "Primary tumours", "Every code of the primary-tumor CodeSystem."),
         ("differential", "Differential diagnoses", "Every code of the differential CodeSystem."),
+        ("escc", "ESCC codes", "Every code of the escc CodeSystem: grades and groups."),
+        ("noms", "NOMS codes", "Every code of the noms CodeSystem."),
     ]
     out = [
         value_set(name, title, description, [{"system": f"{codes.BASE}/CodeSystem/{name}"}])
@@ -446,6 +537,19 @@ def value_sets() -> list[JsonObject]:
                 [listed(codes.CS_SINS, ((a.value, SINS_ANSWER_DISPLAY[a]) for a in answers))],
             )
         )
+    out.append(
+        value_set(
+            "escc-grade",
+            "ESCC grades",
+            f"The six grades of the ESCC scale, in the scale's order ({ESCC_SOURCE}).",
+            [
+                listed(
+                    codes.CS_ESCC,
+                    ((r.grade.value, escc_grade(r.grade)["display"]) for r in ESCC_SCALE),
+                )
+            ],
+        )
+    )
     out.append(
         value_set(
             "sins-category",
@@ -593,10 +697,11 @@ def input_observation_profile() -> Profile:
     invariant = {
         "key": "sfo-1",
         "severity": "error",
-        "human": "A finding has a bodySite (its vertebral level) unless it is the primary tumour "
-        "or a pain character that applies to every lesion level.",
+        "human": "A finding has a bodySite (its vertebral level) unless it is the primary tumour, "
+        "myelopathy, or a pain character that applies to every lesion level.",
         "expression": f"bodySite.exists() or code.coding.where(system = '{codes.CS_SPINE_FINDING}'"
-        f" and (code = '{codes.PRIMARY_TUMOR}' or code = '{codes.PAIN_CHARACTER}')).exists()",
+        f" and (code = '{codes.PRIMARY_TUMOR}' or code = '{codes.PAIN_CHARACTER}'"
+        f" or code = '{codes.MYELOPATHY}')).exists()",
     }
     return Profile(
         "spine-finding-observation",
@@ -748,6 +853,7 @@ def classification_profile() -> Profile:
         (codes.PRIMARY_TUMOR, "primary-tumor", "The patient's known primary tumour, in context"),
         (codes.LIKELY_PRIMARY, "primary-tumor", "Likely primary tumours, most typical first"),
         (codes.DIFFERENTIAL, "differential", "Differential diagnoses"),
+        (codes.ESCC_GRADE, "escc-grade", "The ESCC grade of the level, when a finding states it"),
     )
     differential: list[JsonObject] = [
         *output_meta("Observation"),
@@ -770,8 +876,8 @@ def classification_profile() -> Profile:
             "Observation.component",
             slicing={
                 "discriminator": [{"type": "pattern", "path": "code"}],
-                "description": "Known primary, likely primaries and differential diagnoses, by "
-                "code.",
+                "description": "Known primary, likely primaries, differential diagnoses and the "
+                "ESCC grade, by code.",
                 "ordered": False,
                 "rules": "open",
             },
@@ -785,7 +891,7 @@ def classification_profile() -> Profile:
                     slice_id,
                     sliceName=slice_name(code),
                     short=short,
-                    **({"max": "1"} if code == codes.PRIMARY_TUMOR else {}),
+                    **({"max": "1"} if code in (codes.PRIMARY_TUMOR, codes.ESCC_GRADE) else {}),
                 ),
                 element(
                     f"{slice_id}.code",
@@ -887,10 +993,90 @@ def report_profile() -> Profile:
             patient_subject("DiagnosticReport"),
             element(
                 "DiagnosticReport.result",
-                short="The SINS and classification Observations",
-                type=reference_to(sd_url("sins-score"), sd_url("lesion-classification")),
+                short="The SINS and classification Observations and the NOMS inputs",
+                type=reference_to(
+                    sd_url("sins-score"), sd_url("lesion-classification"), sd_url("noms-inputs")
+                ),
             ),
         ),
+    )
+
+
+def noms_inputs_profile() -> Profile:
+    """The NOMS inputs Observation of one patient (CONTRACT 4f)."""
+    parts = (
+        (codes.NOMS_NEUROLOGIC, "N: the highest ESCC grade, its group as interpretation"),
+        (codes.NOMS_ONCOLOGIC, "O: radiosensitivity of the known primary, or no known primary"),
+        (codes.NOMS_MECHANICAL, "M: SINS category of the most unstable level, or the range"),
+        (codes.NOMS_SYSTEMIC, "S: not assessed (dataAbsentReason not-performed)"),
+    )
+    differential: list[JsonObject] = [
+        *output_meta("Observation"),
+        element(
+            "Observation.code",
+            short="spine-finding#noms-inputs",
+            patternCodeableConcept=pattern(codes.CS_SPINE_FINDING, codes.NOMS_INPUTS),
+        ),
+        patient_subject("Observation"),
+        element(
+            "Observation.value[x]",
+            short="The NOMS inputs in one sentence",
+            type=[{"code": "string"}],
+        ),
+        element(
+            "Observation.component",
+            short="N, O, M and S, and myelopathy when reported",
+            slicing={
+                "discriminator": [{"type": "pattern", "path": "code"}],
+                "description": "One component per NOMS input, by code.",
+                "ordered": False,
+                "rules": "open",
+            },
+            min=4,
+        ),
+    ]
+    for code, short in parts:
+        slice_id = f"Observation.component:{code}"
+        differential.extend(
+            (
+                element(slice_id, sliceName=code, short=short, min=1, max="1"),
+                element(f"{slice_id}.code", patternCodeableConcept=pattern(codes.CS_NOMS, code)),
+            )
+        )
+        if code == codes.NOMS_NEUROLOGIC:
+            differential.append(
+                element(
+                    f"{slice_id}.value[x]",
+                    type=[{"code": "CodeableConcept"}],
+                    binding=required("escc-grade", "An ESCC grade."),
+                )
+            )
+    slice_id = f"Observation.component:{codes.MYELOPATHY}"
+    differential.extend(
+        (
+            element(
+                slice_id,
+                sliceName=codes.MYELOPATHY,
+                short="Myelopathy, when a finding reports it",
+                min=0,
+                max="1",
+            ),
+            element(
+                f"{slice_id}.code",
+                patternCodeableConcept=pattern(codes.CS_SPINE_FINDING, codes.MYELOPATHY),
+            ),
+            element(f"{slice_id}.value[x]", min=1, type=[{"code": "boolean"}]),
+        )
+    )
+    return Profile(
+        "noms-inputs",
+        "NOMS decision inputs",
+        "Observation",
+        f"The NOMS decision inputs of one patient (CONTRACT 4f; {LAUFER}): N the highest ESCC "
+        "grade with low or high grade and myelopathy, O the radiosensitivity of the known "
+        "primary, M the SINS category (or range) of the most unstable level, S not assessed. "
+        "Inputs to the team's decision, never a treatment recommendation.",
+        tuple(differential),
     )
 
 
@@ -987,6 +1173,7 @@ def profiles() -> list[Profile]:
         classification_profile(),
         risk_assessment_profile(),
         report_profile(),
+        noms_inputs_profile(),
         provenance_profile(),
     ]
 
@@ -1310,8 +1497,9 @@ def capability_statement() -> JsonObject:
                 codes.PROFILE_LESION_PANEL,
                 codes.PROFILE_SINS,
                 codes.PROFILE_CLASSIFICATION,
+                codes.PROFILE_NOMS,
             ),
-            "Input findings are written here; the derived SINS and classification "
+            "Input findings are written here; the derived SINS, classification and NOMS inputs "
             "Observations are read and searched here and cannot be written.",
             writable=True,
         ),
@@ -1444,6 +1632,8 @@ def artefacts(base: BaseDefinitions | None) -> list[JsonObject]:
         spine_finding_code_system(),
         primary_tumor_code_system(),
         differential_code_system(),
+        escc_code_system(),
+        noms_code_system(),
         *value_sets(),
         *(structure_definition(p, base, builder) for p in profiles()),
         capability_statement(),

@@ -16,6 +16,8 @@ Choices:
   component (the patient's known primary, v2); `likely_primary_1` the first `likely-primary`
   component: the known primary when it is in the appearance's row, else the most typical primary
   for the appearance in the patient's context (DOMAIN.md 4a: a woman never gets prostate).
+- `escc_grade` is the classification's `spine-finding#escc-grade` component (v2, DOMAIN.md 6):
+  empty when no finding states the level's grade, never assumed.
 - `surgical_consultation` is true when the lowest possible total is 7 or more, the rule behind the
   RiskAssessment's mitigation (CONTRACT 4c); with a range across 6/7 it is false (not decided).
 - `status` is the RiskAssessment's (`final`, `preliminary`, `amended`), or the SINS Observation's
@@ -83,6 +85,7 @@ LESION_COLUMNS: Final[tuple[Column, ...]] = (
     Column("surgical_consultation", "bool", False, "Lowest possible total is 7 or more"),
     Column("known_primary", "string", True, "The patient's known primary; empty when none"),
     Column("likely_primary_1", "string", True, "Most typical likely primary; empty when open"),
+    Column("escc_grade", "string", True, "ESCC grade 0, 1a, 1b, 1c, 2 or 3; empty when unknown"),
     Column("effective", "timestamp", True, "When the findings were observed (latest finding)"),
     Column("last_updated", "timestamp", True, "Latest meta.lastUpdated of the joined outputs"),
     Column("status", "string", False, "RiskAssessment status (else the SINS Observation's)"),
@@ -117,6 +120,7 @@ class LesionRow:
     surgical_consultation: bool
     known_primary: str | None
     likely_primary_1: str | None
+    escc_grade: str | None
     effective: datetime | None
     last_updated: datetime | None
     status: str
@@ -335,6 +339,16 @@ def _primary(classification: JsonObject | None, component: str) -> str | None:
     return None
 
 
+def _escc_grade(classification: JsonObject | None) -> str | None:
+    """The level's ESCC grade: the classification's `spine-finding#escc-grade` component."""
+    for entry in (classification or {}).get("component", []):
+        if isinstance(entry, dict) and _has_code(
+            entry.get("code"), codes.CS_SPINE_FINDING, codes.ESCC_GRADE
+        ):
+            return _code(entry.get("valueCodeableConcept"), codes.CS_ESCC)
+    return None
+
+
 def _row(patient: str, level: VertebralLevel, outputs: _LevelOutputs) -> LesionRow:
     sins, classification, risk = outputs.sins, outputs.classification, outputs.risk
     assert sins is not None
@@ -368,6 +382,7 @@ def _row(patient: str, level: VertebralLevel, outputs: _LevelOutputs) -> LesionR
         surgical_consultation=low >= SURGICAL_CONSULTATION_MIN_TOTAL,
         known_primary=_primary(classification, codes.PRIMARY_TUMOR),
         likely_primary_1=_primary(classification, codes.LIKELY_PRIMARY),
+        escc_grade=_escc_grade(classification),
         effective=fhir_moment(effective) if isinstance(effective, str) else None,
         last_updated=max(updates) if updates else None,
         status=str(status),

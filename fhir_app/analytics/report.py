@@ -17,6 +17,7 @@ from rich.console import Group
 from rich.table import Table
 
 from fhir_app.analytics.lesions import JsonObject, LesionRow, lesion_rows
+from fhir_app.domain.escc import EsccGrade
 from fhir_app.domain.levels import SpinalRegion, VertebralLevel
 from fhir_app.domain.sins_answers import (
     SURGICAL_CONSULTATION_MIN_TOTAL,
@@ -25,6 +26,8 @@ from fhir_app.domain.sins_answers import (
 )
 
 OPEN: Final = "open"
+# A level without an escc-grade finding: its grade is unknown, never counted under a grade.
+UNKNOWN: Final = "unknown"
 
 # Category keys in the order of instability, then open; labels and colours for reader and chart.
 CATEGORY_KEYS: Final[tuple[str, ...]] = (*(c.value for c in SinsCategory), OPEN)
@@ -42,6 +45,11 @@ CATEGORY_COLOURS: Final[Mapping[str, str]] = {
     OPEN: "#B0B0B0",
 }
 APPEARANCE_KEYS: Final[tuple[str, ...]] = (*(a.value for a in LesionAnswer), OPEN)
+ESCC_KEYS: Final[tuple[str, ...]] = (*(g.value for g in EsccGrade), UNKNOWN)
+ESCC_LABELS: Final[Mapping[str, str]] = {
+    **{g.value: f"Grade {g.value}" for g in EsccGrade},
+    UNKNOWN: "Unknown (no ESCC finding)",
+}
 REGION_KEYS: Final[tuple[str, ...]] = tuple(r.value for r in SpinalRegion)
 LEVEL_LABELS: Final[tuple[str, ...]] = tuple(level.label for level in VertebralLevel)
 
@@ -52,7 +60,8 @@ class PopulationReport:
 
     `by_category`, `by_appearance` and `by_region` list every key, zeros kept, in a fixed order;
     `by_level` holds the levels with lesions, C1..S5, each with every category key;
-    `by_likely_primary` is most frequent first (ties alphabetical), `open` last.
+    `by_likely_primary` is most frequent first (ties alphabetical), `open` last;
+    `by_escc_grade` every ESCC grade in the scale's order, then `unknown`, zeros kept.
     `total_ranges` counts lesions whose total is a range, `consultation_undecided` those whose
     range spans 6/7, so that findings still decide on a surgical consultation.
     """
@@ -64,6 +73,7 @@ class PopulationReport:
     by_region: Mapping[str, int]
     by_appearance: Mapping[str, int]
     by_likely_primary: Mapping[str, int]
+    by_escc_grade: Mapping[str, int]
     surgical_consultation_lesions: int
     surgical_consultation_patients: int
     determined_totals: int
@@ -112,6 +122,7 @@ def population_report(rows: Iterable[LesionRow]) -> PopulationReport:
         by_region=_keyed(Counter(row.region for row in table), REGION_KEYS),
         by_appearance=_keyed(Counter(row.appearance or OPEN for row in table), APPEARANCE_KEYS),
         by_likely_primary=_by_primary(table),
+        by_escc_grade=_keyed(Counter(row.escc_grade or UNKNOWN for row in table), ESCC_KEYS),
         surgical_consultation_lesions=len(consulted),
         surgical_consultation_patients=len({row.patient for row in consulted}),
         determined_totals=len(table) - len(ranges),
@@ -194,6 +205,9 @@ def render_report(report: PopulationReport) -> Group:
             report.by_likely_primary,
             report.lesions,
             {OPEN: "Open (appearance open)"},
+        ),
+        _distribution(
+            "ESCC grade (Bilsky)", "Grade", report.by_escc_grade, report.lesions, ESCC_LABELS
         ),
     ]
     return Group(*parts)

@@ -8,8 +8,10 @@ from enum import StrEnum
 
 from fhir_app.domain.appearance import AppearanceSettings, assess_appearance, mri_only_sentence
 from fhir_app.domain.classification import TREATED_NOTE, Classification, classify
+from fhir_app.domain.escc import GROUP_WORDS, EsccGrade, escc_row
 from fhir_app.domain.findings import LevelFindings
 from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.noms import NomsInputs, level_grade, noms_inputs
 from fhir_app.domain.sins import SinsScore, score_sins
 from fhir_app.domain.sins_answers import COMPONENT_WORDS, SURGICAL_CONSULTATION_MIN_TOTAL
 
@@ -56,6 +58,18 @@ class LevelAssessment:
     def preliminary(self) -> bool:
         """Preliminary when the category is open or any input finding is preliminary."""
         return self.sins.category is None or any(f.preliminary for f in self.findings.findings)
+
+    @property
+    def escc(self) -> EsccGrade | None:
+        """The level's ESCC grade (DOMAIN.md 6); None when no finding states one."""
+        return level_grade(self.findings)
+
+    def escc_words(self) -> str | None:
+        """`ESCC grade 2 (high grade)`, or None when the grade is unknown."""
+        grade = self.escc
+        if grade is None:
+            return None
+        return f"ESCC grade {grade.value} ({GROUP_WORDS[escc_row(grade).group]})"
 
     def caveats(self) -> tuple[Caveat, ...]:
         """Every caveat of DOMAIN.md 3 (v2) that applies to this level, in a fixed order."""
@@ -117,6 +131,9 @@ class LevelAssessment:
         text = f"{self.level.label} {look}, {score} ({s.category_words()})"
         if s.surgical_consultation:
             text += ", surgical consultation recommended"
+        escc = self.escc_words()
+        if escc is not None:
+            text += f", {escc}"
         context = self.classification.primary_context
         if context is not None:
             text += f"; {context[0].lower()}{context[1:].rstrip('.')}"
@@ -149,9 +166,13 @@ def most_unstable_first(assessments: list[LevelAssessment]) -> list[LevelAssessm
 
 @dataclass(frozen=True, slots=True)
 class PatientSummary:
-    """A patient's levels, most unstable first, and the one sentence a surgeon reads first."""
+    """A patient's levels, most unstable first, and the one sentence a surgeon reads first.
+
+    `myelopathy` is what the patient's latest `myelopathy` finding says; None when none does.
+    """
 
     levels: tuple[LevelAssessment, ...]
+    myelopathy: bool | None = None
 
     @property
     def most_unstable(self) -> LevelAssessment | None:
@@ -168,23 +189,44 @@ class PatientSummary:
         """The levels whose lowest possible total is 7 or more, most unstable first."""
         return tuple(a.level for a in self.levels if a.sins.surgical_consultation)
 
+    @property
+    def highest_escc(self) -> EsccGrade | None:
+        """The highest ESCC grade over the levels, in the scale's order."""
+        return self.noms.highest_escc
+
+    @property
+    def noms(self) -> NomsInputs:
+        """The NOMS decision inputs of the patient (DOMAIN.md 7)."""
+        top = self.most_unstable
+        # Every level carries the patient's primary; the first one says it for all.
+        primary = top.findings.primary_tumor if top is not None else None
+        return noms_inputs(
+            ((a.level, a.escc) for a in self.levels),
+            self.myelopathy,
+            primary,
+            (top.level, top.sins) if top is not None else None,
+        )
+
     def conclusion(self) -> str:
         """A short human summary, most unstable level first (CONTRACT 4d, v2).
 
-        Per level: appearance, SINS and category, the consultation, the known primary in context
-        and every caveat; then the levels that warrant a surgical consultation.
+        Per level: appearance, SINS and category, the consultation, the ESCC grade when known, the
+        known primary in context and every caveat; then the levels that warrant a surgical
+        consultation, then the NOMS inputs in one sentence.
         """
         if not self.levels:
             return "No vertebral lesion findings."
         text = " ".join(a.summary_line() for a in self.levels)
         if self.consultation_levels:
             text += f" {consultation_advice(self.consultation_levels)}."
-        return text
+        return f"{text} {self.noms.sentence()}"
 
 
 def summarise(
-    levels: Mapping[VertebralLevel, LevelFindings], settings: AppearanceSettings | None = None
+    levels: Mapping[VertebralLevel, LevelFindings],
+    settings: AppearanceSettings | None = None,
+    myelopathy: bool | None = None,
 ) -> PatientSummary:
     """Assess every level of a patient and order them most unstable first."""
     assessed = [assess_level(level, f, settings) for level, f in levels.items()]
-    return PatientSummary(tuple(most_unstable_first(assessed)))
+    return PatientSummary(tuple(most_unstable_first(assessed)), myelopathy)

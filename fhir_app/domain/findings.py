@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 
+from fhir_app.domain.escc import EsccGrade
 from fhir_app.domain.sins_answers import (
     AlignmentAnswer,
     CollapseAnswer,
@@ -72,6 +73,7 @@ FindingValue = (
     | CtAttenuation
     | T1Signal
     | T2Signal
+    | EsccGrade
     | bool
     | float
 )
@@ -93,6 +95,12 @@ class FindingKind(StrEnum):
     MRI_T2 = "mri-t2"  # T2Signal
     CONTRAST_ENHANCEMENT = "contrast-enhancement"  # bool
     TREATED = "treated-lesion"  # bool
+    ESCC = "escc-grade"  # EsccGrade, per level (DOMAIN.md 6)
+    MYELOPATHY = "myelopathy"  # bool, patient level: clinical signs of spinal cord dysfunction
+
+
+# Findings about the patient that say nothing of any one level: never handed to a level's rules.
+PATIENT_ONLY_KINDS: frozenset[FindingKind] = frozenset({FindingKind.MYELOPATHY})
 
 
 @dataclass(frozen=True, slots=True)

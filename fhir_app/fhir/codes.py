@@ -18,6 +18,8 @@ CS_SINS: Final = f"{BASE}/CodeSystem/sins"
 CS_SPINE_FINDING: Final = f"{BASE}/CodeSystem/spine-finding"
 CS_PRIMARY_TUMOR: Final = f"{BASE}/CodeSystem/primary-tumor"
 CS_DIFFERENTIAL: Final = f"{BASE}/CodeSystem/differential"
+CS_ESCC: Final = f"{BASE}/CodeSystem/escc"
+CS_NOMS: Final = f"{BASE}/CodeSystem/noms"
 
 EXT_VERTEBRAL_LEVEL: Final = f"{BASE}/StructureDefinition/vertebral-level"
 EXT_SINS_DISCORDANCE: Final = f"{BASE}/StructureDefinition/sins-discordance"
@@ -71,6 +73,16 @@ LESION_CLASSIFICATION: Final = "lesion-classification"
 LIKELY_PRIMARY: Final = "likely-primary"
 DIFFERENTIAL: Final = "differential"
 ASSESSMENT_REPORT: Final = "vertebral-metastasis-assessment"
+ESCC_GRADE: Final = "escc-grade"
+MYELOPATHY: Final = "myelopathy"
+NOMS_INPUTS: Final = "noms-inputs"
+
+# noms codes (the parts of the noms-inputs Observation, CONTRACT 4f).
+NOMS_NEUROLOGIC: Final = "neurologic"
+NOMS_ONCOLOGIC: Final = "oncologic"
+NOMS_MECHANICAL: Final = "mechanical"
+NOMS_SYSTEMIC: Final = "systemic"
+NOMS_NO_KNOWN_PRIMARY: Final = "no-known-primary"
 LOINC_REPORT: Final = "18748-4"
 
 # sins codes beyond the component answers.
@@ -87,6 +99,7 @@ PROFILE_CLASSIFICATION: Final = f"{BASE}/StructureDefinition/lesion-classificati
 PROFILE_RISK: Final = f"{BASE}/StructureDefinition/sins-risk-assessment"
 PROFILE_REPORT: Final = f"{BASE}/StructureDefinition/vertebral-metastasis-report"
 PROFILE_PROVENANCE: Final = f"{BASE}/StructureDefinition/fhir-app-provenance"
+PROFILE_NOMS: Final = f"{BASE}/StructureDefinition/noms-inputs"
 
 # Statuses (CONTRACT section 3).
 COUNTING_STATUSES: Final = frozenset({"final", "amended", "corrected", "preliminary"})

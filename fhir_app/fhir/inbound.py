@@ -38,6 +38,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from fhir_app.domain.classification import LIKELY_PRIMARIES, UNKNOWN_PRIMARY
+from fhir_app.domain.escc import EsccGrade
 from fhir_app.domain.findings import (
     CtAttenuation,
     Finding,
@@ -236,17 +237,43 @@ def _percent_reader(kind: FindingKind, words: str) -> _Reader:
     return read
 
 
-def _boolean_reader(kind: FindingKind) -> _Reader:
+def _boolean_reader(kind: FindingKind, *, patient_level: bool = False) -> _Reader:
+    """A valueBoolean; `patient_level` findings (myelopathy) need no level and take none."""
+    needs_level = not patient_level
+
     def read(holder: JsonObject, path: str) -> _Reading:
         value = _value_element(holder, path, "Boolean")
         if value is None:
-            return _Reading(None)
+            return _Reading(None, needs_level=needs_level, patient_level=patient_level)
         if not isinstance(value, bool):
             where = f"{path}.valueBoolean"
             raise rejected("value", f"{where} must be true or false", where)
-        return _Reading(kind, value)
+        return _Reading(kind, value, needs_level=needs_level, patient_level=patient_level)
 
     return read
+
+
+def _read_escc(holder: JsonObject, path: str) -> _Reading:
+    """An ESCC grade: one code of `{base}/CodeSystem/escc` (DOMAIN.md 6)."""
+    concept = _value_element(holder, path, "CodeableConcept")
+    if concept is None:
+        return _Reading(None)
+    where = f"{path}.valueCodeableConcept"
+    allowed = [g.value for g in EsccGrade]
+    stated = _codes_in(concept, codes.CS_ESCC)
+    unknown = [c for c in stated if c not in allowed]
+    if unknown or not stated:
+        got = f"'{unknown[0]}' is not one" if unknown else "no such coding"
+        raise rejected(
+            "code-invalid",
+            f"{where} must be an ESCC grade of {codes.CS_ESCC} ({', '.join(allowed)}); {got}",
+            where,
+        )
+    if len(stated) > 1:
+        raise rejected(
+            "code-invalid", f"{where} states several ESCC grades: {', '.join(stated)}", where
+        )
+    return _Reading(FindingKind.ESCC, EsccGrade(stated[0]))
 
 
 def _read_attenuation(holder: JsonObject, path: str) -> _Reading:
@@ -392,6 +419,10 @@ FINDING_READERS: Final[dict[tuple[str, str], _Reader]] = {
     ),
     (codes.CS_SPINE_FINDING, codes.TREATED_LESION): _boolean_reader(FindingKind.TREATED),
     (codes.CS_SPINE_FINDING, codes.PRIMARY_TUMOR): _read_primary_tumor,
+    (codes.CS_SPINE_FINDING, codes.ESCC_GRADE): _read_escc,
+    (codes.CS_SPINE_FINDING, codes.MYELOPATHY): _boolean_reader(
+        FindingKind.MYELOPATHY, patient_level=True
+    ),
     (codes.CS_SINS, SinsComponent.LOCATION.value): _answer_reader(None, SinsLocation, "location"),
     (codes.CS_SINS, SinsComponent.PAIN.value): _READ_PAIN,
     (codes.CS_SINS, SinsComponent.BONE_LESION.value): _READ_APPEARANCE,
@@ -604,16 +635,17 @@ def map_observation(
     observed_at = _observed_at(raw, received_at)
     source = versioned("Observation", resource_id, version)
     preliminary = status in PRELIMINARY_STATUSES
+    # A patient-level finding (myelopathy) belongs to no level, also inside a lesion panel.
     findings = tuple(
         LevelFinding(
-            level,
+            None if r.patient_level else level,
             Finding(
                 r.kind,
                 r.value,
                 observed_at,
                 source=source,
                 preliminary=preliminary,
-                patient_wide=level is None,
+                patient_wide=r.patient_level or level is None,
             ),
         )
         for r in readings

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from fhir_app.domain.appearance import words
 from fhir_app.domain.assessment import LevelAssessment, PatientSummary
+from fhir_app.domain.noms import NomsInputs
 from fhir_app.domain.sins import ComponentResult, SinsScore
 from fhir_app.domain.sins_answers import ANSWER_WORDS, COMPONENT_WORDS
 from fhir_app.fhir.outbound_terms import (
@@ -158,11 +159,12 @@ def report_text(summary: PatientSummary, preliminary: bool) -> JsonObject:
             f"<td>{_points(a.sins.low, a.sins.high)}</td>"
             f"<td>{_e(_category(a.sins))}</td>"
             f"<td>{_e(_consultation(a.sins))}</td>"
+            f"<td>{_e(a.escc.value if a.escc is not None else 'unknown')}</td>"
             f"<td>{_e('; '.join(c.short for c in a.caveats()))}</td></tr>"
         )
     table = (
         "<table><thead><tr><th>Level</th><th>Appearance</th><th>SINS</th><th>Category</th>"
-        "<th>Surgical consultation</th><th>Caveats</th></tr></thead>"
+        "<th>Surgical consultation</th><th>ESCC</th><th>Caveats</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
         if rows
         else ""
@@ -172,6 +174,22 @@ def report_text(summary: PatientSummary, preliminary: bool) -> JsonObject:
         f"{PRELIMINARY if preliminary else ''}</p><p>{_e(summary.conclusion())}</p>"
     )
     return _text(head + table)
+
+
+def noms_text(inputs: NomsInputs, preliminary: bool) -> JsonObject:
+    """The NOMS inputs Observation: the four inputs, and that they are inputs, not a decision."""
+    rows = (
+        ("N (neurologic)", inputs.neurologic()),
+        ("O (oncologic)", inputs.oncologic()),
+        ("M (mechanical)", inputs.mechanical_words()),
+        ("S (systemic)", inputs.systemic()),
+    )
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
+    return _text(
+        f"<p><b>NOMS decision inputs</b>{PRELIMINARY if preliminary else ''}</p>"
+        f"<table><tbody>{body}</tbody></table>"
+        "<p>Inputs to the team's decision, not a treatment recommendation.</p>"
+    )
 
 
 def provenance_text(

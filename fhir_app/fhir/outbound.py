@@ -36,6 +36,8 @@ from typing import Final, Protocol
 
 from fhir_app.domain.appearance import words
 from fhir_app.domain.assessment import LevelAssessment, PatientSummary, consultation_advice
+from fhir_app.domain.escc import escc_row, grade_words
+from fhir_app.domain.findings import FindingKind
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins import ComponentResult
 from fhir_app.fhir import codes, narrative
@@ -51,6 +53,9 @@ from fhir_app.fhir.outbound_terms import (
     concept,
     data_absent_unknown,
     differential,
+    escc_grade,
+    escc_group,
+    noms,
     observation_category,
     primary_tumor,
     risk_probability,
@@ -66,6 +71,9 @@ from fhir_app.fhir.report.presented import presented_form
 # The kinds of per-(patient, level) outputs and the per-patient report, as they appear in ids.
 LEVEL_KINDS: Final = frozenset({"sins", "cls", "risk"})
 REPORT_KIND: Final = "report"
+NOMS_KIND: Final = "noms"
+# The per-patient outputs, as they appear in ids: the report and the NOMS inputs (CONTRACT 4d, 4f).
+PATIENT_KINDS: Final = (REPORT_KIND, NOMS_KIND)
 PROVENANCE_PREFIX: Final = "prov"
 
 PROCESSOR_DEVICE_ID: Final = "processor"
@@ -86,18 +94,18 @@ def _digest(text: str, length: int) -> str:
 def output_id(kind: str, patient: str, level: VertebralLevel | None) -> str:
     """The stable logical id of one output of a patient, valid as a FHIR id.
 
-    `kind` is `sins`, `cls` or `risk` (with a level) or `report` (level None). Patient ids may be
-    64 characters long, so the id carries the first 16 hex digits of the SHA-256 of the patient id
-    instead of the id itself: `sins-t12-<16 hex>`, `report-<16 hex>`. Provenance ids depend on the
-    emitted versions too and come from `provenance_id`.
+    `kind` is `sins`, `cls` or `risk` (with a level) or `report` or `noms` (level None). Patient
+    ids may be 64 characters long, so the id carries the first 16 hex digits of the SHA-256 of the
+    patient id instead of the id itself: `sins-t12-<16 hex>`, `report-<16 hex>`. Provenance ids
+    depend on the emitted versions too and come from `provenance_id`.
     """
     patient_hash = _digest(patient, 16)
-    if kind == REPORT_KIND:
+    if kind in PATIENT_KINDS:
         if level is not None:
-            raise ValueError("the report is per patient: level must be None")
-        return f"{REPORT_KIND}-{patient_hash}"
+            raise ValueError(f"the {kind} output is per patient: level must be None")
+        return f"{kind}-{patient_hash}"
     if kind not in LEVEL_KINDS:
-        raise ValueError(f"unknown output kind {kind!r}; one of sins, cls, risk, report")
+        raise ValueError(f"unknown output kind {kind!r}; one of sins, cls, risk, report, noms")
     if level is None:
         raise ValueError(f"a {kind} output belongs to a level")
     return f"{kind}-{level.label.lower()}-{patient_hash}"
@@ -391,6 +399,16 @@ def _classification_observation(
                 ),
             }
         )
+    grade = assessment.escc
+    if grade is not None:
+        # The level's ESCC grade (DOMAIN.md 6), so a per-level table reads it beside the appearance.
+        components.append(
+            {
+                "code": concept(spine_finding(codes.ESCC_GRADE)),
+                "valueCodeableConcept": concept(escc_grade(grade), text=grade_words(grade)),
+                "interpretation": [concept(escc_group(escc_row(grade).group))],
+            }
+        )
     components.extend(
         {
             "code": concept(spine_finding(codes.LIKELY_PRIMARY)),
@@ -436,7 +454,15 @@ def _risk_assessment(
         prediction["qualitativeRisk"] = concept(
             sins_category(sins.category), risk_probability(sins.category)
         )
-    prediction["rationale"] = sins.rationale()
+    rationale = sins.rationale()
+    grade = assessment.escc
+    if grade is not None:
+        # ESCC bears on the same decision (the N beside this M of NOMS), so the reader sees both.
+        rationale += (
+            f" {grade_words(grade)} at {assessment.level.label}; SINS is the mechanical (M) and "
+            "ESCC the neurologic (N) input of NOMS."
+        )
+    prediction["rationale"] = rationale
     resource: JsonObject = {
         "resourceType": "RiskAssessment",
         "id": output_id("risk", patient, assessment.level),
@@ -501,6 +527,91 @@ def _report(
     resource["conclusion"] = summary.conclusion()
     # Rendered once per derived report, from the level outputs as emitted (CONTRACT 4d v2).
     resource["presentedForm"] = presented_form(level_outputs, resource, processor_version, issued)
+    return resource
+
+
+# --- 4f NOMS inputs Observation ------------------------------------------------------------
+
+
+def _noms_observation(
+    patient: str,
+    summary: PatientSummary,
+    preliminary: bool,
+    effective: str,
+    derived_from: Sequence[str],
+) -> JsonObject:
+    """The NOMS inputs of the patient (CONTRACT 4f): components N, O, M, S, never a treatment.
+
+    Preliminary like the report: an open category at any level may make another level the most
+    unstable one (the M), and a preliminary myelopathy finding changes N.
+
+    Every component carries its words in `code.text`, as the SINS components do. N is the highest
+    ESCC grade with its group as interpretation, and myelopathy a component of its own when a
+    finding reports it; O the radiosensitivity class of the known primary; M the most unstable
+    level's SINS category, or the range of totals when the category is open; S `not assessed`.
+    """
+    inputs = summary.noms
+    neurologic: JsonObject = {
+        "code": concept(noms(codes.NOMS_NEUROLOGIC), text=f"N: {inputs.neurologic()}")
+    }
+    if inputs.highest_escc is not None and inputs.escc_group is not None:
+        neurologic["valueCodeableConcept"] = concept(
+            escc_grade(inputs.highest_escc), text=grade_words(inputs.highest_escc)
+        )
+        neurologic["interpretation"] = [concept(escc_group(inputs.escc_group))]
+    else:
+        neurologic["dataAbsentReason"] = data_absent_unknown("No escc-grade finding")
+    components = [neurologic]
+    if inputs.myelopathy is not None:
+        components.append(
+            {
+                "code": concept(spine_finding(codes.MYELOPATHY), text=inputs.myelopathy_words()),
+                "valueBoolean": inputs.myelopathy,
+            }
+        )
+    row = inputs.radiosensitivity
+    oncologic_code = codes.NOMS_NO_KNOWN_PRIMARY if row is None else row.radiosensitivity.value
+    oncologic_text = inputs.oncologic() if row is None else f"{inputs.oncologic()} ({row.source})"
+    components.append(
+        {
+            "code": concept(noms(codes.NOMS_ONCOLOGIC), text=f"O: {oncologic_text}"),
+            "valueCodeableConcept": concept(noms(oncologic_code), text=oncologic_text),
+        }
+    )
+    mechanical: JsonObject = {
+        "code": concept(noms(codes.NOMS_MECHANICAL), text=f"M: {inputs.mechanical_words()}")
+    }
+    assert inputs.mechanical is not None  # emitted only for a patient with a level
+    sins = inputs.mechanical[1]
+    if sins.category is not None:
+        mechanical["valueCodeableConcept"] = concept(sins_category(sins.category))
+    else:
+        mechanical["valueRange"] = _range(sins.low, sins.high)
+    components.append(mechanical)
+    components.append(
+        {
+            "code": concept(noms(codes.NOMS_SYSTEMIC), text=f"S: {inputs.systemic()}"),
+            "dataAbsentReason": concept(
+                coding(codes.CS_DATA_ABSENT_REASON, "not-performed", "Not Performed"),
+                text="Not assessed: systemic disease and fitness are not derived by fhir-app",
+            ),
+        }
+    )
+    resource: JsonObject = {
+        "resourceType": "Observation",
+        "id": output_id(NOMS_KIND, patient, None),
+        "meta": {"profile": [codes.PROFILE_NOMS]},
+        "text": narrative.noms_text(inputs, preliminary),
+        "status": _status(preliminary),
+        "category": [observation_category(*IMAGING_CATEGORY)],
+        "code": concept(spine_finding(codes.NOMS_INPUTS), text="NOMS decision inputs"),
+        "subject": _subject(patient),
+        "effectiveDateTime": effective,
+        "valueString": inputs.sentence(),
+    }
+    if derived_from:
+        resource["derivedFrom"] = _references(derived_from)
+    resource["component"] = components
     return resource
 
 
@@ -569,8 +680,10 @@ def emit_patient(
     Per level (most unstable first, as in `summary`): the SINS Observation, the classification
     Observation, the RiskAssessment (basis: the stamped SINS Observation). Then the entered-in-error
     versions of `withdrawals` (previous outputs of levels that lost every finding, or the previous
-    report when no level is left), then the DiagnosticReport (results: every stamped SINS and
-    classification Observation), then one Provenance whose targets are all of these.
+    report and NOMS inputs when no level is left), then the NOMS inputs Observation (derived from
+    every SINS Observation and the patient-wide inputs), then the DiagnosticReport (results: every
+    stamped SINS and classification Observation and the NOMS inputs), then one Provenance whose
+    targets are all of these.
 
     `inputs` are the counting input Observations of each level and `patient_inputs` the
     patient-wide ones (primary tumour, pain without a level) that every level is derived from;
@@ -584,6 +697,7 @@ def emit_patient(
     shared = _counting(patient_inputs)
     emitted: list[JsonObject] = []
     results: list[str] = []
+    sins_references: list[str] = []
     sources: set[str] = set()
     report_preliminary = False
     latest: datetime | None = None
@@ -603,15 +717,34 @@ def emit_patient(
         )
         emitted.extend((sins, classification, risk))
         results.extend((reference_to(sins), reference_to(classification)))
+        sins_references.append(reference_to(sins))
         report_preliminary = report_preliminary or risk["status"] == "preliminary"
-    report_id = output_id(REPORT_KIND, patient, None)
+    patient_ids = {output_id(kind, patient, None) for kind in PATIENT_KINDS}
     for previous in withdrawals:
-        if summary.levels and previous.get("id") == report_id:
-            raise ValueError("the report of a patient with levels is re-derived, not withdrawn")
+        if summary.levels and previous.get("id") in patient_ids:
+            raise ValueError(
+                "the report and NOMS inputs of a patient with levels are re-derived, not withdrawn"
+            )
         emitted.append(versioner.stamp(withdrawn(previous)))
     study_references = sorted(s.reference for s in known_studies.values())
     if summary.levels:
         assert latest is not None
+        myelopathy_preliminary = any(
+            obs.preliminary
+            for obs in shared
+            if any(f.finding.kind is FindingKind.MYELOPATHY for f in obs.findings)
+        )
+        noms_observation = versioner.stamp(
+            _noms_observation(
+                patient,
+                summary,
+                report_preliminary or myelopathy_preliminary,
+                date_time(latest),
+                [*sins_references, *sorted(obs.reference for obs in shared)],
+            )
+        )
+        emitted.append(noms_observation)
+        results.append(reference_to(noms_observation))
         emitted.append(
             versioner.stamp(
                 _report(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from fhir_app.domain.escc import EsccGrade, EsccGroup, escc_row
 from fhir_app.domain.levels import SinsLocation, VertebralLevel
+from fhir_app.domain.noms import Radiosensitivity
 from fhir_app.domain.sins_answers import (
     COMPONENT_WORDS,
     AlignmentAnswer,
@@ -123,6 +125,27 @@ SPINE_FINDING_DISPLAY: Final[dict[str, str]] = {
     codes.PRIMARY_TUMOR: "Primary tumour",
     codes.DIFFERENTIAL: "Differential diagnosis",
     codes.ASSESSMENT_REPORT: "Vertebral metastasis assessment",
+    codes.ESCC_GRADE: "Epidural spinal cord compression grade",
+    codes.MYELOPATHY: "Myelopathy",
+    codes.NOMS_INPUTS: "NOMS decision inputs",
+}
+
+ESCC_GROUP_DISPLAY: Final[dict[EsccGroup, str]] = {
+    EsccGroup.LOW: "Low-grade ESCC (0-1c)",
+    EsccGroup.HIGH: "High-grade ESCC (2-3)",
+}
+
+# Displays of the `noms` CodeSystem: the four parts and the radiosensitivity classes.
+NOMS_DISPLAY: Final[dict[str, str]] = {
+    codes.NOMS_NEUROLOGIC: "Neurologic",
+    codes.NOMS_ONCOLOGIC: "Oncologic",
+    codes.NOMS_MECHANICAL: "Mechanical",
+    codes.NOMS_SYSTEMIC: "Systemic",
+    Radiosensitivity.SENSITIVE.value: "Radiosensitive",
+    Radiosensitivity.INTERMEDIATE_OR_SENSITIVE.value: "Intermediate or sensitive",
+    Radiosensitivity.RESISTANT.value: "Radioresistant",
+    Radiosensitivity.NOT_CLASSIFIED.value: "Not classified",
+    codes.NOMS_NO_KNOWN_PRIMARY: "No known primary",
 }
 
 
@@ -150,6 +173,21 @@ def sins_code(code: str) -> JsonObject:
 def spine_finding(code: str) -> JsonObject:
     """A `spine-finding` output coding."""
     return coding(codes.CS_SPINE_FINDING, code, SPINE_FINDING_DISPLAY[code])
+
+
+def escc_grade(grade: EsccGrade) -> JsonObject:
+    """The `escc` coding of a grade; its display is the grade's meaning on MRI."""
+    return coding(codes.CS_ESCC, grade.value, f"Grade {grade.value}: {escc_row(grade).meaning}")
+
+
+def escc_group(group: EsccGroup) -> JsonObject:
+    """The `escc` coding of low or high grade."""
+    return coding(codes.CS_ESCC, group.value, ESCC_GROUP_DISPLAY[group])
+
+
+def noms(code: str) -> JsonObject:
+    """A `noms` coding."""
+    return coding(codes.CS_NOMS, code, NOMS_DISPLAY[code])
 
 
 def sins_answer(answer: SinsAnswer, points: int) -> JsonObject:

@@ -54,8 +54,12 @@ def finding_value(kind: str, value: Any) -> tuple[JsonObject, JsonObject]:
 
     Kinds: appearance, pain, alignment, height_loss, involvement, posterior (left/right/both/none),
     contrast, treated, ct (mean HU), t1 / t2 (hyper/iso/hypo, t2 also 'heterogeneous'),
-    and sins:<component> with a sins answer code.
+    and sins:<component> with a sins answer code; escc (an ESCC grade, `2`), myelopathy (bool).
     """
+    if kind == "escc":
+        return concept(SPINE, codes.ESCC_GRADE, "Epidural spinal cord compression grade"), {
+            "valueCodeableConcept": concept(codes.CS_ESCC, value)
+        }
     if kind == "ct":
         quantity = {"value": value, "unit": "HU", "system": codes.UCUM, "code": codes.UNIT_HU}
         return concept(codes.DCM, codes.DCM_ATTENUATION, "Attenuation Coefficient"), {
@@ -79,6 +83,7 @@ def finding_value(kind: str, value: Any) -> tuple[JsonObject, JsonObject]:
         "posterior": (codes.POSTERIOR_ELEMENT, "side"),
         "contrast": (codes.CONTRAST_ENHANCEMENT, "bool"),
         "treated": (codes.TREATED_LESION, "bool"),
+        "myelopathy": (codes.MYELOPATHY, "bool"),
     }
     code, shape = simple[kind]
     if shape == "cc":

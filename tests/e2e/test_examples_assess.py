@@ -83,6 +83,11 @@ CASES: dict[str, list[Expected]] = {
             flags=("osteoporotic compression fracture",),
         )
     ],
+    "patient-16-high-grade-escc": [
+        Expected("T9", 14, "unstable", "lytic", surgical=True),
+        Expected("L2", 4, "stable", "lytic"),
+    ],
+    "patient-17-low-grade-escc": [Expected("T6", 3, "stable", "mixed")],
 }
 
 
@@ -207,6 +212,58 @@ def test_the_known_primary_and_the_context_of_the_patient() -> None:
         assert left_out not in likely
     (report,) = by_code(bundle, "DiagnosticReport")
     assert "consistent with the known breast primary" in report["conclusion"]
+
+
+def _component(resource: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(c for c in resource["component"] if c["code"]["coding"][0]["code"] == code)
+
+
+@pytest.mark.parametrize(
+    ("name", "grades", "highest", "group", "myelopathy", "oncologic"),
+    [
+        (
+            "patient-16-high-grade-escc",
+            {"T9": "3", "L2": "1a"},
+            "3",
+            "high-grade",
+            True,
+            "radioresistant",
+        ),
+        ("patient-17-low-grade-escc", {"T6": "1b"}, "1b", "low-grade", False, "radiosensitive"),
+    ],
+)
+def test_escc_and_noms_inputs_reach_every_output(
+    name: str,
+    grades: dict[str, str],
+    highest: str,
+    group: str,
+    myelopathy: bool,
+    oncologic: str,
+) -> None:
+    bundle = run_assess(name)
+    for cls in by_code(bundle, "Observation", "lesion-classification"):
+        escc = _component(cls, "escc-grade")
+        assert escc["valueCodeableConcept"]["coding"][0]["code"] == grades[level_of(cls)]
+    for risk in by_code(bundle, "RiskAssessment"):
+        grade = grades[level_of(risk)]
+        assert f"ESCC grade {grade} (" in risk["prediction"][0]["rationale"]
+    (noms,) = by_code(bundle, "Observation", "noms-inputs")
+    neurologic = _component(noms, "neurologic")
+    assert neurologic["valueCodeableConcept"]["coding"][0]["code"] == highest
+    assert neurologic["interpretation"][0]["coding"][0]["code"] == group
+    assert _component(noms, "myelopathy")["valueBoolean"] is myelopathy
+    oncology = _component(noms, "oncologic")["valueCodeableConcept"]["coding"][0]["code"]
+    assert oncology == oncologic
+    assert "dataAbsentReason" in _component(noms, "systemic")
+    (report,) = by_code(bundle, "DiagnosticReport")
+    assert f"Observation/{noms['id']}/_history/1" in [r["reference"] for r in report["result"]]
+    assert report["conclusion"].endswith(noms["valueString"])
+    for level, grade in grades.items():
+        assert f"{level} " in report["conclusion"]
+        assert f"ESCC grade {grade} (" in report["conclusion"]
+    (provenance,) = by_code(bundle, "Provenance")
+    targets = [t["reference"] for t in provenance["target"]]
+    assert f"Observation/{noms['id']}/_history/1" in targets
 
 
 def test_patient_wide_pain_is_said_so() -> None:

@@ -36,7 +36,8 @@ def test_fhirpy_create_search_read_history(base_url: str) -> None:
 
     read = client.reference("RiskAssessment", risk.id).to_resource()
     assert read.serialize() == risk.serialize()
-    assert client.resources("Observation").search(subject="Patient/fp1").count() == 3
+    # The finding, its SINS and classification Observations, and the NOMS inputs.
+    assert client.resources("Observation").search(subject="Patient/fp1").count() == 4
 
     finding["valueCodeableConcept"]["coding"][0]["code"] = "blastic"
     finding.save()  # PUT: a new version
@@ -49,7 +50,7 @@ def test_fhirpy_create_search_read_history(base_url: str) -> None:
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]
 
     everything = client.resources("Observation").search(subject="Patient/fp1").limit(1)
-    assert len(everything.fetch_all()) == 3  # follows `next` links page by page
+    assert len(everything.fetch_all()) == 4  # follows `next` links page by page
 
     finding.delete()
     with pytest.raises(ResourceNotFound):

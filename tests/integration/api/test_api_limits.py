@@ -280,14 +280,15 @@ def test_a_flood_of_empty_entries_gets_a_small_413(fhir: httpx.Client) -> None:
 
 
 def test_assess_beyond_the_output_limit_is_413_before_deriving(serve: Callable[..., str]) -> None:
-    bundle = example("patient-08-several-levels.json")  # 3 levels: 3 * 3 + 2 = 11 outputs
-    with httpx.Client(base_url=f"{serve(max_assess_outputs=10)}/", timeout=60) as fhir:
+    # 3 levels: 3 * 3 + NOMS inputs, report and Provenance = 12 outputs
+    bundle = example("patient-08-several-levels.json")
+    with httpx.Client(base_url=f"{serve(max_assess_outputs=11)}/", timeout=60) as fhir:
         refused = post_json(fhir, "$assess", bundle)
     assert refused.status_code == 413, refused.text
     issue = refused.json()["issue"][0]
     assert issue["code"] == "too-costly"
-    assert "11" in issue["diagnostics"]
-    with httpx.Client(base_url=f"{serve(max_assess_outputs=11)}/", timeout=60) as fhir:
+    assert "12" in issue["diagnostics"]
+    with httpx.Client(base_url=f"{serve(max_assess_outputs=12)}/", timeout=60) as fhir:
         taken = post_json(fhir, "$assess", bundle)
     assert taken.status_code == 200, taken.text
-    assert len(taken.json()["entry"]) == 11
+    assert len(taken.json()["entry"]) == 12

@@ -330,7 +330,8 @@ def test_search_by_code_and_last_updated(fhir: httpx.Client) -> None:
     found = fhir.get("Observation", params={"code": code}).json()
     assert found["total"] == 2
     assert fhir.get("Observation", params={"code": "lesion-classification"}).json()["total"] == 2
-    assert fhir.get("Observation", params={"_lastUpdated": "ge2000-01-01"}).json()["total"] == 6
+    # Two findings, their SINS and classification Observations, and the NOMS inputs.
+    assert fhir.get("Observation", params={"_lastUpdated": "ge2000-01-01"}).json()["total"] == 7
     assert fhir.get("Observation", params={"_lastUpdated": "lt2000-01-01"}).json()["total"] == 0
     assert_outcome(fhir.get("Observation", params={"_lastUpdated": "yesterday"}), 400)
     # CONTRACT section 5: RiskAssessment by its method, Provenance by its activity.

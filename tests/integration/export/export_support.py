@@ -14,7 +14,8 @@ ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 EXPORTED_TYPES = ("RiskAssessment", "DiagnosticReport", "Observation", "Provenance")
 # The output Observations: SINS scores and classifications (CONTRACT 4a, 4b).
 OUTPUT_OBSERVATION_CODES = (
-    f"{codes.CS_SINS}|{codes.SINS_TOTAL},{codes.CS_SPINE_FINDING}|{codes.LESION_CLASSIFICATION}"
+    f"{codes.CS_SINS}|{codes.SINS_TOTAL},{codes.CS_SPINE_FINDING}|{codes.LESION_CLASSIFICATION},"
+    f"{codes.CS_SPINE_FINDING}|{codes.NOMS_INPUTS}"
 )
 
 

@@ -78,7 +78,7 @@ def test_kick_off_poll_manifest_and_download_equal_the_outputs_by_rest(
         assert by_id(files[rtype]) == by_id(through_rest), rtype
     # Only outputs: no input Observation is exported.
     codes = {c["code"] for r in files["Observation"] for c in r["code"]["coding"]}
-    assert codes == {"sins-total", "lesion-classification"}
+    assert codes == {"sins-total", "lesion-classification", "noms-inputs"}
 
     # The status stays answerable, and the same.
     assert fhir.get(location).json() == manifest

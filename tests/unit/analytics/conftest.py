@@ -30,7 +30,7 @@ def example_outputs(path: Path) -> list[dict[str, Any]]:
 @pytest.fixture(scope="session")
 def outputs() -> list[dict[str, Any]]:
     """Every output of every example, in example order."""
-    assert len(EXAMPLES) == 15
+    assert len(EXAMPLES) == 17
     return [resource for path in EXAMPLES for resource in example_outputs(path)]
 
 

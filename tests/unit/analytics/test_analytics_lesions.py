@@ -66,9 +66,9 @@ def test_every_sins_component_has_an_answer_and_a_points_column() -> None:
 
 def test_one_row_per_patient_and_level_of_the_examples(outputs: Resources) -> None:
     rows = lesion_rows(outputs)
-    assert len(rows) == 18
-    assert len(_by_key(rows)) == 18
-    assert sorted({row.patient for row in rows}) == [f"p{n:02d}" for n in range(1, 16)]
+    assert len(rows) == 21
+    assert len(_by_key(rows)) == 21
+    assert sorted({row.patient for row in rows}) == [f"p{n:02d}" for n in range(1, 18)]
 
 
 # The sex of each example patient (examples/build_examples.py).
@@ -97,6 +97,9 @@ def test_likely_primaries_stay_in_the_patients_context(
         ("p08", "L2"): "breast",
         ("p10", "T10"): "prostate",
         ("p14", "L2"): "breast",
+        ("p16", "T9"): "renal-cell",
+        ("p16", "L2"): "renal-cell",
+        ("p17", "T6"): "testis-seminoma",
     }
     # A known primary in the appearance's row leads it; thyroid with a blastic lesion does not.
     by_key = _by_key(rows)
@@ -218,6 +221,17 @@ def test_the_highest_version_counts_whatever_the_order(outputs: Resources) -> No
     assert sins not in current_versions([second, sins])
 
 
+def test_the_escc_grade_of_each_level_and_unknown_where_no_finding_states_it(
+    outputs: Resources,
+) -> None:
+    grades = {key: row.escc_grade for key, row in _by_key(lesion_rows(outputs)).items()}
+    assert {key: grade for key, grade in grades.items() if grade is not None} == {
+        ("p16", "T9"): "3",
+        ("p16", "L2"): "1a",
+        ("p17", "T6"): "1b",
+    }
+
+
 def test_a_withdrawn_current_version_removes_the_row(outputs: Resources) -> None:
     withdrawn = [
         _version(_find(outputs, prefix, "Patient/p03"), 2, status="entered-in-error")
@@ -225,7 +239,7 @@ def test_a_withdrawn_current_version_removes_the_row(outputs: Resources) -> None
     ]
     rows = _by_key(lesion_rows([*outputs, *withdrawn]))
     assert ("p03", "L1") not in rows
-    assert len(rows) == 17
+    assert len(rows) == 20
 
 
 def test_a_level_derived_again_after_a_withdrawal_comes_back(outputs: Resources) -> None:
@@ -341,7 +355,9 @@ def test_parquet_round_trip_with_types(outputs: Resources, tmp_path: Path) -> No
     assert table.schema.field("sins_total").nullable
     assert table.schema.field("surgical_consultation").type == pa.bool_()
     assert table.schema.field("effective").type == pa.timestamp("us", tz="UTC")
-    assert table.num_rows == 18
+    assert table.num_rows == 21
+    assert table.schema.field("escc_grade").type == pa.string()
+    assert table.schema.field("escc_grade").nullable
     assert table.column("sins_total").null_count == 8
     back = table.to_pylist()
     assert back == [row.as_dict() for row in rows]

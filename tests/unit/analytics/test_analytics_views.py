@@ -34,6 +34,7 @@ CONSTANTS = {
     "snomed": codes.SNOMED,
     "spine": codes.CS_SPINE_FINDING,
     "primary": codes.CS_PRIMARY_TUMOR,
+    "escc": codes.CS_ESCC,
     "ordinal": codes.EXT_ORDINAL_VALUE,
     "level": codes.EXT_VERTEBRAL_LEVEL,
     "probability": codes.CS_RISK_PROBABILITY,
@@ -149,6 +150,7 @@ def test_classification_view_equals_the_lesion_table(outputs: Resources, views: 
         assert classification["appearance_open"] is (row.appearance is None), key
         assert classification["likely_primary_1"] == row.likely_primary_1, key
         assert classification["known_primary"] == row.known_primary, key
+        assert classification["escc_grade"] == row.escc_grade, key
 
 
 def test_risk_assessment_view_equals_the_lesion_table(outputs: Resources, views: Views) -> None:

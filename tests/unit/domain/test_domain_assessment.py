@@ -116,14 +116,20 @@ def test_summary_orders_most_unstable_first_and_concludes() -> None:
         "pain, bone lesion, radiographic spinal alignment, vertebral body collapse, "
         "posterolateral involvement of spinal elements. "
         "S3 blastic, SINS 0 (stable). "
-        "Surgical consultation recommended: SINS 7 or more at L1, C4."
+        "Surgical consultation recommended: SINS 7 or more at L1, C4. "
+        "NOMS inputs: N ESCC grade unknown (no escc-grade finding); myelopathy not reported; "
+        "O no known primary; M L1 SINS 18 (unstable): mechanical instability to be "
+        "considered; S not assessed."
     )
 
 
 def test_summary_without_consultation_has_no_recommendation() -> None:
     summary = summarise({VertebralLevel.S3: level_findings(*_best())})
     assert not summary.surgical_consultation
-    assert summary.conclusion() == "S3 blastic, SINS 0 (stable)."
+    assert summary.conclusion() == (
+        "S3 blastic, SINS 0 (stable). NOMS inputs: N ESCC grade unknown (no escc-grade finding); "
+        "myelopathy not reported; O no known primary; M S3 SINS 0 (stable); S not assessed."
+    )
 
 
 def test_empty_summary() -> None:

@@ -32,6 +32,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_app.domain.assessment import LevelAssessment, assess_level, summarise
+from fhir_app.domain.escc import EsccGrade
 from fhir_app.domain.findings import (
     CtAttenuation,
     Finding,
@@ -84,6 +85,8 @@ VALUES: dict[FindingKind, st.SearchStrategy[FindingValue]] = {
     FindingKind.MRI_T2: st.sampled_from(T2Signal),
     FindingKind.CONTRAST_ENHANCEMENT: st.booleans(),
     FindingKind.TREATED: st.booleans(),
+    FindingKind.ESCC: st.sampled_from(EsccGrade),
+    FindingKind.MYELOPATHY: st.booleans(),
 }
 assert set(VALUES) == set(FindingKind)
 
@@ -765,4 +768,7 @@ def test_summary_is_most_unstable_first(patient: dict[VertebralLevel, LevelFindi
     advice = "Surgical consultation recommended: SINS 7 or more at " + ", ".join(
         a.level.label for a in summary.levels if a.sins.low >= 7
     )
-    assert conclusion.endswith(f" {advice}.") is consult
+    # The NOMS inputs close the conclusion; the consultation advice comes right before them.
+    body = conclusion.split(" NOMS inputs: ")[0]
+    assert conclusion.endswith(summary.noms.sentence())
+    assert body.endswith(f" {advice}.") is consult

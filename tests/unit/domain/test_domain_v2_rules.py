@@ -471,7 +471,9 @@ def test_consultation_names_the_levels() -> None:
     ]
     summary = summarise({T5: level_findings(*worst), L1: level_findings()})
     assert summary.consultation_levels == (T5,)
-    assert summary.conclusion().endswith("Surgical consultation recommended: SINS 7 or more at T5.")
+    assert summary.conclusion().endswith(
+        "Surgical consultation recommended: SINS 7 or more at T5. " + summary.noms.sentence()
+    )
 
 
 # --- Properties ------------------------------------------------------------------------------

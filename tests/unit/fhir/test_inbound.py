@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fhir_app.domain.escc import EsccGrade
 from fhir_app.domain.findings import (
     CtAttenuation,
     FindingKind,
@@ -120,11 +121,73 @@ EVERY_FINDING: list[tuple[str, Any, FindingKind, Any]] = [
     ("t1", "iso", FindingKind.MRI_T1, T1Signal.ISO),
     ("t2", "hypo", FindingKind.MRI_T2, T2Signal.HYPO),
     ("t2", "heterogeneous", FindingKind.MRI_T2, T2Signal.HETEROGENEOUS),
+    *(("escc", g.value, FindingKind.ESCC, g) for g in EsccGrade),
+]
+# Patient-level findings: no level, even inside a vertebral-lesion panel (CONTRACT 2c, v2).
+PATIENT_LEVEL_FINDINGS: list[tuple[str, Any, FindingKind, Any]] = [
+    ("myelopathy", True, FindingKind.MYELOPATHY, True),
+    ("myelopathy", False, FindingKind.MYELOPATHY, False),
 ]
 
 
 def test_every_finding_kind_is_covered() -> None:
-    assert {row[2] for row in EVERY_FINDING} == set(FindingKind)
+    assert {row[2] for row in EVERY_FINDING + PATIENT_LEVEL_FINDINGS} == set(FindingKind)
+
+
+@pytest.mark.parametrize(("kind", "value", "finding_kind", "expected"), PATIENT_LEVEL_FINDINGS)
+@pytest.mark.parametrize("level", [None, "T12"])
+def test_patient_level_finding_has_no_level_standalone_or_in_a_panel(
+    kind: str, value: Any, finding_kind: FindingKind, expected: Any, level: str | None
+) -> None:
+    standalone = accept(finding_obs(kind, value, level=level))
+    in_panel = accept(panel([(kind, value), ("appearance", "lytic")]))
+    [alone] = standalone.findings
+    assert alone.level is None
+    assert alone.finding.kind is finding_kind
+    assert alone.finding.value == expected
+    assert alone.finding.patient_wide
+    [wide] = [f for f in in_panel.findings if f.finding.kind is finding_kind]
+    assert wide == alone
+    assert in_panel.levels == frozenset({T12})
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [("4", "'4' is not one"), (None, "no such coding")],
+)
+def test_an_escc_grade_outside_the_scale_is_refused(value: str | None, words: str) -> None:
+    raw = finding_obs("escc", "2")
+    raw["valueCodeableConcept"] = (
+        {"coding": [{"system": codes.CS_ESCC, "code": value}]}
+        if value is not None
+        else {"text": "grade 2"}
+    )
+    issue = refused(raw)
+    assert issue.code == "code-invalid"
+    assert words in issue.diagnostics
+    assert issue.expression == ("Observation.valueCodeableConcept",)
+
+
+def test_two_escc_grades_in_one_value_are_refused() -> None:
+    raw = finding_obs("escc", "2")
+    raw["valueCodeableConcept"]["coding"].append({"system": codes.CS_ESCC, "code": "3"})
+    assert "several ESCC grades: 2, 3" in refused(raw).diagnostics
+
+
+def test_an_escc_grade_stated_absent_gives_no_finding() -> None:
+    raw = finding_obs("escc", "2")
+    del raw["valueCodeableConcept"]
+    raw["dataAbsentReason"] = {"text": "not assessed"}
+    assert accept(raw).findings == ()
+
+
+def test_a_myelopathy_stated_absent_needs_no_level() -> None:
+    raw = finding_obs("myelopathy", True, level=None)
+    del raw["valueBoolean"]
+    raw["dataAbsentReason"] = {"text": "not examined"}
+    mapped = accept(raw)
+    assert mapped.findings == ()
+    assert not mapped.ignored
 
 
 @pytest.mark.parametrize(("kind", "value", "finding_kind", "expected"), EVERY_FINDING)

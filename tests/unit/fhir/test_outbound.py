@@ -273,6 +273,7 @@ def test_every_output_of_a_three_level_patient_is_valid_r4() -> None:
     outputs = three_levels().emit()
     assert [r["resourceType"] for r in outputs] == [
         *["Observation", "Observation", "RiskAssessment"] * 3,
+        "Observation",
         "DiagnosticReport",
         "Provenance",
     ]
@@ -301,6 +302,7 @@ def test_every_output_has_profile_id_narrative_and_subject() -> None:
         "cls": codes.PROFILE_CLASSIFICATION,
         "risk": codes.PROFILE_RISK,
         "report": codes.PROFILE_REPORT,
+        "noms": codes.PROFILE_NOMS,
         "prov": codes.PROFILE_PROVENANCE,
     }
     for resource in three_levels().emit():
@@ -652,7 +654,8 @@ def test_references_between_outputs_use_the_stamped_versions() -> None:
     for resource in outputs:
         internal += [r for r in refs(resource.get("basis", [])) if "/sins-" in r]
         internal += refs(resource.get("result", [])) + refs(resource.get("target", []))
-    assert len(internal) == 3 + 6 + 10
+    # basis 3; results 6 + the NOMS inputs; targets 11 (9 + NOMS inputs + report).
+    assert len(internal) == 3 + 7 + 11
     for reference in internal:
         assert reference.endswith("/_history/3"), reference
         assert reference.removesuffix("/_history/3") in emitted
@@ -663,7 +666,7 @@ def test_stamping_happens_in_dependency_order() -> None:
     versioner = ThirdVersion()
     three_levels().emit(versioner)
     kinds = [s.split("/")[1].split("-")[0] for s in versioner.stamped]
-    assert kinds == ["sins", "cls", "risk"] * 3 + ["report", "prov"]
+    assert kinds == ["sins", "cls", "risk"] * 3 + ["noms", "report", "prov"]
 
 
 def test_first_version_sets_version_one_and_keeps_the_status() -> None:
@@ -826,6 +829,7 @@ def test_emit_patient_stamps_withdrawals_and_names_them_in_the_provenance() -> N
         "sins",
         "cls",
         "risk",
+        "noms",
         "report",
         "prov",
     ]
@@ -836,7 +840,7 @@ def test_emit_patient_stamps_withdrawals_and_names_them_in_the_provenance() -> N
     report = the(after, "DiagnosticReport")
     assert all("-t7-" not in r for r in refs(report["result"]))
     targets = refs(after[-1]["target"])
-    assert len(targets) == 7
+    assert len(targets) == 8  # 6 level outputs, the NOMS inputs and the report
     assert f"Observation/{output_id('sins', PATIENT, T7)}/_history/3" in targets
 
 
@@ -845,7 +849,7 @@ def test_no_level_left_withdraws_the_report_instead_of_deriving_one() -> None:
     empty = Patient([])
     assert empty.emit() == []
     after = empty.emit(withdrawals=before[:-1])
-    assert [r["status"] for r in after[:-1]] == ["entered-in-error"] * 4
+    assert [r["status"] for r in after[:-1]] == ["entered-in-error"] * 5
     assert after[-1]["resourceType"] == "Provenance"
     assert "entity" not in after[-1]
     validate(after[-1])

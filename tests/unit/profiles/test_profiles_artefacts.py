@@ -17,7 +17,9 @@ from fhir.resources.R4B.structuredefinition import StructureDefinition
 from fhir.resources.R4B.valueset import ValueSet
 
 from fhir_app.domain.classification import DIFFERENTIAL, LIKELY_PRIMARIES, UNKNOWN_PRIMARY
+from fhir_app.domain.escc import ESCC_SCALE, EsccRow
 from fhir_app.domain.levels import VertebralLevel
+from fhir_app.domain.noms import Radiosensitivity
 from fhir_app.domain.sins_answers import (
     COMPONENT_WORDS,
     SINS_CATEGORY_BANDS,
@@ -49,6 +51,8 @@ OUR_CODE_SYSTEMS = {
     codes.CS_SPINE_FINDING,
     codes.CS_PRIMARY_TUMOR,
     codes.CS_DIFFERENTIAL,
+    codes.CS_ESCC,
+    codes.CS_NOMS,
 }
 
 PROFILE_URLS = {
@@ -59,6 +63,7 @@ PROFILE_URLS = {
     codes.PROFILE_CLASSIFICATION,
     codes.PROFILE_RISK,
     codes.PROFILE_REPORT,
+    codes.PROFILE_NOMS,
     codes.PROFILE_PROVENANCE,
 }
 
@@ -176,11 +181,53 @@ def test_the_spine_finding_code_system_holds_table_2c(by_url: dict[str, Json]) -
         codes.LIKELY_PRIMARY,
         codes.DIFFERENTIAL,
         codes.ASSESSMENT_REPORT,
+        codes.ESCC_GRADE,
+        codes.MYELOPATHY,
+        codes.NOMS_INPUTS,
     }
     spine = concepts(by_url[codes.CS_SPINE_FINDING])
     assert set(spine) == table_2c
     for code, display in SPINE_FINDING_DISPLAY.items():
         assert spine[code]["display"] == display
+
+
+@pytest.mark.parametrize("row", ESCC_SCALE, ids=lambda r: f"grade-{r.grade.value}")
+def test_the_escc_code_system_holds_each_grade_with_its_group(
+    by_url: dict[str, Json], row: EsccRow
+) -> None:
+    escc = concepts(by_url[codes.CS_ESCC])
+    entry = escc[row.grade.value]
+    assert entry["property"] == [{"code": "group", "valueCode": row.group.value}]
+    assert row.meaning in entry["display"]
+    grades = by_url[f"{codes.BASE}/ValueSet/escc-grade"]
+    assert (codes.CS_ESCC, row.grade.value) in included(grades)
+
+
+def test_the_escc_grade_value_set_is_the_scale_in_order(by_url: dict[str, Json]) -> None:
+    [include] = by_url[f"{codes.BASE}/ValueSet/escc-grade"]["compose"]["include"]
+    assert [c["code"] for c in include["concept"]] == ["0", "1a", "1b", "1c", "2", "3"]
+    assert set(concepts(by_url[codes.CS_ESCC])) == {
+        "0",
+        "1a",
+        "1b",
+        "1c",
+        "2",
+        "3",
+        "low-grade",
+        "high-grade",
+    }
+
+
+def test_the_noms_code_system_holds_the_parts_and_every_class(by_url: dict[str, Json]) -> None:
+    noms = concepts(by_url[codes.CS_NOMS])
+    expected = {
+        codes.NOMS_NEUROLOGIC,
+        codes.NOMS_ONCOLOGIC,
+        codes.NOMS_MECHANICAL,
+        codes.NOMS_SYSTEMIC,
+        codes.NOMS_NO_KNOWN_PRIMARY,
+    } | {r.value for r in Radiosensitivity}
+    assert set(noms) == expected
 
 
 def test_the_primary_tumor_code_system_holds_every_likely_primary(
@@ -266,6 +313,8 @@ def test_the_input_value_set_holds_every_input_code(by_url: dict[str, Json]) -> 
             codes.CONTRAST_ENHANCEMENT,
             codes.TREATED_LESION,
             codes.PRIMARY_TUMOR,
+            codes.ESCC_GRADE,
+            codes.MYELOPATHY,
         )
     }
     expected |= {(codes.CS_SINS, c.value) for c in SinsComponent}
