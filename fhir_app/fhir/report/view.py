@@ -24,13 +24,13 @@ from fhir_app.fhir import codes
 JsonObject = dict[str, Any]
 
 NOT_REPORTED: Final = "not reported"
-ESCC_GRADE: Final = "escc-grade"
-NOMS_INPUTS: Final = "noms-inputs"
+ESCC_GRADE: Final = codes.ESCC_GRADE
+NOMS_INPUTS: Final = codes.NOMS_INPUTS
 KNOWN_PRIMARY: Final = "primary-tumor"
 BONE_LESION: Final = "bone-lesion"
 SNOMED: Final = "http://snomed.info/sct"
-# The ESCC grades of DOMAIN 6 (CONTRACT 2c v2); the outputs that carry them come with a later issue.
-CS_ESCC: Final = f"{codes.BASE}/CodeSystem/escc"
+# The ESCC grades of DOMAIN 6 (CONTRACT 2c v2), carried by the classification's escc-grade component.
+CS_ESCC: Final = codes.CS_ESCC
 
 
 @dataclass(frozen=True, slots=True)
