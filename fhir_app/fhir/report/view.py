@@ -29,7 +29,7 @@ NOMS_INPUTS: Final = codes.NOMS_INPUTS
 KNOWN_PRIMARY: Final = "primary-tumor"
 BONE_LESION: Final = "bone-lesion"
 SNOMED: Final = "http://snomed.info/sct"
-# The ESCC grades of DOMAIN 6 (CONTRACT 2c v2), carried by the classification's escc-grade component.
+# The ESCC grades of DOMAIN 6, carried by the classification's escc-grade component.
 CS_ESCC: Final = codes.CS_ESCC
 
 
