@@ -122,7 +122,9 @@ def _errors(events: list[dict[str, Any]]) -> list[str]:
 
 def open_page(url: str, selector: str) -> LoadedPage:
     """Load `url` in headless Chromium; its console errors and the boxes `selector` picks."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the browser
+    # exits; a leftover file must not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [
                 str(CHROMIUM),
@@ -187,7 +189,9 @@ def _devtools_port(browser: subprocess.Popen[str]) -> int:
 
 def screenshot(url: str, path: Path) -> None:
     """`chromium --headless --screenshot=path url` at the window size of `open_page`."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write to the profile for a moment after the browser
+    # exits; a leftover file must not fail the test.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         subprocess.run(
             [str(CHROMIUM), *_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
             capture_output=True,
