@@ -4,7 +4,8 @@ What is exported: the current version of every output of CONTRACT section 4, one
 type: RiskAssessment, DiagnosticReport, the SINS and classification Observations, Provenance.
 The inputs are not exported: they are the feeds' own records. A withdrawn output
 (`entered-in-error`) is a current version and is exported, so that an incremental export tells
-its reader about the withdrawal.
+its reader about the withdrawal. A job started with a patient (the patient context of a SMART
+token) exports only the outputs whose patient is that patient.
 
 - `_since` is inclusive: an output whose lastUpdated is at or after it is exported. A client that
   chains exports with `_since` = the previous `transactionTime` then never misses an output
@@ -204,6 +205,7 @@ def _page(
     until: datetime,
     after: tuple[datetime, str] | None,
     limit: int,
+    patient: str | None,
 ) -> list[StoredResource]:
     # A page is one short read: retried when the database reports a lost race or a busy lock,
     # rather than failing a long export for a moment's contention.
@@ -211,7 +213,12 @@ def _page(
         try:
             with service.uow_factory() as uow:
                 rows: list[StoredResource] = uow.resources.current_outputs_page(
-                    resource_type, since=since, until=until, after=after, limit=limit
+                    resource_type,
+                    since=since,
+                    until=until,
+                    after=after,
+                    limit=limit,
+                    patient=patient,
                 )
                 return rows
         except TransientStoreError:
@@ -228,12 +235,22 @@ def output_pages(
     since: datetime | None,
     until: datetime,
     page_size: int = PAGE_SIZE,
+    patient: str | None = None,
 ) -> Iterator[list[StoredResource]]:
     """The current outputs of a type last updated in [since, until], page by page, in
-    (lastUpdated, id) order; each page is read in its own short transaction."""
+    (lastUpdated, id) order; each page is read in its own short transaction. `patient`: only
+    that patient's outputs."""
     after: tuple[datetime, str] | None = None
     while True:
-        rows = _page(service, resource_type, since=since, until=until, after=after, limit=page_size)
+        rows = _page(
+            service,
+            resource_type,
+            since=since,
+            until=until,
+            after=after,
+            limit=page_size,
+            patient=patient,
+        )
         if rows:
             yield rows
         if len(rows) < page_size:
@@ -255,12 +272,14 @@ def write_ndjson(
     progress: Progress | None = None,
     patients: set[str] | None = None,
     page_size: int = PAGE_SIZE,
+    patient: str | None = None,
 ) -> list[ExportedFile]:
     """Write `directory/<Type>.ndjson` for each requested type that has outputs; returns them.
 
     Each file is written as `<name>.part` and renamed when complete, so a reader never sees half
     a file under the final name. Types without outputs get no file. When `patients` is given,
-    the patient of every exported resource is added to it.
+    the patient of every exported resource is added to it. `patient`: only that patient's
+    outputs are written (the compartment of a patient-context token).
     """
     files: list[ExportedFile] = []
     for rtype in request.types:
@@ -274,6 +293,7 @@ def write_ndjson(
                 since=request.since,
                 until=transaction_time,
                 page_size=page_size,
+                patient=patient,
             ):
                 handle.write(b"".join(orjson.dumps(row.content) + b"\n" for row in rows))
                 if patients is not None:
@@ -419,6 +439,9 @@ class ExportJob:
     error: str | None = None
     # The client that started the job (issue 13): only it may poll, download or cancel.
     owner: str | None = None
+    # The patient context of the token that started it: only that patient's outputs are
+    # exported. Kept with the state, so that a job run again after a restart stays bounded.
+    patient: str | None = None
 
     def to_json(self) -> bytes:
         """The state file's content."""
@@ -436,6 +459,7 @@ class ExportJob:
                 "output": self.output,
                 "error": self.error,
                 "owner": self.owner,
+                "patient": self.patient,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -461,6 +485,7 @@ class ExportJob:
                 output=list(document.get("output", [])),
                 error=document.get("error"),
                 owner=document.get("owner"),
+                patient=document.get("patient"),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not an export job state: {exc}") from exc
@@ -537,11 +562,16 @@ class ExportJobs:
     # ---- the interactions ---------------------------------------------------------------------
 
     def start(
-        self, request: ExportRequest, request_url: str, owner: str | None = None
+        self,
+        request: ExportRequest,
+        request_url: str,
+        owner: str | None = None,
+        patient: str | None = None,
     ) -> ExportJob:
         """Queue an export; returns its job (status `queued`). 429 when too many are unfinished.
 
         `owner`: the client that started it (the REST layer lets only it see the job).
+        `patient`: export only that patient's outputs (None: every patient's).
         """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._remove_expired()
@@ -561,6 +591,7 @@ class ExportJobs:
                 since=fhir_instant(request.since) if request.since else None,
                 created=fhir_instant(self.service.clock()),
                 owner=owner,
+                patient=patient,
             )
             folder = self.directory / job.id
             folder.mkdir(mode=0o700)
@@ -642,6 +673,7 @@ class ExportJobs:
                     transaction_time,
                     progress=progress,
                     page_size=self.page_size,
+                    patient=job.patient,
                 )
                 self._check(job, cancelled)
                 job.output = [

@@ -9,9 +9,11 @@
 - files: `GET /fhir/$export-output/{job}/{Type}.ndjson`, as `application/fhir+ndjson`.
 
 Every route needs the bearer token when tokens are configured, the files too (the manifest then
-says `requiresAccessToken: true`). Kick-off parameters this server does not support
-(`_elements`, `patient`, `includeAssociatedData`, `_typeFilter`) and unknown ones are 400 unless
-the client sends `Prefer: handling=lenient`. What is exported, and how consistent it is:
+says `requiresAccessToken: true`). A token with a patient context exports that patient's
+compartment only: the job records the patient, and its files hold only that patient's outputs
+(the manifest is the usual one). Kick-off parameters this server does not support (`_elements`,
+`patient`, `includeAssociatedData`, `_typeFilter`) and unknown ones are 400 unless the client
+sends `Prefer: handling=lenient`. What is exported, and how consistent it is:
 `fhir_app.export`.
 """
 
@@ -174,17 +176,11 @@ def accepted(job: ExportJob, request: Request) -> Response:
 
 
 def may_export(principal: Principal, wanted: ExportRequest) -> None:
-    """403 unless the caller may read every exported type across all patients.
+    """403 unless the caller may read every exported type.
 
-    A system-level export holds every patient: a patient-context token cannot start one.
+    A patient-context token may export too: its job is bounded to that patient (`kick_off`
+    passes `principal.patient` to the job), so the read permission is all that is checked here.
     """
-    if principal.patient is not None:
-        raise ServiceError.of(
-            403,
-            "forbidden",
-            "A system-level $export holds every patient's data; a token with a patient "
-            "context cannot start one (it needs system/<type>.r scopes)",
-        )
     for rtype in wanted.types:
         if not principal.allows(rtype, "r"):
             raise forbidden(principal, rtype, "r")
@@ -208,7 +204,9 @@ def kick_off(
     url = f"{fhir_base(request)}/$export"
     if request.url.query:
         url += f"?{request.url.query}"
-    return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
+    return accepted(
+        jobs.start(wanted, url, owner=principal.client_id, patient=principal.patient), request
+    )
 
 
 @bulk_export.post("/$export")
@@ -230,7 +228,9 @@ def kick_off_with_parameters(
     may_export(principal, wanted)
     # Bulk Data IG: the manifest's `request` of a POST kick-off is the URL without parameters.
     url = f"{fhir_base(request)}/$export"
-    return accepted(jobs.start(wanted, url, owner=principal.client_id), request)
+    return accepted(
+        jobs.start(wanted, url, owner=principal.client_id, patient=principal.patient), request
+    )
 
 
 @bulk_export.get("/$export-poll-status/{job_id}")

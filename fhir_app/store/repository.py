@@ -506,6 +506,7 @@ class ResourceRepository:
         until: datetime,
         after: tuple[datetime, str] | None,
         limit: int,
+        patient: str | None = None,
     ) -> list[StoredResource]:
         """A keyset page of the current outputs of a type, for bulk export.
 
@@ -513,6 +514,7 @@ class ResourceRepository:
         no lower bound), ordered by (lastUpdated, id), strictly after the (lastUpdated, id) pair
         `after` (None: from the start). Keyset, not offset, paging: a resource that changes while
         the pages are read moves beyond `until`, so the pages neither skip nor repeat the others.
+        `patient`: only that patient's outputs (the export of a patient-context token).
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
@@ -524,6 +526,8 @@ class ResourceRepository:
         ]
         if since is not None:
             conditions.append(ResourceCurrent.last_updated >= _aware(since))
+        if patient is not None:
+            conditions.append(ResourceCurrent.patient_id == patient)
         if after is not None:
             moment, resource_id = after
             conditions.append(

@@ -4,16 +4,19 @@ tokens, the patient context, export ownership, discovery. Keys are made in the t
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from api_support import FHIR_JSON, Serve, example, post_json, put_json
 from joserfc.jwk import RSAKey
-from security_support import IdentityProvider, bearer
+from security_support import PUBLIC_BASE, IdentityProvider, bearer
 
+from fhir_app.export import EXPORT_TYPES, ExportJob, ExportRequest, write_ndjson
 from fhir_app.service import FhirService
 
 PATIENTS = ("patient-01-stable-blastic.json", "patient-03-unstable.json")
@@ -64,6 +67,45 @@ def observation_of(patient: str, rid: str | None = None) -> dict[str, Any]:
     if rid is not None:
         resource["id"] = rid
     return resource
+
+
+def relative(url: str) -> str:
+    """A URL the server wrote under its public base, relative to the test client's /fhir/."""
+    prefix = f"{PUBLIC_BASE}/fhir/"
+    assert url.startswith(prefix), url
+    return url.removeprefix(prefix)
+
+
+def export_files(client: httpx.Client, kicked: httpx.Response) -> dict[str, str]:
+    """The files of an accepted export, once complete: type -> NDJSON text."""
+    assert kicked.status_code == 202, kicked.text
+    status = relative(kicked.headers["content-location"])
+    deadline = time.monotonic() + 60
+    while (done := client.get(status)).status_code == 202:
+        assert time.monotonic() < deadline, "export still running"
+        time.sleep(0.05)
+    assert done.status_code == 200, done.text
+    manifest = done.json()
+    assert manifest["error"] == []
+    files: dict[str, str] = {}
+    for item in manifest["output"]:
+        response = client.get(relative(item["url"]))
+        assert response.status_code == 200, response.text
+        assert len(response.text.splitlines()) == item["count"]
+        files[item["type"]] = response.text
+    return files
+
+
+def ids_in(text: str) -> set[str]:
+    """The resource ids of an NDJSON file."""
+    return {orjson.loads(line)["id"] for line in text.splitlines()}
+
+
+def output_ids(admin: httpx.Client, rtype: str, patient: str) -> set[str]:
+    """The ids of a patient's resources of an exported type (outputs, and inputs of the type)."""
+    found = admin.get(rtype, params={"patient": patient, "_count": "50"}).json()
+    assert found["total"] == len(found.get("entry", [])), "more than one page"
+    return {entry["resource"]["id"] for entry in found.get("entry", [])}
 
 
 def diagnostics(response: httpx.Response) -> str:
@@ -238,8 +280,10 @@ def test_a_patient_context_token_never_sees_another_patient(
         assert mine.get(path).status_code == 404, path
     assert mine.get("Patient/p01").status_code == 200
     assert mine.get("Observation/p01-primary/_history").status_code == 200
-    # Export: a system-level export holds every patient.
-    assert mine.get("$export", headers=ASYNC).status_code == 403
+    # Export: only p01's outputs (test_a_patient_context_export_holds_only_its_patient).
+    exported_files = export_files(mine, mine.get("$export", headers=ASYNC))
+    assert exported_files
+    assert all("Patient/p03" not in text for text in exported_files.values())
     # AuditEvent: only p01's interactions.
     admin.get("Observation/p03-primary")
     events = mine.get("AuditEvent", params={"_count": "1000"}).json()
@@ -337,3 +381,105 @@ def test_static_tokens_still_work_with_every_permission(serve: Serve, loaded: Fh
         assert created.status_code == 201
         assert client.get("AuditEvent").status_code == 200
         assert client.post("AuditEvent", content=b"{}", headers=FHIR_JSON).status_code == 405
+
+
+# --------------------------------------------------------------------------- patient export
+
+
+def test_a_patient_context_export_holds_only_its_patient(
+    smart: Callable[..., httpx.Client],
+) -> None:
+    admin = smart("system/*.rs", client_id="admin")
+    mine_ids = {t: output_ids(admin, t, "p01") for t in EXPORT_TYPES}
+    their_ids = {t: output_ids(admin, t, "p03") for t in EXPORT_TYPES}
+    assert all(their_ids.values())
+    assert all(mine_ids.values())
+    mine = smart("patient/*.rs", patient="p01", client_id="p01-app")
+    kicked = mine.get("$export", headers=ASYNC)
+    files = export_files(mine, kicked)
+    assert set(files) == set(EXPORT_TYPES)
+    for rtype, text in files.items():
+        exported_ids = ids_in(text)
+        assert exported_ids <= mine_ids[rtype], rtype
+        assert not exported_ids & their_ids[rtype], rtype
+        assert not any(rid in text for ids in their_ids.values() for rid in ids), rtype
+        # Nothing of p03's (its references are `Patient/p03`, `Observation/p03-...`).
+        assert "p03" not in text, rtype
+        assert "p01" in text, rtype
+    # Another client cannot read the job, its status or its files.
+    stranger = smart("system/*.rs", client_id="stranger", sub="stranger")
+    status = relative(kicked.headers["content-location"])
+    job = status.rsplit("/", 1)[-1]
+    assert stranger.get(status).status_code == 404
+    assert stranger.get(f"$export-output/{job}/RiskAssessment.ndjson").status_code == 404
+    assert stranger.delete(status).status_code == 404
+    assert mine.get(status).status_code == 200
+    # A system token's export still holds both patients.
+    everyone = export_files(admin, admin.get("$export", headers=ASYNC))
+    for rtype in EXPORT_TYPES:
+        exported_ids = ids_in(everyone[rtype])
+        assert exported_ids & mine_ids[rtype], rtype
+        assert exported_ids & their_ids[rtype], rtype
+        assert ids_in(files[rtype]) < exported_ids, rtype
+
+
+def test_a_patient_context_export_needs_read_on_each_type(
+    smart: Callable[..., httpx.Client],
+) -> None:
+    narrow = smart("patient/RiskAssessment.rs", patient="p01", client_id="narrow")
+    refused = narrow.get("$export", headers=ASYNC, params={"_type": "Observation"})
+    assert refused.status_code == 403
+    assert "patient/Observation.r" in diagnostics(refused)
+    assert narrow.get("$export", headers=ASYNC).status_code == 403  # every type by default
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "_type", "valueString": "Provenance"}],
+    }
+    assert post_json(narrow, "$export", parameters, **ASYNC).status_code == 403
+    files = export_files(
+        narrow, narrow.get("$export", headers=ASYNC, params={"_type": "RiskAssessment"})
+    )
+    assert list(files) == ["RiskAssessment"]
+    assert "Patient/p03" not in files["RiskAssessment"]
+    assert "Patient/p01" in files["RiskAssessment"]
+
+
+def test_the_patient_bound_pages_and_the_job_state(loaded: FhirService, tmp_path: Path) -> None:
+    """Keyset pages of one output each stay within the patient; the job keeps its patient (a
+    job run again after a restart is read from its state)."""
+    everyone = write_ndjson(loaded, ExportRequest(), tmp_path, loaded.clock(), page_size=1)
+    folder = tmp_path / "p01"
+    folder.mkdir()
+    patients: set[str] = set()
+    files = write_ndjson(
+        loaded,
+        ExportRequest(),
+        folder,
+        loaded.clock(),
+        page_size=1,
+        patient="p01",
+        patients=patients,
+    )
+    assert patients == {"p01"}
+    assert [f.resource_type for f in files] == list(EXPORT_TYPES)
+    one_page = tmp_path / "p01-one-page"
+    one_page.mkdir()
+    write_ndjson(loaded, ExportRequest(), one_page, loaded.clock(), patient="p01")
+    assert sum(f.count for f in files) > len(files)  # some type took several pages
+    for mine, total in zip(files, everyone, strict=True):
+        assert 0 < mine.count < total.count
+        text = (folder / mine.name).read_text()
+        assert len(ids_in(text)) == mine.count  # neither skipped nor repeated
+        assert text == (one_page / mine.name).read_text()
+        assert "p03" not in text
+    job = ExportJob(
+        id="0" * 32,
+        status="queued",
+        request_url="$export",
+        types=list(EXPORT_TYPES),
+        since=None,
+        created="2026-01-01T00:00:00Z",
+        owner="p01-app",
+        patient="p01",
+    )
+    assert ExportJob.from_json(job.to_json()) == job
