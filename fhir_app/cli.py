@@ -46,6 +46,8 @@ app = typer.Typer(
 )
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+# The database could not be used (unreachable, refusing, failing): outside the contract's 0/1/2.
+EXIT_DATABASE = 3
 
 
 class Engine(StrEnum):
@@ -577,8 +579,29 @@ def report_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a database that cannot be used is a message and exit code 3,
+    not a traceback (nothing half-stored: every unit of work rolled back, and `process` resumes
+    from its last checkpoint when run again)."""
+    from fhir_app.store import TransientStoreError, store_error
+
+    try:
+        app()
+    except Exception as error:  # only store faults are answered here; the rest re-raised
+        fault = store_error(error)
+        if fault is None:
+            raise
+        first_line = (str(fault).strip().splitlines() or [type(fault).__name__])[0]
+        again = (
+            " (it looks temporary: run the command again)"
+            if isinstance(fault, TransientStoreError)
+            else ""
+        )
+        typer.echo(
+            f"fhir-app: the database at {redact(get_settings().database_url)} could not be used: "
+            f"{first_line}{again}",
+            err=True,
+        )
+        sys.exit(EXIT_DATABASE)
 
 
 if __name__ == "__main__":
