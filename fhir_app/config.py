@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     max_assess_outputs: int = Field(
         default=5_000,
         gt=0,
-        description="Resources one $assess may derive (3 per level + 2 per patient); more get "
+        description="Resources one $assess may derive (3 per level + 3 per patient); more get "
         "413 before any is built.",
     )
     header_read_timeout: float = Field(
