@@ -11,7 +11,6 @@ next to the feed's own, and only where the contract reads codes:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -49,6 +48,9 @@ class Translator:
             for row in loaded.rows:
                 rows[(row.source_system, row.source_code)] = row
         self._rows = rows
+        # The source systems of any row: a coding of another system is passed over at once, so
+        # a contract-coded input (most of them) costs a set lookup per coding.
+        self._systems = frozenset(system for system, _ in rows)
 
     def rows(self) -> list[Row]:
         """Every row in effect (after site overrides)."""
@@ -72,38 +74,65 @@ class Translator:
         return []
 
     def translate(self, raw: JsonObject) -> JsonObject:
-        """`raw` itself when no coding maps, else a deep copy with the contract codings added."""
-        elements = _CONCEPTS.get(str(raw.get("resourceType")))
+        """`raw` itself when no coding maps, else a copy with the contract codings added.
+
+        Only the path to each changed CodeableConcept is copied; `raw` and everything it holds
+        stay as received (the copy shares the unchanged parts, which nobody mutates).
+        """
+        rtype = raw.get("resourceType")
+        elements = _CONCEPTS.get(rtype) if isinstance(rtype, str) else None
         if elements is None or not self._rows:
             return raw
         result: JsonObject | None = None
         for name, many in elements:
             value = raw.get(name)
-            concepts = value if many and isinstance(value, list) else [value]
-            for index, concept in enumerate(concepts):
-                added = self._added(concept, raw)
-                if not added:
+            if many:
+                if not isinstance(value, list):
                     continue
-                if result is None:
-                    result = copy.deepcopy(raw)
-                target = result[name][index] if many else result[name]
-                target["coding"].extend(added)
-        for index, component in enumerate(raw.get("component") or ()):
-            if raw.get("resourceType") != "Observation" or not isinstance(component, dict):
-                continue
-            for name in _COMPONENT_CONCEPTS:
-                added = self._added(component.get(name), raw)
-                if not added:
-                    continue
-                if result is None:
-                    result = copy.deepcopy(raw)
-                result["component"][index][name]["coding"].extend(added)
+                changed = [self._with_added(concept, raw) for concept in value]
+                if any(new is not old for new, old in zip(changed, value, strict=True)):
+                    result = result if result is not None else dict(raw)
+                    result[name] = changed
+            else:
+                new = self._with_added(value, raw)
+                if new is not value:
+                    result = result if result is not None else dict(raw)
+                    result[name] = new
+        components = raw.get("component")
+        if rtype == "Observation" and isinstance(components, list):
+            copied = [self._component(component, raw) for component in components]
+            if any(new is not old for new, old in zip(copied, components, strict=True)):
+                result = result if result is not None else dict(raw)
+                result["component"] = copied
         return raw if result is None else result
+
+    def _component(self, component: Any, resource: JsonObject) -> Any:
+        """The component itself, or a copy whose code / value carry the added codings."""
+        if not isinstance(component, dict):
+            return component
+        result = component
+        for name in _COMPONENT_CONCEPTS:
+            value = component.get(name)
+            new = self._with_added(value, resource)
+            if new is not value:
+                result = result if result is not component else dict(component)
+                result[name] = new
+        return result
+
+    def _with_added(self, concept: Any, resource: JsonObject) -> Any:
+        """The CodeableConcept itself, or a copy with the contract codings appended."""
+        added = self._added(concept, resource)
+        if not added:
+            return concept
+        return {**concept, "coding": [*concept["coding"], *added]}
 
     def _added(self, concept: Any, resource: JsonObject) -> list[JsonObject]:
         """The contract codings to add to one CodeableConcept (none already present)."""
         codings = concept.get("coding") if isinstance(concept, dict) else None
         if not isinstance(codings, list):
+            return []
+        systems = self._systems
+        if not any(isinstance(c, dict) and c.get("system") in systems for c in codings):
             return []
         present = set(_keys(codings))
         added: list[JsonObject] = []
