@@ -12,6 +12,7 @@ reaches gets the contract's coding added beside it. The input itself stays as re
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Final
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 SHIPPED_SUBFOLDER: Final = Path("profiles") / "conceptmaps"
+# The same override as the CapabilityStatement's (fhir_app/api/capability.py).
+PROFILES_ENV: Final = "FHIR_APP_PROFILES_DIR"
 
 _lock = threading.Lock()
 _active: Translator | None = None
@@ -53,8 +56,12 @@ _configured_for: tuple[Path | None] | None = None
 
 
 def shipped_folder() -> Path:
-    """`profiles/conceptmaps` of the source tree, else of the working folder (as installed by the
+    """`conceptmaps/` of `$FHIR_APP_PROFILES_DIR` when set (as for the CapabilityStatement), else
+    `profiles/conceptmaps` of the source tree, else of the working folder (as installed by the
     Dockerfile, which copies profiles/ next to the app)."""
+    override = os.environ.get(PROFILES_ENV)
+    if override:
+        return Path(override) / SHIPPED_SUBFOLDER.name
     source_tree = Path(__file__).resolve().parents[3] / SHIPPED_SUBFOLDER
     return source_tree if source_tree.is_dir() else Path.cwd() / SHIPPED_SUBFOLDER
 

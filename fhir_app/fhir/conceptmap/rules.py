@@ -15,6 +15,9 @@ reading the translator gives them. They are data, each with the reason it holds:
 - dependsOn: a target that depends on another element applies only when the resource carries
   that element's code. The contexts fhir-app can read are listed in DEPENDS_ON_CONTEXTS; any other
   `property` is refused at start-up.
+- ICD-O-3 morphology is written `8140/3` (histology/behaviour, WHO ICD-O-3); registries also
+  write it as five digits, `81403` (NAACCR/SEER histology and behaviour fields side by side).
+  A context coding in the second form is read as the first.
 - Hierarchy: ICD-10-CM codes are hierarchical by prefix (C50.911 lies under C50.91, C50.9, C50;
   CDC/NCHS ICD-10-CM Tabular List). A code without a row of its own takes the rows of its nearest
   listed ancestor whose targets apply, so a map lists categories, not every billable subcode.
@@ -97,10 +100,15 @@ def _extension_codes(url: str) -> ContextReader:
                 if isinstance(coding, dict):
                     system, code = coding.get("system"), coding.get("code")
                     if isinstance(system, str) and isinstance(code, str):
-                        found.add((system, code))
+                        found.add((system, normal_morphology(code) if system == ICDO3 else code))
         return found
 
     return read
+
+
+def normal_morphology(code: str) -> str:
+    """`81403` -> `8140/3`; any other form as it is."""
+    return f"{code[:4]}/{code[4]}" if len(code) == 5 and code.isdigit() else code
 
 
 DEPENDS_ON_CONTEXTS: Final[dict[str, ContextReader]] = {

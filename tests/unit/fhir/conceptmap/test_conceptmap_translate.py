@@ -298,3 +298,19 @@ def test_active_reads_the_site_folder_from_the_settings(
     finally:
         get_settings.cache_clear()
     assert codes_of(translated["code"], SPINE_FINDING) == ["lesion-appearance"]
+
+
+@pytest.mark.parametrize("written", ["8041/3", "80413"])
+def test_icd_o_3_morphology_is_read_in_both_written_forms(written: str) -> None:
+    translator = conceptmap.load_translator(None)
+    translated = translator.translate(condition(ICD10CM, "C34.90", morphology=written))
+    assert codes_of(translated["code"], PRIMARY_TUMOR) == ["lung-small-cell"]
+
+
+def test_the_profiles_folder_setting_also_moves_the_shipped_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conceptmaps").mkdir()
+    monkeypatch.setenv("FHIR_APP_PROFILES_DIR", str(tmp_path))
+    assert conceptmap.shipped_folder() == tmp_path / "conceptmaps"
+    assert conceptmap.load_translator(None).rows() == []
