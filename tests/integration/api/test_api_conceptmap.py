@@ -1,8 +1,9 @@
 """ConceptMaps over REST (CONTRACT.md 3a): a standard-coded input is stored as received and derives
 what the contract-coded one derives, on SQLite and PostgreSQL.
 
-The site's map (a temporary folder named by `concept_map_dir`) maps a site's local reading codes
-the way a site maps RadElement answers; the SNOMED vertebral body codes come from the shipped map.
+The site's map (a temporary folder named by `concept_map_dir`) maps a site's local reading codes;
+the SNOMED vertebral body codes and RadElement RDE2004 (degree of compression) come from the
+shipped maps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fhir_app.fhir import codes, conceptmap
 
 LOCAL = "https://hospital.example.org/fhir/CodeSystem/spine-reading"
 L1_BODY, L1_LEVEL = "61032001", "66794005"
+RADELEMENT_DEGREE_OF_COMPRESSION = {"system": "https://www.radelement.org", "code": "RDE2004"}
 T12_BODY, T12_LEVEL = "280849005", "23215003"
 
 Json = dict[str, Any]
@@ -52,10 +54,6 @@ SITE_MAP: Json = {
             "target": codes.CS_SPINE_FINDING,
             "element": [
                 {"code": "PANEL", "target": [{"code": "vertebral-lesion", "equivalence": "equal"}]},
-                {
-                    "code": "HEIGHT",
-                    "target": [{"code": "vertebral-body-height-loss", "equivalence": "equal"}],
-                },
                 {
                     "code": "PAINCHAR",
                     "target": [{"code": "pain-character", "equivalence": "equal"}],
@@ -101,7 +99,9 @@ def recoded(concept: Json | None, *, body: dict[str, str]) -> None:
     out = []
     for coding in concept["coding"]:
         key = (coding["system"], coding["code"])
-        if key in LOCAL_OF:
+        if key == (codes.CS_SPINE_FINDING, codes.HEIGHT_LOSS):
+            out.append(RADELEMENT_DEGREE_OF_COMPRESSION)  # the shipped RDES230 row
+        elif key in LOCAL_OF:
             out.append({"system": LOCAL, "code": LOCAL_OF[key]})
         elif coding["system"] == codes.SNOMED and coding["code"] in body:
             out.append({"system": codes.SNOMED, "code": body[coding["code"]]})
@@ -209,6 +209,7 @@ def test_standard_codes_derive_what_contract_codes_derive(
     assert codes.CS_SINS not in text
     assert T12_LEVEL not in text
     assert T12_BODY in text
+    assert "RDE2004" in text
     post_json(fhir, "", contract).raise_for_status()
     post_json(fhir, "", twin).raise_for_status()
 

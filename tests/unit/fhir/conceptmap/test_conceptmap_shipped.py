@@ -52,15 +52,19 @@ ROWS = shipped_targets()
 def carrier(system: str, code: str, target: Target) -> Json:
     """An input carrying `system#code` where the contract reads it, and the target's context."""
     resource: Json
-    if (target.system == SNOMED and target.code in LEVEL_BY_SNOMED) or target.code == "":
+    if target.system == PRIMARY_TUMOR:
+        resource = condition(system, code)
+    else:
+        placed = {"system": system, "code": code}
+        level = target.code in LEVEL_BY_SNOMED or not target.applied
         resource = {
             "resourceType": "Observation",
             "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "00000-0"}]},
-            "bodySite": {"coding": [{"system": system, "code": code}]},
+            "code": {"coding": [{"system": "http://loinc.org", "code": "00000-0"}]}
+            if level
+            else {"coding": [placed]},
+            "bodySite": {"coding": [placed if level else {"system": SNOMED, "code": "23215003"}]},
         }
-    else:
-        resource = condition(system, code)
     for depends in target.depends_on:
         assert depends.property == HISTOLOGY
         resource = {
@@ -224,14 +228,9 @@ def test_the_histology_context_is_read_from_the_mcode_extension_only() -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
-    [
-        "ConceptMap-radelement-rdes21-sins.json",
-        "ConceptMap-radelement-rdes230-vcf.json",
-        "ConceptMap-radelement-rdes288-escc.json",
-    ],
+    "name", ["ConceptMap-radelement-rdes21-sins.json", "ConceptMap-radelement-rdes288-escc.json"]
 )
-def test_radelement_maps_ship_no_unsourced_rows_and_say_so(name: str) -> None:
+def test_radelement_coded_elements_ship_no_unsourced_rows_and_say_so(name: str) -> None:
     document = DOCUMENTS[name]
     assert "group" not in document
     assert document["status"] == "draft"
@@ -239,6 +238,25 @@ def test_radelement_maps_ship_no_unsourced_rows_and_say_so(name: str) -> None:
     assert "never invents a code" in document["description"]
     loaded = next(m for m in TRANSLATOR.maps if m.path.name == name)
     assert loaded.rows == ()
+
+
+@pytest.mark.parametrize(
+    "system", ["http://radelement.org", "https://www.radelement.org", "http://www.radelement.org/"]
+)
+def test_radelement_degree_of_compression_is_height_loss_under_every_system_in_use(
+    system: str,
+) -> None:
+    finding = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": system, "code": "RDE2004"}]},
+        "valueQuantity": {"value": 60, "system": "http://unitsofmeasure.org", "code": "%"},
+    }
+    translated = TRANSLATOR.translate(finding)
+    assert codes_of(translated["code"], f"{BASE}/CodeSystem/spine-finding") == [
+        "vertebral-body-height-loss"
+    ]
+    assert translated["valueQuantity"] is finding["valueQuantity"]  # the quantity as sent
 
 
 def test_every_target_is_a_contract_input_code() -> None:

@@ -4,7 +4,8 @@ with the contract's code).
 
 Every example patient in examples/ is recoded: each vertebral level with a SNOMED vertebral body
 code of the shipped map becomes that body code, a breast or prostate primary becomes its ICD-10-CM
-code (shipped map), and every other contract code becomes a site-local code that a site ConceptMap
+code (shipped map), a height loss becomes RadElement RDE2004 (shipped map), and every other
+contract code becomes a site-local code that a site ConceptMap
 in a temporary folder maps back (the way a site maps RadElement or its own codes). The outputs of
 `$assess` on both twins must be equal, key for key.
 """
@@ -88,6 +89,8 @@ def recode(concept: Any, *, site: bool = False) -> None:
         system, code = coding.get("system"), coding.get("code")
         if site and system == SNOMED and code in BODY_OF:
             recoded.append({"system": SNOMED, "code": BODY_OF[code]})
+        elif (system, code) == (SPINE_FINDING, "vertebral-body-height-loss"):
+            recoded.append({"system": "http://radelement.org", "code": "RDE2004"})
         elif system == PRIMARY_TUMOR and code in PRIMARY_ICD10CM:
             recoded.append({"system": ICD10CM, "code": PRIMARY_ICD10CM[code]})
         elif system in LOCALISED:
