@@ -208,8 +208,19 @@ def load_file(path: Path) -> LoadedMap:
     if status not in {"draft", "active", "retired", "unknown"}:
         raise ConceptMapError(path, "ConceptMap.status", f"{status!r} is not an R4 status")
     rows: list[Row] = []
+    seen: dict[tuple[str, str], str] = {}
     for i, group in enumerate(_list(document.get("group"), path, "ConceptMap.group")):
-        rows.extend(_group_rows(group, url, path, f"ConceptMap.group[{i}]"))
+        for j, row in enumerate(_group_rows(group, url, path, f"ConceptMap.group[{i}]")):
+            key = (row.source_system, row.source_code)
+            where = f"ConceptMap.group[{i}].element[{j}].code"
+            if key in seen:
+                # One element per source code, its targets together: a second one would silently
+                # replace the first.
+                raise ConceptMapError(
+                    path, where, f"'{row.source_code}' of {row.source_system} is also {seen[key]}"
+                )
+            seen[key] = where
+            rows.append(row)
     return LoadedMap(path, url, tuple(rows))
 
 

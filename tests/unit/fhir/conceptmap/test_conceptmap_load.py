@@ -159,6 +159,12 @@ BROKEN: list[tuple[str, Any, str, str]] = [
         "not a context fhir-app reads",
     ),
     (
+        "duplicate-source-code",
+        concept_map("m", [group(), group(target=SINS)]),
+        "ConceptMap.group[1].element[0].code",
+        "is also ConceptMap.group[0].element[0].code",
+    ),
+    (
         "empty-string",
         concept_map("m", [group(source="")]),
         "ConceptMap.group[0].source",
