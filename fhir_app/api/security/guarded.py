@@ -16,13 +16,18 @@ cannot be checked before they match, so a patient-context caller cannot send the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from fhir_app.api.security.principal import Principal
 from fhir_app.fhir.bundle import bundle_entries
-from fhir_app.fhir.inputs import JsonObject
+from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.service import (
+    INPUT_TYPES,
+    OUTPUT_TYPES,
+    EntryReader,
     FhirService,
+    HistoryCursor,
     ServiceError,
     StoredResource,
     WriteResult,
@@ -31,6 +36,7 @@ from fhir_app.service import (
 )
 
 PATIENT_PARAMETERS = ("subject", "patient")
+STORED_TYPES = INPUT_TYPES | OUTPUT_TYPES
 
 
 def forbidden(principal: Principal, rtype: str, permission: str) -> ServiceError:
@@ -172,19 +178,133 @@ class GuardedService(FhirService):
         self._existing_writable(rtype, rid)
         return self.inner.delete(rtype, rid)
 
-    def transaction(self, bundle: JsonObject) -> JsonObject:
-        """A transaction whose every entry the caller may perform."""
-        self._check_entries(bundle)
-        return self.inner.transaction(bundle)
+    # ---- issue 12: conditional writes, patch, history, $everything, $validate ----------------
 
-    def batch(self, bundle: JsonObject) -> JsonObject:
-        """A batch whose every entry the caller may perform (refused whole otherwise)."""
+    def _check_matches(self, rtype: str, criteria: str, what: str) -> None:
+        """403 when the criteria match a resource outside the caller's patient context: the
+        conditional write would act on it."""
+        if self.principal.patient is None:
+            return
+        rows, _total = self.inner.search(rtype, parse_criteria(criteria, what), count=2, offset=0)
+        for row in rows:
+            if not self._visible(row):
+                raise outside_compartment(f"The {what} match {rtype}/{row.resource_id}")
+
+    def update_conditional(
+        self, rtype: str, criteria: str, raw: JsonObject, *, if_match: str | None = None
+    ) -> WriteResult:
+        """A conditional update needs `u` (and `c`, as it may create) and `s` (it searches)."""
+        for permission in ("u", "c", "s"):
+            self.require(rtype, permission)
+        self._writable(rtype, raw)
+        self._check_matches(rtype, criteria, f"PUT {rtype}?")
+        self._note(patient_of(raw))
+        return self.inner.update_conditional(rtype, criteria, raw, if_match=if_match)
+
+    def delete_conditional(self, rtype: str, criteria: str) -> WriteResult:
+        """A conditional delete needs `d` and `s` (it searches first)."""
+        self.require(rtype, "d")
+        self.require(rtype, "s")
+        self._check_matches(rtype, criteria, f"DELETE {rtype}?")
+        return self.inner.delete_conditional(rtype, criteria)
+
+    def patch(
+        self,
+        rtype: str,
+        rid: str,
+        change: Callable[[JsonObject], JsonObject],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """A patch is an update (`u`): of this patient's resource, staying this patient's."""
+        self.require(rtype, "u")
+        self._existing_writable(rtype, rid)
+
+        def checked(current: JsonObject) -> JsonObject:
+            patched = change(current)
+            self._writable(rtype, patched)
+            self._note(patient_of(patched))
+            return patched
+
+        return self.inner.patch(rtype, rid, checked, if_match=if_match)
+
+    def history_page(
+        self,
+        rtype: str | None,
+        rid: str | None = None,
+        *,
+        since: datetime | None = None,
+        before: HistoryCursor | None = None,
+        count: int,
+        types: Sequence[str] | None = None,
+        patient: str | None = None,
+    ) -> list[StoredResource]:
+        """History the caller may read: `r` on the instance's type; `r` and `s` on a type (the
+        history of a type lists its resources like a search); at system level only the types
+        with both (403 when none). A patient-context caller sees its patient's versions only."""
+        if rid is not None and rtype is not None:
+            self.require(rtype, "r")
+        elif rtype is not None:
+            self.require(rtype, "r")
+            self.require(rtype, "s")
+        else:
+            candidates = types if types is not None else sorted(STORED_TYPES)
+            types = [t for t in candidates if self._lists(t)]
+            if not types:
+                raise forbidden(self.principal, "*", "rs")
+        bounded = self.principal.patient or patient
+        if self.principal.patient is not None and patient not in (None, self.principal.patient):
+            return []
+        rows = self.inner.history_page(
+            rtype, rid, since=since, before=before, count=count, types=types, patient=bounded
+        )
+        for row in rows:
+            self._note(row.patient_id)
+        return rows
+
+    def _lists(self, rtype: str) -> bool:
+        return self.principal.allows(rtype, "r") and self.principal.allows(rtype, "s")
+
+    def everything(
+        self,
+        patient: str,
+        *,
+        since: datetime | None = None,
+        after: tuple[str, str] | None = None,
+        count: int,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredResource]:
+        """`Patient/{id}/$everything`: `r` on the Patient; only the types the caller may read
+        (`r`) are returned; another patient than the token's is 404."""
+        self.require("Patient", "r")
+        if self.principal.patient is not None and patient != self.principal.patient:
+            raise ServiceError.of(404, "not-found", f"Patient/{patient} is not known")
+        candidates = types if types is not None else sorted(STORED_TYPES)
+        readable = [t for t in candidates if self.principal.allows(t, "r")]
+        self._note(patient)
+        return self.inner.everything(patient, since=since, after=after, count=count, types=readable)
+
+    def validate(self, rtype: str, raw: JsonObject, rid: str | None = None) -> list[Issue]:
+        """`$validate` stores and reveals nothing, but it is a write's dry run: it needs the
+        permission of the write it checks (`c`, or `u` for an instance) on the type."""
+        self.require(rtype, "u" if rid is not None else "c")
+        return self.inner.validate(rtype, raw, rid)
+
+    def transaction(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
+        """A transaction whose every write entry the caller may perform; its read entries go
+        through `reader`, which the API builds over this guarded service."""
         self._check_entries(bundle)
-        return self.inner.batch(bundle)
+        return self.inner.transaction(bundle, reader)
+
+    def batch(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
+        """A batch whose every write entry the caller may perform (refused whole otherwise);
+        read entries are checked one by one as `reader` performs them."""
+        self._check_entries(bundle)
+        return self.inner.batch(bundle, reader)
 
     def _check_entries(self, bundle: JsonObject) -> None:
         """The permission of each entry, parsed as the service parses it (FhirService._entry)."""
-        permissions = {"POST": "c", "PUT": "u", "DELETE": "d"}
+        permissions = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
         for entry in bundle_entries(bundle):
             method = (entry.method or "").upper()
             url = entry.url or ""
@@ -207,5 +327,5 @@ class GuardedService(FhirService):
                 )
             if method in ("POST", "PUT"):
                 self._writable(next(iter(types), "resource"), entry.resource)
-            if method in ("PUT", "DELETE") and len(parts) == 2:
+            if method in ("PUT", "PATCH", "DELETE") and len(parts) == 2:
                 self._existing_writable(parts[0], parts[1])
