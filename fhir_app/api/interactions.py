@@ -97,6 +97,39 @@ def conditional_criteria(request: Request) -> str:
     return query_string(kept)
 
 
+# --------------------------------------------------------------------------- 405s
+
+# Paths whose last segment is a keyword (`_history`, `$validate`) would otherwise be taken for a
+# resource type or id by the routes of `/fhir/{type}[/{id}]` and refused for that (400, 404):
+# these answer the methods that have no route there with 405 and the methods that do.
+READ_METHODS_ALLOW = "GET, HEAD"
+OTHER_THAN_READ = ["POST", "PUT", "PATCH", "DELETE"]
+
+
+def method_not_allowed(request: Request, allowed: str) -> ApiError:
+    """405 naming the methods of this path."""
+    return ApiError.plain(
+        405,
+        f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}",
+        {"Allow": allowed},
+    )
+
+
+@early.api_route("/_history", methods=OTHER_THAN_READ, include_in_schema=False)
+@early.api_route("/{resource_type}/_history", methods=OTHER_THAN_READ, include_in_schema=False)
+def history_not_writable(request: Request) -> Response:
+    """History is read only."""
+    raise method_not_allowed(request, READ_METHODS_ALLOW)
+
+
+@early.api_route(
+    "/{resource_type}/$validate", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
+def validate_is_posted(request: Request) -> Response:
+    """`$validate` takes the resource in a POST."""
+    raise method_not_allowed(request, "POST")
+
+
 # --------------------------------------------------------------------------- conditional writes
 
 
