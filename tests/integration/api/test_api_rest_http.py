@@ -125,3 +125,50 @@ def test_a_write_over_a_derived_observation_says_allow(stored: httpx.Client) -> 
     answer = stored.delete(derived)
     assert answer.status_code == 405, answer.text
     assert answer.headers["allow"] == "GET, HEAD"
+
+
+def test_every_declared_interaction_is_answered(stored: httpx.Client) -> None:
+    """What the CapabilityStatement declares is routed: no declared interaction is 404 or 405."""
+    statement = stored.get("metadata").json()
+    (rest,) = statement["rest"]
+    ids = {"Observation": "p01-primary", "ImagingStudy": "p01-ct", "Patient": "p01"}
+    for resource in rest["resource"]:
+        rtype = resource["type"]
+        rid = ids.get(rtype, "absent")
+        body = stored.get(f"{rtype}/{rid}").json() if rtype in ids else {"resourceType": rtype}
+        patch = orjson.dumps([{"op": "add", "path": "/language", "value": "en"}])
+        without_id = {k: v for k, v in body.items() if k not in ("id", "meta")}
+        requests = {
+            "read": ("GET", f"{rtype}/{rid}", None, FHIR_JSON),
+            "vread": ("GET", f"{rtype}/{rid}/_history/1", None, FHIR_JSON),
+            "history-instance": ("GET", f"{rtype}/{rid}/_history", None, FHIR_JSON),
+            "history-type": ("GET", f"{rtype}/_history", None, FHIR_JSON),
+            "search-type": ("GET", f"{rtype}?_count=1", None, FHIR_JSON),
+            "update": ("PUT", f"{rtype}/{rid}", orjson.dumps(body), FHIR_JSON),
+            "patch": (
+                "PATCH",
+                f"{rtype}/{rid}",
+                patch,
+                {"Content-Type": "application/json-patch+json"},
+            ),
+            "create": ("POST", rtype, orjson.dumps(without_id), FHIR_JSON),
+            "delete": ("DELETE", f"{rtype}/declared-delete", None, FHIR_JSON),
+        }
+        for interaction in resource["interaction"]:
+            method, path, content, headers = requests[interaction["code"]]
+            answer = stored.request(method, path, content=content, headers=headers)
+            assert answer.status_code not in (404, 405) or rid == "absent", (
+                rtype,
+                interaction["code"],
+                answer.text,
+            )
+            if rid == "absent":
+                assert answer.status_code in (200, 404), (rtype, interaction["code"], answer.text)
+        for operation in resource.get("operation", []):
+            if operation["name"] == "validate":
+                answer = post_json(stored, f"{rtype}/$validate", body)
+            else:
+                answer = stored.get(f"{rtype}/{rid}/${operation['name']}")
+            assert answer.status_code == 200, (rtype, operation["name"], answer.text)
+    assert stored.get("_history").status_code == 200
+    assert stored.get("Patient/p01/Observation").status_code == 200
