@@ -3,16 +3,20 @@
 | interaction | route |
 |---|---|
 | capabilities | `GET /fhir/metadata` (public even when tokens are set) |
-| transaction / batch | `POST /fhir` with a Bundle of type `transaction` / `batch` |
 | `$assess` | `POST /fhir/$assess`: a Bundle of inputs in, a collection of outputs back |
-| create | `POST /fhir/{type}`, conditional with `If-None-Exist` |
+| create | `POST /fhir/{type}`, conditional with `If-None-Exist` or criteria in the query |
 | update | `PUT /fhir/{type}/{id}` (create at a client id), `If-Match` for version checks |
 | delete | `DELETE /fhir/{type}/{id}` |
-| read / vread / history | `GET /fhir/{type}/{id}[/_history[/{vid}]]` |
+| read / vread | `GET /fhir/{type}/{id}[/_history/{vid}]`, If-None-Match, If-Modified-Since |
 | search | `GET /fhir/{type}?subject=|patient=|code=|identifier=|_id=|_lastUpdated=` |
 
+Transactions and batches, history, conditional update and delete, PATCH, `$everything`,
+compartment search and `$validate` are in `fhir_app.api.interactions`. Every GET route answers
+HEAD too (`app.answer_head`).
+
 Inputs (Observation, ImagingStudy, Patient) are written; outputs (RiskAssessment,
-DiagnosticReport, Provenance, and the derived Observations) are read-only: 405.
+DiagnosticReport, Provenance, and the derived Observations) are read-only: 405 with
+`Allow: GET, HEAD`.
 """
 
 from __future__ import annotations

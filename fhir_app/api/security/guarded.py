@@ -2,16 +2,24 @@
 
 `GuardedService` is the `FhirService` of one request: every route (and any route added later
 that takes `ServiceDep`) goes through it, so no interaction is left unchecked. Per interaction:
-read, vread and history need `r`; search `s`; create `c`; update `u`; delete `d`; a transaction
-or batch needs the permission of every entry (a batch with one forbidden entry is refused whole,
-before anything is stored). A missing permission is 403 naming the scope that would allow it.
+read, vread and instance history need `r`; search `s`; create `c`; update and patch `u`; delete
+`d`; conditional update `c` `u` `s` (it may create, it searches), conditional delete `d` `s`; type
+history `r` and `s` on the type, system history only the types with both (403 when none);
+`$everything` `r` on Patient, then only the types readable; `$validate` the permission of the
+write it checks (`c`, or `u` for an instance): it stores nothing but answers what a write would.
+A transaction or batch needs the permission of every write entry (a batch with one forbidden
+entry is refused whole, before anything is stored); its GET entries are checked one by one as
+they are read, through this service. A missing permission is 403 naming the scope that would
+allow it.
 
 With a patient context (the token's `patient` claim), the caller sees and writes only resources
 whose patient is that patient (`patient_of`: the Patient itself, or the subject/patient
 reference): reads of other patients' resources are 404 (their existence is not confirmed),
-searches are bounded to the patient, history leaves out versions of other patients, and a write
-of another patient's resource (or over one) is 403. Conditional updates and deletes in a Bundle
-cannot be checked before they match, so a patient-context caller cannot send them.
+searches are bounded to the patient, history (at every level) leaves out versions of other
+patients, `$everything` of another patient is 404, and a write of another patient's resource (or
+over one, or a patch that moves one to another patient) is 403. A conditional update or delete
+over REST is refused when its criteria match another patient's resource; in a Bundle they cannot
+be checked before they match, so a patient-context caller cannot send them there.
 """
 
 from __future__ import annotations
