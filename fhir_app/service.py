@@ -878,15 +878,20 @@ class FhirService:
         Several matches are 412; a resource id other than the match's is 400."""
         assert target.criteria is not None
         given = entry.resource.get("id") if entry.resource is not None else None
-        return self._conditional_update_target(uow, target.resource_type, target.criteria, given)
+        rid, _matched = self._conditional_update_target(
+            uow, target.resource_type, target.criteria, given
+        )
+        return rid
 
     def _conditional_update_target(
         self, uow: InputWrites | UnitOfWork, rtype: str, criteria: str, given: object
-    ) -> str:
-        """The id `PUT rtype?criteria` writes, given the id in the resource (if any)."""
+    ) -> tuple[str, bool]:
+        """The id `PUT rtype?criteria` writes, given the id in the resource (if any), and
+        whether it is the id of a match."""
         found = self._conditional_match(uow, rtype, criteria, f"PUT {rtype}?")
         if found is None:
-            return given if isinstance(given, str) and given else uow.resources.next_id()
+            rid = given if isinstance(given, str) and given else uow.resources.next_id()
+            return rid, False
         if given is not None and given != found.resource_id:
             raise ServiceError.of(
                 400,
@@ -895,7 +900,7 @@ class FhirService:
                 f"update matched ({found.resource_id!r})",
                 "id",
             )
-        return found.resource_id
+        return found.resource_id, True
 
     @staticmethod
     def _result(status: int, row: StoredResource) -> WriteResult:
@@ -919,8 +924,8 @@ class FhirService:
         def work(uow: InputWrites) -> WriteResult:
             affected: set[str] = set()
             self._check_input_type(rtype, raw)
-            rid = self._conditional_update_target(uow, rtype, criteria, raw.get("id"))
-            if raw.get("id") is None:
+            rid, matched = self._conditional_update_target(uow, rtype, criteria, raw.get("id"))
+            if not matched and raw.get("id") is None:
                 # Two clients creating for the same criteria at once must create one resource:
                 # the claim of conditional creates decides (the same criteria, the same claim).
                 owner = uow.resources.claim_conditional(rtype, normalise_criteria(criteria), rid)
@@ -987,6 +992,9 @@ class FhirService:
         if_match: str | None,
         affected: set[str],
     ) -> WriteResult:
+        # Lock the resource before reading the version the patch applies to: a concurrent
+        # update waits, and no change is lost under the patched copy.
+        uow.state(rtype, rid)
         uow.flush()
         current = uow.resources.current(rtype, rid)
         if current is None:

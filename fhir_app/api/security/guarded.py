@@ -29,7 +29,8 @@ from datetime import datetime
 
 from fhir_app.api.security.principal import Principal
 from fhir_app.fhir.bundle import bundle_entries
-from fhir_app.fhir.inputs import Issue, JsonObject
+from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
+from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
 from fhir_app.service import (
     INPUT_TYPES,
     OUTPUT_TYPES,
@@ -319,7 +320,7 @@ class GuardedService(FhirService):
             target = url.split("?")[0].strip("/")
             parts = target.split("/") if target else []
             types = {parts[0]} if parts else set()
-            if entry.resource is not None:
+            if entry.resource is not None and method != "PATCH":  # a PATCH carries a Binary
                 types.add(str(entry.resource.get("resourceType")))
                 self._note(patient_of(entry.resource))
             permission = permissions.get(method)
@@ -337,3 +338,15 @@ class GuardedService(FhirService):
                 self._writable(next(iter(types), "resource"), entry.resource)
             if method in ("PUT", "PATCH", "DELETE") and len(parts) == 2:
                 self._existing_writable(parts[0], parts[1])
+            if method == "PATCH" and len(parts) == 2:
+                self._patched_writable(parts[0], parts[1], entry.resource)
+
+    def _patched_writable(self, rtype: str, rid: str, binary: JsonObject | None) -> None:
+        """403 when a PATCH entry would move the resource to another patient (or to none)."""
+        try:
+            operations = binary_json_patch(binary)
+            current = self.inner.read(rtype, rid)
+            patched = apply_json_patch(dict(current.content), operations)
+        except (InputRejected, ServiceError):
+            return  # the service refuses the entry itself, naming it
+        self._writable(rtype, patched)

@@ -190,3 +190,41 @@ def test_new_interactions_are_audited(
     conditional = events[1]["entity"][0]
     assert base64.b64decode(conditional["query"]).decode() == "identifier="  # value left out
     assert {"reference": "Patient/p01"} in [e["what"] for e in events[5]["entity"]]
+
+
+def patch_bundle(url: str, operations: Any) -> dict[str, Any]:
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(orjson.dumps(operations)).decode(),
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": binary, "request": {"method": "PATCH", "url": url}}],
+    }
+
+
+def test_patch_entries_need_update_on_their_target_not_on_binary(
+    client: Callable[..., httpx.Client],
+) -> None:
+    amend = [{"op": "replace", "path": "/status", "value": "amended"}]
+    reader = client("system/Observation.rs")
+    assert post_json(reader, "", patch_bundle("Observation/p01-primary", amend)).status_code == 403
+    writer = client("system/Observation.u")
+    answer = post_json(writer, "", patch_bundle("Observation/p01-primary", amend))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["entry"][0]["response"]["status"] == "200 OK"
+
+
+def test_a_patient_token_cannot_patch_a_resource_away_in_a_bundle(
+    client: Callable[..., httpx.Client],
+) -> None:
+    mine = client("patient/*.cruds", patient="p01")
+    move = [{"op": "replace", "path": "/subject/reference", "value": "Patient/p03"}]
+    refused = post_json(mine, "", patch_bundle("Observation/p01-primary", move))
+    assert refused.status_code == 403, refused.text
+    amend = [{"op": "replace", "path": "/status", "value": "amended"}]
+    assert post_json(mine, "", patch_bundle("Observation/p03-align", amend)).status_code == 403
+    done = post_json(mine, "", patch_bundle("Observation/p01-primary", amend))
+    assert done.json()["entry"][0]["response"]["status"] == "200 OK"
