@@ -7,6 +7,8 @@ several matches are 412 and nothing is deleted.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -252,3 +254,24 @@ def test_conditional_delete_of_an_output_type_in_a_batch_is_405(fhir: httpx.Clie
 def test_conditional_entries_with_unreadable_criteria_are_400(fhir: httpx.Client) -> None:
     answer = fhir.delete("Observation", params={"identifier": "a\x00b"}, headers=FHIR_JSON)
     assert answer.status_code == 400, answer.text
+
+
+def test_parallel_conditional_updates_create_one_resource(base_url: str) -> None:
+    """Eight clients at once, none matching yet: one resource is created, the others update it
+    (the conditional-create claim decides, as for If-None-Exist)."""
+    clients = 8
+    barrier = threading.Barrier(clients, timeout=30)
+
+    def one(_: int) -> httpx.Response:
+        with httpx.Client(base_url=f"{base_url}/", timeout=120) as client:
+            client.get("metadata").raise_for_status()
+            barrier.wait()
+            return put_json(client, f"Observation?{criteria('50')}", identified("50"))
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        responses = list(pool.map(one, range(clients)))
+    assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses]
+    assert [r.status_code for r in responses].count(201) == 1
+    assert len({r.json()["id"] for r in responses}) == 1
+    with httpx.Client(base_url=f"{base_url}/") as fhir:
+        assert len(stored_with(fhir, "50")) == 1
