@@ -44,6 +44,7 @@ from fhir_app.api.request_body import read_limited
 from fhir_app.api.responses import FhirJsonResponse, etag
 from fhir_app.api.routes import (
     FORMAT_PARAMETERS,
+    READ_ONLY_ALLOW,
     SUPPORTED_TYPES,
     information,
     read_only_allow,
@@ -102,7 +103,6 @@ def conditional_criteria(request: Request) -> str:
 # Paths whose last segment is a keyword (`_history`, `$validate`) would otherwise be taken for a
 # resource type or id by the routes of `/fhir/{type}[/{id}]` and refused for that (400, 404):
 # these answer the methods that have no route there with 405 and the methods that do.
-READ_METHODS_ALLOW = "GET, HEAD"
 OTHER_THAN_READ = ["POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -119,7 +119,7 @@ def method_not_allowed(request: Request, allowed: str) -> ApiError:
 @early.api_route("/{resource_type}/_history", methods=OTHER_THAN_READ, include_in_schema=False)
 def history_not_writable(request: Request) -> Response:
     """History is read only."""
-    raise method_not_allowed(request, READ_METHODS_ALLOW)
+    raise method_not_allowed(request, READ_ONLY_ALLOW)
 
 
 @early.api_route(

@@ -332,32 +332,46 @@ class ResourceRepository:
         `resource_types` None: every type (system history); with `resource_id`, the one type's
         resource (instance history). Ordered by (lastUpdated, type, id, version) descending;
         `before` is that key of the last version already read: the page holds the versions
-        strictly older (keyset paging, served by ix_resource_version_updated and
-        ix_resource_version_type_updated). `since`: lastUpdated at or after it. `patient`: only
-        versions about that patient.
+        strictly older (keyset paging, served by ix_resource_version_updated,
+        ix_resource_version_type_updated and, for one patient, ix_resource_version_patient_updated).
+        `since`: lastUpdated at or after it. `patient`: only versions about that patient.
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
         conditions: list[ColumnElement[bool]] = []
         if resource_types is not None:
-            if not resource_types:
+            chosen = sorted(set(resource_types))
+            if not chosen:
                 return []
-            conditions.append(ResourceVersion.resource_type.in_(sorted(set(resource_types))))
+            # One type as an equality: the planner then walks ix_resource_version_type_updated.
+            conditions.append(
+                ResourceVersion.resource_type == chosen[0]
+                if len(chosen) == 1
+                else ResourceVersion.resource_type.in_(chosen)
+            )
         if resource_id is not None:
             conditions.append(ResourceVersion.resource_id == resource_id)
         if since is not None:
             conditions.append(ResourceVersion.last_updated >= _aware(since))
         if patient is not None:
             conditions.append(ResourceVersion.patient_id == patient)
-        order = (
-            ResourceVersion.last_updated,
-            ResourceVersion.resource_type,
-            ResourceVersion.resource_id,
-            ResourceVersion.version_id,
+        one_type = resource_types is not None and len(set(resource_types)) == 1
+        # Of one type, the type is no part of the order: (lastUpdated, id, version) is the order
+        # of ix_resource_version_type_updated after its type, so the page is one range scan.
+        order: tuple[Any, ...] = (
+            (ResourceVersion.last_updated, ResourceVersion.resource_id, ResourceVersion.version_id)
+            if one_type
+            else (
+                ResourceVersion.last_updated,
+                ResourceVersion.resource_type,
+                ResourceVersion.resource_id,
+                ResourceVersion.version_id,
+            )
         )
         if before is not None:
             moment, rtype, rid, vid = before
-            conditions.append(tuple_(*order) < tuple_(_aware(moment), rtype, rid, vid))
+            position = (_aware(moment), rid, vid) if one_type else (_aware(moment), rtype, rid, vid)
+            conditions.append(tuple_(*order) < tuple_(*position))
         rows = self._connection.execute(
             select(*_VERSION_COLUMNS)
             .where(*conditions)

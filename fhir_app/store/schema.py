@@ -119,6 +119,8 @@ class ResourceVersion(Base):
             "resource_id",
             "version_id",
         ),
+        # The history a patient-context token reads: one patient's versions, newest first.
+        Index("ix_resource_version_patient_updated", "patient_id", "last_updated"),
     )
 
 

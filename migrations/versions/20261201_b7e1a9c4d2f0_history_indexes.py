@@ -1,7 +1,8 @@
 """History indexes.
 
 Type- and system-level `_history` (issue 12) read versions newest first, paged by the key
-(lastUpdated, type, id, version): one index per order, so a page is an index range scan.
+(lastUpdated, type, id, version): one index per order, so a page is an index range scan; and
+the history of one patient (a patient-context token) by patient and lastUpdated.
 
 Revision ID: b7e1a9c4d2f0
 Revises: 5e1c0a7d2b13
@@ -32,9 +33,16 @@ def upgrade() -> None:
         ["resource_type", "last_updated", "resource_id", "version_id"],
         unique=False,
     )
+    op.create_index(
+        "ix_resource_version_patient_updated",
+        "resource_version",
+        ["patient_id", "last_updated"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
     """Downgrade schema."""
+    op.drop_index("ix_resource_version_patient_updated", table_name="resource_version")
     op.drop_index("ix_resource_version_type_updated", table_name="resource_version")
     op.drop_index("ix_resource_version_updated", table_name="resource_version")
