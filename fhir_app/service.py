@@ -1432,6 +1432,10 @@ def read_entry_response(entry: BundleEntry, reader: EntryReader | None) -> JsonO
         answer = reader(entry)
     except ServiceError as exc:
         return {"response": {"status": str(exc.status), "outcome": operation_outcome(exc.issues)}}
+    except TransientStoreError as exc:
+        # The writes of the Bundle may be committed already: a 503 for the whole Bundle would
+        # tell the client they were not. The read alone is to be sent again.
+        return {"response": {"status": "503", "outcome": operation_outcome([unavailable(exc)])}}
     if entry.method == "HEAD":
         answer.pop("resource", None)
     return answer

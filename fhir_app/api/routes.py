@@ -154,6 +154,8 @@ def information(text: str) -> JsonObject:
 def write_response(result: WriteResult, base: str, preferences: Negotiated) -> Response:
     """The answer to a create, update or delete, shaped by `Prefer: return=`."""
     what = f"{result.resource_type}/{result.resource_id}"
+    if not result.resource_id:  # a conditional delete that matched nothing
+        what = f"No {result.resource_type} matched: nothing"
     if result.status == 204:
         if preferences.return_preference == "OperationOutcome":
             return FhirJsonResponse(information(f"{what} deleted"), pretty=preferences.pretty)

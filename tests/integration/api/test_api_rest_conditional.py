@@ -133,6 +133,11 @@ def test_conditional_delete_without_match_deletes_nothing(
     before = snapshot(engine)
     nothing = fhir.delete(f"Observation?{criteria('404')}")
     assert nothing.status_code == 204, nothing.text
+    told = fhir.delete(
+        f"Observation?{criteria('404')}", headers={"Prefer": "return=OperationOutcome"}
+    )
+    assert told.status_code == 200
+    assert "No Observation matched: nothing deleted" in issues_text(told.json())
     assert snapshot(engine) == before
 
 
