@@ -11,7 +11,7 @@
 | read / vread / history | `GET /fhir/{type}/{id}[/_history[/{vid}]]` |
 | search | `GET /fhir/{type}?subject=|patient=|code=|identifier=|_id=|_lastUpdated=` |
 
-Inputs (Observation, ImagingStudy, Patient) are written; outputs (RiskAssessment,
+Inputs (Observation, Condition, ImagingStudy, Patient) are written; outputs (RiskAssessment,
 DiagnosticReport, Provenance, and the derived Observations) are read-only: 405.
 """
 
