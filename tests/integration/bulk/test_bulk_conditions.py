@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 from bulk_support import migrated, output_files, without_timestamps
 from support.conditions import primary_condition, secondary_condition
+from typer.testing import CliRunner
 
 from fhir_app.bulk import BulkOptions, BulkProcessor
+from fhir_app.cli import app
 from fhir_app.fhir import codes, samples
 from fhir_app.fhir.inputs import JsonObject
 from fhir_app.service import FhirService, current_outputs
@@ -123,3 +125,23 @@ def test_bulk_reads_conditions_as_rest_does_and_a_late_patient_derives_again(
         and r["bodySite"]["coding"][0]["code"] == "66794005"
     ]
     assert l1_classification == ["2"]
+
+
+def test_cli_assess_reads_conditions_and_the_patient(tmp_path: Path) -> None:
+    """`fhir-app assess`: the same inputs in memory; the Patient of the same file filters."""
+    feed = _ndjson(tmp_path / "feed.ndjson", [*FINDINGS, PATIENT])
+    done = CliRunner().invoke(app, ["assess", str(feed)])
+    assert done.exit_code == 0, done.output
+    outputs = [e["resource"] for e in orjson.loads(done.stdout)["entry"]]
+    levels = {
+        r["bodySite"]["coding"][0]["code"]
+        for r in outputs
+        if r["resourceType"] == "Observation" and "bodySite" in r
+    }
+    assert levels == {"66794005", "82687006"}  # L1, and T9 of the secondary Condition
+    likely = _likely(outputs)
+    assert likely[0] == "breast"
+    assert "prostate" not in likely
+    (provenance,) = [r for r in outputs if r["resourceType"] == "Provenance"]
+    entities = {e["what"]["reference"] for e in provenance["entity"]}
+    assert {"Condition/c1-primary/_history/1", "Condition/c1-met/_history/1"} <= entities
