@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import pytest
 from fastapi.testclient import TestClient
+from support.validator import errors, require_medplum, validate_with_medplum
 
 from fhir_app.api import create_app
 from fhir_app.config import Settings
@@ -49,8 +50,9 @@ class Refusal:
 
 
 # Example (file, and `entry[i]` inside a Bundle) -> why FHIR R4 refuses it. Empty: with CONTRACT 3
-# (v2) every one of these examples is valid R4 that the server stores. The stricter validator of
-# CONTRACT 3b may refuse some: list each here with the element and the rule it breaks.
+# (v2) every one of these examples is valid R4 that the server stores, and the independent
+# validator (@medplum/core 4.5.2) finds all 642 valid too. The stricter validator of CONTRACT 3b
+# may refuse some: list each here with the element and the rule of R4 it breaks.
 EXPECTED_REFUSALS: dict[str, Refusal] = {}
 
 
@@ -199,3 +201,15 @@ def test_every_official_example_is_stored_or_refused_for_a_real_r4_violation(
             got.expressions,
             got.diagnostics,
         )
+
+
+def test_every_example_the_independent_validator_refuses_is_an_expected_refusal() -> None:
+    """CONTRACT 3b: validation at least as strict as an independent R4 validator (@medplum/core)
+    on these examples: what it finds invalid must be in EXPECTED_REFUSALS (so refused)."""
+    require_examples()
+    require_medplum()
+    examples = official_examples()
+    results = validate_with_medplum([e.resource for e in examples])
+    invalid = {e.label: errors(r) for e, r in zip(examples, results, strict=True) if errors(r)}
+    missed = {label: issues for label, issues in invalid.items() if label not in EXPECTED_REFUSALS}
+    assert not missed, f"invalid for @medplum/core, not in EXPECTED_REFUSALS: {missed}"
