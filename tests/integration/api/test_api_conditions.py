@@ -86,7 +86,8 @@ def test_a_primary_condition_reads_exactly_like_a_primary_tumor_observation(
     reference = f"Condition/{condition['id']}/_history/1"
     (risk_b,) = _search(fhir, "RiskAssessment", patient="twin-b")
     assert reference in [r["reference"] for r in risk_b["basis"]]
-    assert reference in [r["reference"] for r in b["derivedFrom"]]
+    # R4 Observation.derivedFrom takes no Condition: the basis and the Provenance name it.
+    assert [r["reference"] for r in b["derivedFrom"]] == ["Observation/twin-b-l1/_history/1"]
     # One Provenance per derivation: the latest names the Condition among its entities.
     provenances = _search(fhir, "Provenance", patient="twin-b")
     provenance = max(provenances, key=lambda p: p["meta"]["lastUpdated"])
