@@ -20,7 +20,7 @@ import orjson
 from fhir_app.derivation import PatientInputs, group_by_patient
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.levels import VertebralLevel
-from fhir_app.fhir import inbound, outbound
+from fhir_app.fhir import conceptmap, inbound, outbound
 from fhir_app.fhir.bundle import BundleEntry, EntryTarget, assign_ids, bundle_entries
 from fhir_app.fhir.inputs import (
     InputRejected,
@@ -54,7 +54,12 @@ def utcnow() -> datetime:
 def mapped(
     raw: JsonObject, *, resource_id: str, version_id: int, received_at: datetime
 ) -> MappedObservation | MappedStudy | MappedPatient | None:
-    """Map an input resource to what derivation needs."""
+    """Map an input resource to what derivation needs.
+
+    The ConceptMaps apply first (CONTRACT.md 3a), to a copy: inbound reads standard codes as the
+    contract's, and the caller keeps `raw` as received.
+    """
+    raw = conceptmap.translate(raw)
     rtype = raw.get("resourceType")
     if rtype == "Observation":
         return inbound.map_observation(

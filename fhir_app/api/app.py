@@ -18,6 +18,7 @@ from fhir_app.api.security.throttle import FailureThrottle
 from fhir_app.api.security.tokens import JwksSource, TokenRules
 from fhir_app.api.view import viewer
 from fhir_app.config import Settings
+from fhir_app.fhir import conceptmap
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
 
@@ -33,8 +34,10 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     """The FHIR REST interface (base `/fhir`) over `service`, configured by `settings`.
 
     The CapabilityStatement at `/fhir/metadata` is the description of this API, so FastAPI's
-    OpenAPI pages are not served.
+    OpenAPI pages are not served. The ConceptMaps are loaded and checked here (CONTRACT.md 3a):
+    a broken map raises ConceptMapError before the app exists.
     """
+    conceptmap.configure(settings.concept_map_dir)
     app = FhirApp(
         title="fhir-app",
         version=PROCESSOR_VERSION,
