@@ -38,12 +38,9 @@ def primary_condition(
     out: dict[str, Any] = {
         "resourceType": "Condition",
         "id": condition_id,
-        "code": {
-            "coding": [
-                {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"},
-                {"system": PRIMARY_TUMOR, "code": primary},
-            ]
-        },
+        # Only the contract's coding: a diagnosis code beside it would be mapped by the shipped
+        # ConceptMaps too, and must then agree (test_condition_twins has the standard-coded form).
+        "code": {"coding": [{"system": PRIMARY_TUMOR, "code": primary}], "text": primary},
         "subject": {"reference": f"Patient/{patient}"},
         "recordedDate": recorded,
     }
