@@ -208,7 +208,7 @@ def test_conditions_in_a_transaction_and_a_batch(fhir: httpx.Client, bundle_type
 
 def test_a_refused_condition_leaves_nothing(fhir: httpx.Client) -> None:
     raw = primary_condition("bad", "p4", "breast")
-    raw["code"]["coding"][1]["code"] = "no-such-primary"
+    raw["code"]["coding"][0]["code"] = "no-such-primary"
     response = put_json(fhir, "Condition/bad", raw)
     assert response.status_code == 422, response.text
     assert "Condition.code" in issues_text(response.json())
