@@ -33,8 +33,9 @@ Choices the contract leaves open (DESIGN, kept visible here and in the tests):
   liver) give none. Time: `recordedDate`, else `onsetDateTime`, else the time received.
 - Condition statuses: verificationStatus `entered-in-error` or `refuted` withdraws it (like an
   entered-in-error Observation); `unconfirmed`, `provisional`, `differential` count but make the
-  findings preliminary. clinicalStatus: a primary counts whatever it says, because an inactive, in
-  remission or resolved cancer is still the patient's history of it, the likeliest source of a new
+  findings preliminary (a primary is then read as a preliminary primary-tumor Observation's is).
+  clinicalStatus: a primary counts whatever it says, because an inactive, in remission or
+  resolved cancer is still the patient's history of it, the likeliest source of a new
   bone metastasis (late recurrence of breast or renal cancer is common), and the known primary only
   leads the likely primaries and adds a note, it never removes one (DOMAIN.md 4a). A secondary
   lesion counts when `active`, `recurrence`, `relapse` or absent; `inactive`, `remission` and

@@ -73,7 +73,8 @@ class MappedCondition(MappedObservation):
     Observation does, and a secondary one a lesion at each vertebral level of its bodySite, so the
     derivation treats it as an Observation; only its references name the Condition. `status` holds
     the clinicalStatus code (empty when absent); `provisional` is a verificationStatus of
-    unconfirmed, provisional or differential, which makes the outputs preliminary.
+    unconfirmed, provisional or differential: its lesion findings are preliminary (so are the
+    outputs of their level), and its primary is read as a preliminary primary-tumor Observation's.
     """
 
     provisional: bool = False
