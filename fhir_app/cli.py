@@ -62,7 +62,7 @@ class Engine(StrEnum):
 Inputs = Annotated[
     list[Path],
     typer.Argument(
-        help="Bundle JSON or NDJSON files of Observations and ImagingStudies.",
+        help="Bundle JSON or NDJSON files of input resources (Observation, Condition, ...).",
         exists=True,
         dir_okay=False,
         readable=True,

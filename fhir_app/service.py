@@ -44,7 +44,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     PROCESSOR_VERSION = "0.0.0"
 
 LEVEL_KINDS = ("sins", "cls", "risk")
-INPUT_TYPES = frozenset({"Observation", "ImagingStudy", "Patient"})
+INPUT_TYPES = frozenset({"Observation", "Condition", "ImagingStudy", "Patient"})
 OUTPUT_TYPES = frozenset({"Observation", "RiskAssessment", "DiagnosticReport", "Provenance"})
 
 
@@ -65,6 +65,10 @@ def mapped(
     rtype = raw.get("resourceType")
     if rtype == "Observation":
         return inbound.map_observation(
+            raw, resource_id=resource_id, version=version_id, received_at=received_at
+        )
+    if rtype == "Condition":
+        return inbound.map_condition(
             raw, resource_id=resource_id, version=version_id, received_at=received_at
         )
     if rtype == "ImagingStudy":

@@ -1440,6 +1440,7 @@ _CODE = ("code", "token", "clinical-code", "A code, as system|code or code.")
 _IDENTIFIER = ("identifier", "token", "clinical-identifier", "An identifier, system|value.")
 SEARCH_PARAMETERS: Final[Mapping[str, tuple[tuple[str, str, str | None, str], ...]]] = {
     "Observation": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
+    "Condition": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
     "ImagingStudy": (_SUBJECT, _PATIENT, _IDENTIFIER),
     "Patient": ((*_IDENTIFIER[:2], "Patient-identifier", _IDENTIFIER[3]),),
     "RiskAssessment": (_SUBJECT, _PATIENT, _IDENTIFIER),
@@ -1524,6 +1525,14 @@ def capability_statement() -> JsonObject:
             ),
             "Input findings are written here; the derived SINS, classification and NOMS inputs "
             "Observations are read and searched here and cannot be written.",
+            writable=True,
+        ),
+        _rest_resource(
+            "Condition",
+            (),
+            "The patient's cancer diagnoses (CONTRACT 3, v2): a primary cancer Condition states "
+            "the known primary, a secondary cancer Condition of the bone a lesion at each "
+            "vertebral level of its bodySite.",
             writable=True,
         ),
         _rest_resource(

@@ -14,7 +14,7 @@ Transactions and batches, history, conditional update and delete, PATCH, `$every
 compartment search and `$validate` are in `fhir_app.api.interactions`. Every GET route answers
 HEAD too (`app.answer_head`).
 
-Inputs (Observation, ImagingStudy, Patient) are written; outputs (RiskAssessment,
+Inputs (Observation, Condition, ImagingStudy, Patient) are written; outputs (RiskAssessment,
 DiagnosticReport, Provenance, and the derived Observations) are read-only: 405 with
 `Allow: GET, HEAD`.
 """

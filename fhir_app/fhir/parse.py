@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 import orjson
+from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.imagingstudy import ImagingStudy
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
@@ -25,6 +26,7 @@ from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 # The resource types the processor takes in. Patient is stored but derives nothing.
 SUPPORTED_INPUT_MODELS: Final[Mapping[str, type[BaseModel]]] = {
     "Observation": Observation,
+    "Condition": Condition,
     "ImagingStudy": ImagingStudy,
     "Patient": Patient,
 }

@@ -58,7 +58,7 @@ JsonObject = dict[str, Any]
 Token = tuple[str, str | None, str]
 
 # Patient too: its gender and birth date are the context of the likely primaries (DOMAIN.md 4a).
-INPUT_TYPES: Final = ("Observation", "ImagingStudy", "Patient")
+INPUT_TYPES: Final = ("Observation", "Condition", "ImagingStudy", "Patient")
 # A lost creation race is resolved on the next attempt; more than a few means something is wrong.
 _WRITE_ATTEMPTS: Final = 5
 # Meta elements the server sets on every version: not part of what the client said.
@@ -593,7 +593,7 @@ class ResourceRepository:
 
     @translated
     def inputs_of_patient(self, patient_id: str) -> list[StoredResource]:
-        """The patient's current, non-deleted inputs: Observations, ImagingStudies, Patient."""
+        """The patient's current, non-deleted inputs (every type of INPUT_TYPES)."""
         return self._of_patient(patient_id, is_output=False, types=INPUT_TYPES)
 
     @translated

@@ -151,8 +151,8 @@ def test_derived_observation_cannot_be_overwritten(fhir: httpx.Client) -> None:
 def test_unknown_routes_types_and_resources_are_404(fhir: httpx.Client) -> None:
     assert_outcome(fhir.get("Observation/a/b/c/d"), 404, "not-found")
     assert_outcome(fhir.get("/nothing-here"), 404, "not-found")
-    assert "Condition" in assert_outcome(fhir.get("Condition/1"), 404)
-    assert_outcome(fhir.get("Condition"), 404)
+    assert "Encounter" in assert_outcome(fhir.get("Encounter/1"), 404)
+    assert_outcome(fhir.get("Encounter"), 404)
     assert_outcome(fhir.get("Observation/missing"), 404, "not-found")
     assert_outcome(fhir.get("Observation/missing/_history"), 404)
     assert_outcome(fhir.get("Observation/missing/_history/1"), 404)

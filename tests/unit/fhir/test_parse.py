@@ -209,7 +209,7 @@ def test_valid_observation_study_and_patient() -> None:
     validate_resource(samples.patient("p1", "Doe", "Jane", "1950-02-03", "female"))
 
 
-@pytest.mark.parametrize("resource_type", ["Condition", "Bundle", "DiagnosticReport", "Foo"])
+@pytest.mark.parametrize("resource_type", ["Encounter", "Bundle", "DiagnosticReport", "Foo"])
 def test_wrong_resource_type(resource_type: str) -> None:
     issue = only_issue({"resourceType": resource_type, "id": "x"})
     assert (issue.severity, issue.code, issue.expression) == (
@@ -217,7 +217,7 @@ def test_wrong_resource_type(resource_type: str) -> None:
         "not-supported",
         (resource_type,),
     )
-    assert "Observation, ImagingStudy, Patient" in issue.diagnostics
+    assert "Observation, Condition, ImagingStudy, Patient" in issue.diagnostics
 
 
 def test_missing_resource_type() -> None:

@@ -494,6 +494,7 @@ def test_the_capability_statement_says_what_the_server_offers(
     resources = {r["type"]: r for r in rest["resource"]}
     assert set(resources) == {
         "Observation",
+        "Condition",
         "ImagingStudy",
         "Patient",
         "RiskAssessment",
@@ -502,7 +503,7 @@ def test_the_capability_statement_says_what_the_server_offers(
     }
     reads = {"read", "vread", "history-instance", "history-type", "search-type"}
     writes = {"create", "update", "delete", "patch"}
-    for kind in ("Observation", "ImagingStudy", "Patient"):
+    for kind in ("Observation", "Condition", "ImagingStudy", "Patient"):
         assert {i["code"] for i in resources[kind]["interaction"]} == reads | writes
         assert resources[kind]["conditionalCreate"] is True
         assert resources[kind]["conditionalUpdate"] is True
@@ -518,7 +519,7 @@ def test_the_capability_statement_says_what_the_server_offers(
     for kind in ("Observation", "RiskAssessment", "DiagnosticReport", "Provenance"):
         params = {p["name"] for p in resources[kind]["searchParam"]}
         assert {"patient", "_lastUpdated", "_count"} <= params, kind
-    for kind in ("Observation", "DiagnosticReport"):
+    for kind in ("Observation", "Condition", "DiagnosticReport"):
         assert {"subject", "code"} <= {p["name"] for p in resources[kind]["searchParam"]}
     for entry in resources.values():
         for profile in entry.get("supportedProfile", []):
