@@ -175,4 +175,4 @@ def test_lenient_history_ignores_unknown_parameters_but_not_at(fhir: httpx.Clien
 
 
 def test_history_of_an_unknown_type_is_404(fhir: httpx.Client) -> None:
-    assert fhir.get("Condition/_history").status_code == 404
+    assert fhir.get("Encounter/_history").status_code == 404

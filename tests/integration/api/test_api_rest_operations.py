@@ -82,7 +82,7 @@ def test_everything_type_and_since(two_patients: httpx.Client) -> None:
     future = two_patients.get("Patient/p03/$everything", params={"_since": "2999-01-01T00:00:00Z"})
     assert future.json()["entry"] == []
     assert (
-        two_patients.get("Patient/p03/$everything", params={"_type": "Condition"}).status_code
+        two_patients.get("Patient/p03/$everything", params={"_type": "Encounter"}).status_code
         == 400
     )
     assert two_patients.get("Patient/p03/$everything", params={"_page": "x"}).status_code == 400
@@ -100,7 +100,7 @@ def test_compartment_search(two_patients: httpx.Client) -> None:
         "Patient/p03/Observation", params={"code": "http://loinc.org|nothing"}
     ).json()
     assert coded["total"] == 0  # the other parameters apply too
-    assert two_patients.get("Patient/p03/Condition").status_code == 404
+    assert two_patients.get("Patient/p03/Encounter").status_code == 404
 
 
 # --------------------------------------------------------------------------- $validate
@@ -182,7 +182,7 @@ def test_validate_refusals(fhir: httpx.Client) -> None:
         ).status_code
         == 400
     )
-    assert post_json(fhir, "Condition/$validate", finding()).status_code == 404
+    assert post_json(fhir, "Encounter/$validate", finding()).status_code == 404
 
 
 def test_fhirpy_is_valid(base_url: str) -> None:
