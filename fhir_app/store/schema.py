@@ -1,4 +1,4 @@
-"""The tables: every version of every resource, the current pointer, search tokens, claims.
+"""The tables: every version of every resource, the current pointer, search indexes, claims.
 
 The naming convention on the MetaData is fixed before the first migration so that constraint
 names are the same on SQLite and PostgreSQL and later migrations can drop them by name.
@@ -103,6 +103,11 @@ class ResourceVersion(Base):
     # sha256 of the canonical content without the server-set meta: detects an identical resend.
     content_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
 
+    __table_args__ = (
+        # History since an instant (type- and system-level `_history?_since=`, sync).
+        Index("ix_resource_version_last_updated", "last_updated"),
+    )
+
 
 class ResourceCurrent(Base):
     """One row per resource: which version is current. The primary key serialises creation."""
@@ -136,7 +141,7 @@ class ResourceCurrent(Base):
 
 
 class SearchToken(Base):
-    """Token search parameters (code, identifier) of the current version of a resource.
+    """Token search parameters (code, identifier, status...) of the current version of a resource.
 
     `system` is the empty string for a coding without a system, so that `|code` can be searched
     and the primary key stays NOT NULL.
@@ -159,6 +164,81 @@ class SearchToken(Base):
         ),
         # Search by code (any system) and by system|code.
         Index("ix_search_token_code", "resource_type", "param", "code", "system"),
+    )
+
+
+class SearchReference(Base):
+    """Reference search parameters (subject, result, target...) of the current version: the
+    type and id each reference points to (version-specific references point to the resource)."""
+
+    __tablename__ = "search_reference"
+
+    resource_type: Mapped[str] = mapped_column(String(TYPE_LENGTH), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    param: Mapped[str] = mapped_column(String(32), primary_key=True)
+    target_type: Mapped[str] = mapped_column(String(TYPE_LENGTH), primary_key=True)
+    target_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["resource_type", "resource_id"],
+            ["resource_current.resource_type", "resource_current.resource_id"],
+            ondelete="CASCADE",
+        ),
+        # Search by reference (`subject=Patient/x`) and `_revinclude` (what points here); the
+        # primary key serves `_include` (what these resources point to).
+        Index("ix_search_reference_target", "target_type", "target_id", "param", "resource_type"),
+    )
+
+
+class SearchDate(Base):
+    """Date search parameters of the current version: each value as the half-open UTC range
+    [low, high) of its precision (a Period from its start to its end)."""
+
+    __tablename__ = "search_date"
+
+    resource_type: Mapped[str] = mapped_column(String(TYPE_LENGTH), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    param: Mapped[str] = mapped_column(String(32), primary_key=True)
+    low: Mapped[datetime] = mapped_column(primary_key=True)
+    high: Mapped[datetime] = mapped_column(primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["resource_type", "resource_id"],
+            ["resource_current.resource_type", "resource_current.resource_id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_search_date_range", "resource_type", "param", "low", "high"),
+    )
+
+
+class SearchString(Base):
+    """String search parameters (names) of the current version: the text normalised (case and
+    accents folded: the default and `:contains` searches) and as written (`:exact`)."""
+
+    __tablename__ = "search_string"
+
+    resource_type: Mapped[str] = mapped_column(String(TYPE_LENGTH), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    param: Mapped[str] = mapped_column(String(32), primary_key=True)
+    exact: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["resource_type", "resource_id"],
+            ["resource_current.resource_type", "resource_current.resource_id"],
+            ondelete="CASCADE",
+        ),
+        # text_pattern_ops: `LIKE 'abc%'` uses the index whatever the database's collation.
+        Index(
+            "ix_search_string_value",
+            "resource_type",
+            "param",
+            "value",
+            postgresql_ops={"value": "text_pattern_ops"},
+        ),
     )
 
 
@@ -194,5 +274,15 @@ metadata = Base.metadata
 resource_version_table = metadata.tables["resource_version"]
 resource_current_table = metadata.tables["resource_current"]
 search_token_table = metadata.tables["search_token"]
+search_reference_table = metadata.tables["search_reference"]
+search_date_table = metadata.tables["search_date"]
+search_string_table = metadata.tables["search_string"]
+# Every index table of the search parameters, rows keyed by (resource_type, resource_id).
+search_index_tables = (
+    search_token_table,
+    search_reference_table,
+    search_date_table,
+    search_string_table,
+)
 conditional_create_table = metadata.tables["conditional_create"]
 ingest_checkpoint_table = metadata.tables["ingest_checkpoint"]
