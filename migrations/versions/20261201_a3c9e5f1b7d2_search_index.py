@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 from sqlalchemy.dialects import postgresql
 
 from fhir_app.fhir.search import index_rows
@@ -104,6 +104,10 @@ def upgrade() -> None:
     op.create_index(
         "ix_resource_version_last_updated", "resource_version", ["last_updated"], unique=False
     )
+    if context.is_offline_mode():
+        # A SQL script (`alembic upgrade --sql`) cannot read the stored resources, so it cannot
+        # fill their index: upgrade a database that holds resources online (`fhir-app migrate`).
+        return
     backfill()
 
 
