@@ -396,7 +396,11 @@ class BulkRepository:
         processors = [
             None
             if isinstance(column.type, JSON)
-            else column.type.bind_processor(self._connection.dialect)
+            # The dialect's own type: its processor writes SQLite's one text form of a
+            # timestamp (with microseconds), the form compared against in queries.
+            else column.type.dialect_impl(self._connection.dialect).bind_processor(
+                self._connection.dialect
+            )
             for column in table.columns
         ]
         converting = [(i, p) for i, p in enumerate(processors) if p is not None]
