@@ -3,13 +3,16 @@ and the CapabilityStatement declaring exactly the table (on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
-from api_support import FHIR_JSON, put_json
+from api_support import FHIR_JSON, Serve, example, put_json
+from security_support import IdentityProvider, bearer
 
 from fhir_app.fhir.samples import observation
 from fhir_app.fhir.search import PARAMETERS, includes_of, revincludes_of
+from fhir_app.service import FhirService
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 CODE = observation("x", "p", "appearance", "lytic", level="L1", effective="2025")["code"]
@@ -87,3 +90,38 @@ def test_the_capability_statement_declares_the_table(fhir: httpx.Client) -> None
         assert resource.get("searchInclude", []) == includes_of(rtype)
         assert resource.get("searchRevInclude", []) == revincludes_of(rtype)
     assert "identifier" not in [p["name"] for p in served["RiskAssessment"]["searchParam"]]
+
+
+def test_a_patient_context_token_gets_no_other_patients_provenance(
+    serve: Serve, service: FhirService, tmp_path: Path
+) -> None:
+    service.transaction(example("patient-01-stable-blastic.json"))
+    service.transaction(example("patient-02-potentially-unstable.json"))
+    idp = IdentityProvider(tmp_path)
+    base = serve(**idp.settings())
+    token = idp.token("patient/*.rs", patient="p01", client_id="app", sub="app")
+    auditor = idp.token("system/AuditEvent.rs", client_id="auditor", sub="auditor")
+    with httpx.Client(base_url=f"{base}/", headers=bearer(token)) as client:
+        params = {"_revinclude": "Provenance:target", "_include": "DiagnosticReport:result"}
+        mine = client.get("DiagnosticReport", params=params).json()
+        entries = mine["entry"]
+        assert {
+            e["resource"]["subject"]["reference"] for e in entries if "subject" in e["resource"]
+        } == {"Patient/p01"}
+        provenance = [e for e in entries if e["resource"]["resourceType"] == "Provenance"]
+        assert len(provenance) == 1
+        assert provenance[0]["search"]["mode"] == "include"
+        # Provenance of every report, p02's included, asked for directly: p01's only.
+        everyone = client.get("Provenance", params={"_revinclude": "Provenance:target"}).json()
+        assert everyone["total"] == 1
+        other = client.post(
+            "DiagnosticReport/_search",
+            content="patient=p02&_revinclude=Provenance:target",
+            headers=FORM,
+        ).json()
+        assert other["total"] == 0
+        assert "entry" not in other
+    with httpx.Client(base_url=f"{base}/", headers=bearer(auditor)) as client:
+        events = client.get("AuditEvent", params={"agent": "app", "_count": "50"}).json()["entry"]
+    kinds = [e["resource"]["subtype"][0]["code"] for e in events]
+    assert kinds == ["search-type", "search-type", "search-type"]
