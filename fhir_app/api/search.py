@@ -11,9 +11,9 @@ The searchset Bundle (FHIR R4 search.html, bundle.html): `total` unless `_total=
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from urllib.parse import quote, urlencode
+from collections.abc import Iterable
 
+from fhir_app.api.bundles import page_url
 from fhir_app.config import Settings
 from fhir_app.fhir.inputs import JsonObject
 from fhir_app.fhir.search import SearchError, SearchQuery, parse_search, shaped
@@ -21,32 +21,23 @@ from fhir_app.searching import SearchResult
 from fhir_app.service import FhirService, ServiceError, readable_parameters
 
 
-def query_string(params: Sequence[tuple[str, str]]) -> str:
-    """URL query text that keeps FHIR's `|`, `/`, `:` and `,` readable."""
-    return urlencode(list(params), quote_via=quote, safe="|/:,")
-
-
-def page_url(base: str, query: SearchQuery, offset: int) -> str:
-    """The URL of the page of `query` that starts at `offset`."""
-    paging = [("_count", str(query.count)), ("_offset", str(offset))]
-    return f"{base}/{query.resource_type}?{query_string([*query.used, *paging])}"
+def search_page_url(base: str, query: SearchQuery, offset: int) -> str:
+    """The URL of the page of `query` that starts at `offset` (the parameters used only)."""
+    return page_url(base, query.resource_type, query.used, query.count, offset)
 
 
 def searchset(query: SearchQuery, result: SearchResult, base: str) -> JsonObject:
     """The searchset Bundle of one page of a search."""
     size = query.page_size
-    links = [
-        {"relation": "self", "url": page_url(base, query, query.offset)},
-        {"relation": "first", "url": page_url(base, query, 0)},
-    ]
+    pages = [("self", query.offset), ("first", 0)]
     if query.offset > 0 and size > 0:
-        links.append(
-            {"relation": "previous", "url": page_url(base, query, max(0, query.offset - size))}
-        )
+        pages.append(("previous", max(0, query.offset - size)))
     if result.more:
-        links.append(
-            {"relation": "next", "url": page_url(base, query, query.offset + len(result.matches))}
-        )
+        pages.append(("next", query.offset + len(result.matches)))
+    links = [
+        {"relation": relation, "url": search_page_url(base, query, offset)}
+        for relation, offset in pages
+    ]
     entries = [
         {
             "fullUrl": f"{base}/{row.resource_type}/{row.resource_id}",

@@ -36,15 +36,6 @@ def _owner_columns() -> list[Any]:
     ]
 
 
-def _owner_key(table: str) -> sa.ForeignKeyConstraint:
-    return sa.ForeignKeyConstraint(
-        ["resource_type", "resource_id"],
-        ["resource_current.resource_type", "resource_current.resource_id"],
-        name=op.f(f"fk_{table}_resource_type_resource_current"),
-        ondelete="CASCADE",
-    )
-
-
 def upgrade() -> None:
     """Upgrade schema, then fill the index from the stored current resources."""
     op.create_table(
@@ -52,7 +43,6 @@ def upgrade() -> None:
         *_owner_columns(),
         sa.Column("target_type", sa.String(length=64), nullable=False),
         sa.Column("target_id", sa.String(length=64), nullable=False),
-        _owner_key("search_reference"),
         sa.PrimaryKeyConstraint(
             "resource_type",
             "resource_id",
@@ -73,7 +63,6 @@ def upgrade() -> None:
         *_owner_columns(),
         sa.Column("low", sa.DateTime(timezone=True), nullable=False),
         sa.Column("high", sa.DateTime(timezone=True), nullable=False),
-        _owner_key("search_date"),
         sa.PrimaryKeyConstraint(
             "resource_type", "resource_id", "param", "low", "high", name=op.f("pk_search_date")
         ),
@@ -89,7 +78,6 @@ def upgrade() -> None:
         *_owner_columns(),
         sa.Column("exact", sa.Text(), nullable=False),
         sa.Column("value", sa.Text(), nullable=False),
-        _owner_key("search_string"),
         sa.PrimaryKeyConstraint(
             "resource_type", "resource_id", "param", "exact", name=op.f("pk_search_string")
         ),
