@@ -23,6 +23,11 @@ RESULT_PARAMETERS: Final = (
         "token",
         "none, estimate or accurate (the default counts exactly; none leaves the total out).",
     ),
+    (
+        "_totalMethod",
+        "token",
+        "Aidbox's spelling of _total, which fhirpy's count() sends: count, estimate or none.",
+    ),
     ("_summary", "token", "true, text, data, count or false; the subset is tagged SUBSETTED."),
     ("_elements", "string", "Top-level elements to return; the subset is tagged SUBSETTED."),
 )

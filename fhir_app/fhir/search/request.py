@@ -30,10 +30,13 @@ DATE_PREFIXES: Final = ("eq", "ne", "gt", "ge", "lt", "le", "sa", "eb")
 FORMAT_PARAMETERS: Final = frozenset({"_format", "_pretty"})
 TOTAL_MODES: Final = ("none", "estimate", "accurate")
 SUMMARY_MODES: Final = ("true", "text", "data", "count", "false")
+# Aidbox's spelling of `_total`, which fhirpy's `count()` sends: its values as `_total`'s.
+TOTAL_METHODS: Final = {"count": "accurate", "estimate": "estimate", "none": "none"}
 RESULT_PARAMETERS: Final = (
     "_sort",
     "_count",
     "_total",
+    "_totalMethod",
     "_elements",
     "_summary",
     "_include",
@@ -307,6 +310,12 @@ def _result_parameter(parsed: _Parsed, rtype: str, name: str, value: str) -> boo
         if value not in TOTAL_MODES:
             raise refused("invalid", f"_total={value}: one of {', '.join(TOTAL_MODES)}", name)
         parsed.total = cast(TotalMode, value)
+    elif name == "_totalMethod":
+        if value not in TOTAL_METHODS:
+            raise refused(
+                "invalid", f"_totalMethod={value}: one of {', '.join(TOTAL_METHODS)}", name
+            )
+        parsed.total = cast(TotalMode, TOTAL_METHODS[value])
     elif name == "_summary":
         if value not in SUMMARY_MODES:
             raise refused("invalid", f"_summary={value}: one of {', '.join(SUMMARY_MODES)}", name)

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from api_support import FHIR_JSON, Serve, example, put_json
+from fhirpy import SyncFHIRClient
 from security_support import IdentityProvider, bearer
 
 from fhir_app.fhir.samples import observation
@@ -125,3 +126,25 @@ def test_a_patient_context_token_gets_no_other_patients_provenance(
         events = client.get("AuditEvent", params={"agent": "app", "_count": "50"}).json()["entry"]
     kinds = [e["resource"]["subtype"][0]["code"] for e in events]
     assert kinds == ["search-type", "search-type", "search-type"]
+
+
+def test_fhirpy_count_sort_elements_include(base_url: str, fhir: httpx.Client) -> None:
+    findings(fhir)
+    client = SyncFHIRClient(base_url)  # strict handling: nothing fhirpy sends is unknown
+    observations = client.resources("Observation")
+    every = fhir.get("Observation", params={"patient": "p1"}).json()
+    assert observations.search(patient="p1").count() == every["total"]
+    assert observations.search(patient="p2", code=APPEARANCE).count() == 1
+    ordered = observations.search(code=APPEARANCE).sort("-_lastUpdated").fetch()
+    assert [o.id for o in ordered] == ["g1", "f2", "f1"]
+    (subset,) = observations.search(_id="f1").elements("status").fetch()
+    assert subset["status"] == "final"
+    assert "bodySite" not in subset
+    reports = (
+        client.resources("DiagnosticReport")
+        .search(patient="p1")
+        .include("DiagnosticReport", "result")
+    )
+    found = reports.fetch_raw()
+    modes = {e["search"]["mode"] for e in found["entry"]}
+    assert modes == {"match", "include"}

@@ -204,6 +204,7 @@ def test_string_values(item: tuple[str, str], value: Any) -> None:
         ("_sort", "code"),
         ("_count", "-1"),
         ("_total", "some"),
+        ("_totalMethod", "accurate"),
         ("_summary", "short"),
         ("_elements", "a.b"),
         ("_include", "*"),
@@ -259,6 +260,11 @@ def test_result_parameters() -> None:
         "_revinclude:iterate",
     ]
     assert parse("Observation", ("_summary", "count")).page_size == 0
+    # fhirpy's count(): `_count=0&_totalMethod=count`.
+    counted = parse("Observation", ("_count", "0"), ("_totalMethod", "count"))
+    assert counted.total == "accurate"
+    assert counted.page_size == 0
+    assert not parse("Observation", ("_totalMethod", "none")).counts_total
 
 
 def test_summary_and_elements_do_not_combine() -> None:
@@ -301,7 +307,14 @@ def test_the_declarations_are_the_table(rtype: str) -> None:
     names = [p["name"] for p in declared["searchParam"]]
     table = [p.name for p in PARAMETERS[rtype]]
     assert names[: len(table)] == table
-    assert set(names[len(table) :]) == {"_count", "_total", "_summary", "_elements", "_sort"}
+    assert set(names[len(table) :]) == {
+        "_count",
+        "_total",
+        "_totalMethod",
+        "_summary",
+        "_elements",
+        "_sort",
+    }
     for include in declared.get("searchInclude", []):
         source, name = include.split(":")
         assert source == rtype
