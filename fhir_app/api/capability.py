@@ -70,10 +70,14 @@ def with_search_declarations(statement: JsonObject) -> JsonObject:
     """A copy of `statement` whose resources declare exactly the searches of the table."""
     result = copy.deepcopy(statement)
     for rest in result.get("rest", []):
+        resources = []
         for resource in rest.get("resource", []):
-            for key in SEARCH_KEYS:
-                resource.pop(key, None)
-            resource.update(search_declarations(str(resource.get("type"))))
+            kept = {k: v for k, v in resource.items() if k not in SEARCH_KEYS}
+            declared = search_declarations(str(kept.get("type")))
+            # Where FHIR puts them: after the conditional flags, before `operation`.
+            later = {k: kept.pop(k) for k in ("operation",) if k in kept}
+            resources.append({**kept, **declared, **later})
+        rest["resource"] = resources
     return result
 
 

@@ -104,8 +104,23 @@ class ResourceVersion(Base):
     content_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
 
     __table_args__ = (
-        # History since an instant (type- and system-level `_history?_since=`, sync).
-        Index("ix_resource_version_last_updated", "last_updated"),
+        # System and type history, newest first, paged by this key (FHIR R4 http.html#history).
+        Index(
+            "ix_resource_version_updated",
+            "last_updated",
+            "resource_type",
+            "resource_id",
+            "version_id",
+        ),
+        Index(
+            "ix_resource_version_type_updated",
+            "resource_type",
+            "last_updated",
+            "resource_id",
+            "version_id",
+        ),
+        # The history a patient-context token reads: one patient's versions, newest first.
+        Index("ix_resource_version_patient_updated", "patient_id", "last_updated"),
     )
 
 

@@ -1,12 +1,12 @@
 """Search index: reference, date and string rows next to the tokens, filled from the table of
-search parameters (issue 12); an index on resource_version.last_updated for `_history` since.
+search parameters (issue 12). (`_history` since is served by the history indexes of b7e1a9c4d2f0.)
 
 The data part rebuilds every index row of the current, non-deleted resources with the function
 every write path uses (fhir_app.fhir.search.index_rows), in batches, so that a database written
 before this revision finds by the new parameters (status, date, typed references...) at once.
 
 Revision ID: a3c9e5f1b7d2
-Revises: 5e1c0a7d2b13
+Revises: b7e1a9c4d2f0
 Create Date: 2026-12-01 13:00:00+00:00
 """
 
@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql
 from fhir_app.fhir.search import index_rows
 
 revision: str = "a3c9e5f1b7d2"
-down_revision: str | Sequence[str] | None = "5e1c0a7d2b13"
+# After the history indexes of the REST branch of issue 12 (both were written from 5e1c0a7d2b13).
+down_revision: str | Sequence[str] | None = "b7e1a9c4d2f0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -88,9 +89,6 @@ def upgrade() -> None:
         ["resource_type", "param", "value"],
         unique=False,
         postgresql_ops={"value": "text_pattern_ops"},
-    )
-    op.create_index(
-        "ix_resource_version_last_updated", "resource_version", ["last_updated"], unique=False
     )
     if context.is_offline_mode():
         # A SQL script (`alembic upgrade --sql`) cannot read the stored resources, so it cannot
@@ -205,7 +203,6 @@ def backfill() -> None:
 
 def downgrade() -> None:
     """Downgrade schema (the token rows stay: the earlier code reads code and identifier)."""
-    op.drop_index("ix_resource_version_last_updated", table_name="resource_version")
     op.drop_index("ix_search_string_value", table_name="search_string")
     op.drop_table("search_string")
     op.drop_index("ix_search_date_range", table_name="search_date")

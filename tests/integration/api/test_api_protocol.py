@@ -132,7 +132,7 @@ def test_writes_to_outputs_are_405(fhir: httpx.Client, rtype: str) -> None:
     body = {"resourceType": rtype, "id": "x1", "status": "final"}
     created = post_json(fhir, rtype, body)
     assert_outcome(created, 405, "not-supported")
-    assert created.headers["allow"] == "GET"
+    assert created.headers["allow"] == "GET, HEAD"
     assert_outcome(put_json(fhir, f"{rtype}/x1", body), 405)
     assert_outcome(fhir.delete(f"{rtype}/x1"), 405)
 
@@ -162,8 +162,10 @@ def test_unknown_routes_types_and_resources_are_404(fhir: httpx.Client) -> None:
 def test_method_not_allowed_is_405(fhir: httpx.Client) -> None:
     response = fhir.delete("metadata")
     assert "DELETE" in assert_outcome(response, 405, "not-supported")
-    assert response.headers["allow"] == "GET"
-    assert_outcome(fhir.patch("Observation/f1", content=b"{}", headers=FHIR_JSON), 405)
+    assert response.headers["allow"] == "GET, HEAD"
+    refused = fhir.post("Observation/f1", content=b"{}", headers=FHIR_JSON)
+    assert_outcome(refused, 405, "not-supported")
+    assert refused.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
     assert_outcome(fhir.get("$assess"), 404)
 
 
