@@ -11,8 +11,8 @@ Then prints the median (and min / max) of `--runs` runs of:
   - patient search: `Observation?patient=<a random patient>`;
   - code search with includes: `DiagnosticReport?code=http://loinc.org|18748-4&_count=20
     &_include=DiagnosticReport:result` (a page of reports with their results, and the total);
-  - history since: the versions stored after an instant near the end (`_history?_since=`, as
-    the repository query it is: the newest 1 % of the versions, 100 per page);
+  - history since: `_history?_since=<the newest 1 %>&_count=100`, through
+    `FhirService.history_page` (the query the route runs);
 each with the indexes its statements' plans use (EXPLAIN of every statement the search sent).
 Same-run ratios: each search against a primary-key read of one resource.
 
@@ -34,13 +34,13 @@ from typing import Any, Final
 
 import orjson
 from harness import DatabaseUnavailable, fresh_postgres, machine_line, markdown_table
-from sqlalchemy import Engine, event, select, text
+from sqlalchemy import Engine, event, text
 
 from fhir_app.fhir.search import index_rows, parse_search
 from fhir_app.searching import run_search
+from fhir_app.service import FhirService
 from fhir_app.store import content_hash, make_engine, migrate, uow_factory
 from fhir_app.store.bulk import NewVersion, served_content
-from fhir_app.store.schema import ResourceVersion
 
 DEFAULT_RESOURCES: Final = 1_000_000
 PER_PATIENT: Final = 8
@@ -258,15 +258,10 @@ def measure(url: str, runs: int, patients: int, chooser: random.Random) -> None:
 
     since = EPOCH + timedelta(minutes=int(patients * 0.99))
 
+    service = FhirService(factory)
+
     def history(run: int) -> int:
-        with engine.connect() as connection:
-            rows = connection.execute(
-                select(ResourceVersion.resource_type, ResourceVersion.resource_id)
-                .where(ResourceVersion.last_updated > since)
-                .order_by(ResourceVersion.last_updated)
-                .limit(100)
-            ).all()
-        return len(rows)
+        return len(service.history_page(None, since=since, count=100))
 
     cases = [
         ("read one resource by id (reference)", read_one),
@@ -290,7 +285,7 @@ def measure(url: str, runs: int, patients: int, chooser: random.Random) -> None:
                 ("_revinclude", "Provenance:target"),
             ),
         ),
-        ("_history since (newest 1 %, 100 per page)", history),
+        ("_history?_since=<newest 1 %>&_count=100", history),
     ]
     rows = []
     reference = None
