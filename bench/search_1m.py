@@ -10,7 +10,9 @@ templates with each patient's ids, not derived: the searches only need their sha
 Then prints the median (and min / max) of `--runs` runs of:
   - patient search: `Observation?patient=<a random patient>`;
   - code search with includes: `DiagnosticReport?code=http://loinc.org|18748-4&_count=20
-    &_include=DiagnosticReport:result` (a page of reports with their results, and the total);
+    &_include=DiagnosticReport:result` (a page of reports with their results, and the total of
+    every report), and the same with `_total=none`;
+  - a patient's report with its results and its Provenance (`_revinclude=Provenance:target`);
   - history since: `_history?_since=<the newest 1 %>&_count=100`, through
     `FhirService.history_page` (the query the route runs);
 each with the indexes its statements' plans use (EXPLAIN of every statement the search sent).
@@ -272,6 +274,16 @@ def measure(url: str, runs: int, patients: int, chooser: random.Random) -> None:
                 "DiagnosticReport",
                 ("code", LOINC_REPORT),
                 ("_count", "20"),
+                ("_include", "DiagnosticReport:result"),
+            ),
+        ),
+        (
+            "the same with _total=none (no count of every match)",
+            searched(
+                "DiagnosticReport",
+                ("code", LOINC_REPORT),
+                ("_count", "20"),
+                ("_total", "none"),
                 ("_include", "DiagnosticReport:result"),
             ),
         ),
