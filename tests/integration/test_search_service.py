@@ -596,6 +596,15 @@ def test_include_iterate(searched: FhirService) -> None:
         search(searched, "DiagnosticReport", ("_include", "Observation:derived-from"))
 
 
+def test_include_and_revinclude_by_the_patient_compartment(searched: FhirService) -> None:
+    included = search(
+        searched, "Observation", ("_id", "f1,g1"), ("_include", "Observation:patient")
+    )
+    assert keys(included, "include") == {"Patient/p1", "Patient/p2"}
+    reverse = search(searched, "Patient", ("_id", "p2"), ("_revinclude", "ImagingStudy:patient"))
+    assert keys(reverse, "include") == {"ImagingStudy/s2"}
+
+
 def test_revinclude_of_results_and_subject_include(searched: FhirService) -> None:
     report = _report(searched)
     result = sorted(refs(report, "result"))[0]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.orm import aliased
 
 from fhir_app.store.errors import translated
 from fhir_app.store.repository import StoredResource, _current_versions, _stored
@@ -263,13 +264,12 @@ class SearchRepository:
         found: list[StoredResource] = []
         for batch in _chunks(list(source_ids)):
             if index == "compartment":
-                owner = (
-                    select(ResourceCurrent.patient_id)
-                    .where(
-                        ResourceCurrent.resource_type == source_type,
-                        ResourceCurrent.resource_id.in_(batch),
-                    )
-                    .scalar_subquery()
+                # The sources' own rows, not the outer query's: an alias keeps them apart.
+                source = aliased(ResourceCurrent)
+                owner = select(source.patient_id).where(
+                    source.resource_type == source_type,
+                    source.resource_id.in_(batch),
+                    source.patient_id.is_not(None),
                 )
                 match: ColumnElement[bool] = and_(
                     ResourceCurrent.resource_type == "Patient",
