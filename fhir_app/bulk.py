@@ -42,13 +42,14 @@ import orjson
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import validate_resource
+from fhir_app.fhir.search import IndexRows
 from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
 from fhir_app.service import (
     Rejection,
     derive_patient,
     mapped,
     patient_of,
-    search_tokens,
+    search_index,
     utcnow,
 )
 from fhir_app.store import (
@@ -200,7 +201,7 @@ class _CheckedInput:
     content_hash: str
     patient_id: str | None
     status: str | None
-    tokens: tuple[tuple[str, str | None, str], ...]
+    index: IndexRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +260,7 @@ def _checked(
         content_hash=content_hash(body),
         patient_id=patient_of(body),
         status=status if isinstance(status, str) else None,
-        tokens=tuple(search_tokens(body)),
+        index=search_index(body),
     )
 
 
@@ -566,7 +567,7 @@ class BulkProcessor:
             is_output=False,
             content=content,
             content_hash=item.content_hash,
-            tokens=item.tokens,
+            index=item.index,
             raw=item.text,
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
@@ -34,6 +34,8 @@ from fhir_app.fhir.inputs import (
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import control_character_issues, validate_resource
 from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
+from fhir_app.fhir.search import IndexRows, SearchError, SearchQuery, criteria_query, index_rows
+from fhir_app.searching import SearchResult, index_query, run_search
 from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
 from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
@@ -264,28 +266,10 @@ def patient_of(resource: JsonObject) -> str | None:
     return None
 
 
-# Where the `code` search parameter looks, per type. CONTRACT section 5 searches RiskAssessment and
-# Provenance by code too: their R4 counterparts are the assessment method and the activity.
-CODE_ELEMENTS: dict[str, tuple[str, ...]] = {
-    "RiskAssessment": ("code", "method"),
-    "Provenance": ("activity",),
-}
-
-
-def search_tokens(resource: JsonObject) -> list[tuple[str, str | None, str]]:
-    """The token search parameters of a resource: `code` codings and `identifier`s."""
-    tokens: list[tuple[str, str | None, str]] = []
-    for element in CODE_ELEMENTS.get(str(resource.get("resourceType")), ("code",)):
-        concept = resource.get(element)
-        if not isinstance(concept, dict):
-            continue
-        for c in concept.get("coding", []) or []:
-            if isinstance(c, dict) and isinstance(c.get("code"), str):
-                tokens.append(("code", c.get("system"), c["code"]))
-    for ident in resource.get("identifier", []) or []:
-        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-            tokens.append(("identifier", ident.get("system"), ident["value"]))
-    return tokens
+def search_index(resource: JsonObject) -> IndexRows:
+    """The search index rows of a resource, as every write path (REST, bulk, derived outputs)
+    stores them: read from the table of search parameters (fhir_app.fhir.search)."""
+    return index_rows(resource)
 
 
 Clock = Callable[[], datetime]
@@ -501,7 +485,7 @@ class PlannedVersions:
                 is_output=True,
                 content=orjson.dumps(served).decode(),
                 content_hash=digest,
-                tokens=tuple(search_tokens(candidate)),
+                index=search_index(candidate),
             )
         )
         self.current[key] = OutputRow(
@@ -548,6 +532,7 @@ class UnitOfWork(Protocol):
     resources: Any
     bulk: Any
     audit: Any
+    search: Any
 
     def lock_patient_derivations(self, patient_ids: Iterable[str]) -> None: ...
 
@@ -632,7 +617,7 @@ class InputWrites:
                 is_output=False,
                 content=orjson.dumps(served).decode(),
                 content_hash=digest,
-                tokens=tuple(search_tokens(raw)),
+                index=search_index(raw),
                 raw=orjson.dumps(raw).decode(),
             )
         )
@@ -1337,12 +1322,18 @@ class FhirService:
             raise ServiceError.of(404, "not-found", f"{rtype}/{rid} is not known")
         return rows
 
-    def search(
-        self, rtype: str, params: Sequence[tuple[str, str]], *, count: int, offset: int
-    ) -> tuple[list[StoredResource], int]:
-        """Search current resources of a type; returns the page and the total."""
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Run a checked search (fhir_app.fhir.search.parse_search) in one unit of work: the
+        page of matches, the total and the `_include` / `_revinclude` resources."""
         with self.uow_factory() as uow:
-            return self._search(uow, rtype, params, count=count, offset=offset)
+            return run_search(uow.search, query)
+
+    def matches(
+        self, rtype: str, params: Sequence[tuple[str, str]], *, count: int
+    ) -> tuple[list[StoredResource], int]:
+        """The first `count` resources that conditional criteria match, and how many match."""
+        with self.uow_factory() as uow:
+            return self._search(uow, rtype, params, count=count, offset=0)
 
     def _search(
         self,
@@ -1353,40 +1344,17 @@ class FhirService:
         count: int,
         offset: int,
     ) -> tuple[list[StoredResource], int]:
+        """Conditional criteria (If-None-Exist, conditional update and delete) as a strict
+        search: every parameter must be declared for the type (400 otherwise)."""
         readable_parameters(params)
-        patient: str | None = None
-        tokens: list[tuple[str, str | None, str]] = []
-        last_updated: list[tuple[str, datetime]] = []
-        for name, value in params:
-            if name in ("subject", "patient"):
-                patient = value.split("/")[-1]
-            elif name in ("code", "identifier"):
-                for alternative in value.split(","):
-                    system, _, code = alternative.rpartition("|")
-                    tokens.append((name, system or None, code))
-            elif name == "_id":
-                tokens.append(("_id", None, value))
-            elif name == "_lastUpdated":
-                last_updated.append(parse_date_param(value))
-            else:
-                raise ServiceError.of(
-                    400, "not-supported", f"search parameter {name!r} is not supported", name
-                )
-        ids = [t[2] for t in tokens if t[0] == "_id"]
-        tokens = [t for t in tokens if t[0] != "_id"]
-        if ids:
-            row = uow.resources.current(rtype, ids[0])
-            rows = [row] if row is not None and not row.deleted else []
-            return rows, len(rows)
-        found: tuple[list[StoredResource], int] = uow.resources.search(
-            rtype,
-            patient_id=patient,
-            tokens=tokens,
-            last_updated=last_updated,
-            count=count,
-            offset=offset,
-        )
-        return found
+        try:
+            query = replace(criteria_query(rtype, params, count=count), offset=offset)
+        except SearchError as exc:
+            raise ServiceError(exc.status, exc.issues) from exc
+        store = uow.uow if isinstance(uow, InputWrites) else uow
+        rows, total = store.search.find(index_query(query))
+        found: list[StoredResource] = rows
+        return found, len(rows) if total is None else total
 
 
 def _named(entry: BundleEntry, exc: ServiceError) -> ServiceError:

@@ -54,6 +54,7 @@ from fhir_app.fhir.outbound_terms import (
     SPINE_FINDING_DISPLAY,
     escc_grade,
 )
+from fhir_app.fhir.search import search_declarations
 
 JsonObject = dict[str, Any]
 
@@ -1432,49 +1433,6 @@ EVERYTHING_OPERATION: Final = {
     "by next links.",
 }
 
-# Search parameters the API takes, per type (name, type, official SearchParameter id or None,
-# documentation). Every type also takes COMMON_SEARCH.
-_SUBJECT = ("subject", "reference", "{type}-subject", "The patient, Patient/<id>.")
-_PATIENT = ("patient", "reference", "clinical-patient", "The patient, by id or Patient/<id>.")
-_CODE = ("code", "token", "clinical-code", "A code, as system|code or code.")
-_IDENTIFIER = ("identifier", "token", "clinical-identifier", "An identifier, system|value.")
-SEARCH_PARAMETERS: Final[Mapping[str, tuple[tuple[str, str, str | None, str], ...]]] = {
-    "Observation": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
-    "Condition": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
-    "ImagingStudy": (_SUBJECT, _PATIENT, _IDENTIFIER),
-    "Patient": ((*_IDENTIFIER[:2], "Patient-identifier", _IDENTIFIER[3]),),
-    "RiskAssessment": (_SUBJECT, _PATIENT, _IDENTIFIER),
-    "DiagnosticReport": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
-    "Provenance": (
-        (
-            "patient",
-            "reference",
-            "Provenance-patient",
-            "The patient whose outputs the derivation emitted.",
-        ),
-    ),
-}
-COMMON_SEARCH: Final = (
-    ("_id", "token", "Resource-id", "The logical id."),
-    ("_lastUpdated", "date", "Resource-lastUpdated", "When the current version was stored."),
-    ("_count", "number", None, "Page size; further pages by the Bundle's next link."),
-)
-
-
-def _search_params(resource_type: str) -> list[JsonObject]:
-    out = []
-    for name, kind, definition, documentation in (
-        *SEARCH_PARAMETERS[resource_type],
-        *COMMON_SEARCH,
-    ):
-        entry: JsonObject = {"name": name}
-        if definition is not None:
-            entry["definition"] = HL7_SEARCH_PARAMETER + definition.format(type=resource_type)
-        entry["type"] = kind
-        entry["documentation"] = documentation
-        out.append(entry)
-    return out
-
 
 def _rest_resource(
     resource_type: str,
@@ -1501,7 +1459,8 @@ def _rest_resource(
         entry["conditionalUpdate"] = True
         # One match is deleted; several are 412 (FHIR R4 http.html#3.1.0.7.1 allows either).
         entry["conditionalDelete"] = "single"
-    entry["searchParam"] = _search_params(resource_type)
+    # Generated from the table the searches run from (fhir_app.fhir.search.parameters).
+    entry.update(search_declarations(resource_type))
     if writable:
         operations = [EVERYTHING_OPERATION] if resource_type == "Patient" else []
         entry["operation"] = [*operations, VALIDATE_OPERATION]

@@ -1,4 +1,4 @@
-"""The Bundles the REST interface answers with: `searchset` pages and `history`.
+"""The Bundles the REST interface answers with: `history` (searchset pages: api/search.py).
 
 Entries carry absolute `fullUrl`s (`{base}/Type/id`), as FHIR R4 bundle.html requires for
 resources that live on a server.
@@ -25,50 +25,6 @@ def page_url(
     """The URL of one page of a search."""
     paging = [("_count", str(count)), ("_offset", str(offset))]
     return f"{base}/{rtype}?{query_string([*params, *paging])}"
-
-
-def searchset(
-    rows: Sequence[StoredResource],
-    total: int,
-    *,
-    base: str,
-    rtype: str,
-    params: Sequence[tuple[str, str]],
-    count: int,
-    offset: int,
-) -> JsonObject:
-    """One page of search results with `self`, `first`, `previous` and `next` links.
-
-    Pages are windows over the store's stable order (lastUpdated, then id); `_offset` is the
-    position of the first entry.
-    """
-    links = [
-        {"relation": "self", "url": page_url(base, rtype, params, count, offset)},
-        {"relation": "first", "url": page_url(base, rtype, params, count, 0)},
-    ]
-    if offset > 0 and count > 0:
-        previous = max(0, offset - count)
-        links.append(
-            {"relation": "previous", "url": page_url(base, rtype, params, count, previous)}
-        )
-    if count > 0 and offset + len(rows) < total:
-        links.append(
-            {"relation": "next", "url": page_url(base, rtype, params, count, offset + len(rows))}
-        )
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
-        "link": links,
-        "entry": [
-            {
-                "fullUrl": f"{base}/{row.resource_type}/{row.resource_id}",
-                "resource": row.content,
-                "search": {"mode": "match"},
-            }
-            for row in rows
-        ],
-    }
 
 
 def history_bundle(

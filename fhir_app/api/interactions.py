@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from fhir_app.api.bundles import history_bundle, query_string, searchset
+from fhir_app.api.bundles import history_bundle, query_string
 from fhir_app.api.dependencies import (
     BodyDep,
     NegotiatedDep,
@@ -43,18 +43,17 @@ from fhir_app.api.limits import check_bundle_entries
 from fhir_app.api.request_body import read_limited
 from fhir_app.api.responses import FhirJsonResponse, etag
 from fhir_app.api.routes import (
-    FORMAT_PARAMETERS,
     READ_ONLY_ALLOW,
     SUPPORTED_TYPES,
     information,
     read_only_allow,
-    search_request,
     shape_entries,
     supported_type,
     valid_id,
     writable_type,
     write_response,
 )
+from fhir_app.api.search import searchset_for
 from fhir_app.config import Settings
 from fhir_app.fhir.bundle import BundleEntry
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
@@ -67,6 +66,7 @@ from fhir_app.fhir.patch import (
     apply_merge_patch,
     json_patch_operations,
 )
+from fhir_app.fhir.search.request import FORMAT_PARAMETERS
 from fhir_app.service import (
     EntryReader,
     FhirService,
@@ -483,23 +483,10 @@ def search_page(
     lenient: bool,
 ) -> JsonObject:
     """One searchset page of `rtype` for these query parameters: the search of
-    `GET /fhir/{type}`, for compartment searches and batch entries.
-
-    Merge note: this has the signature of `fhir_app.api.search.searchset_for` (the search
-    package of branch i12-search), which replaces its body.
-    """
+    `GET /fhir/{type}` (`fhir_app.api.search.searchset_for`), for compartment searches and
+    batch entries."""
     supported_type(rtype)
-    wanted = search_request(query_items, settings, lenient=lenient)
-    rows, total = service.search(rtype, wanted.params, count=wanted.count, offset=wanted.offset)
-    return searchset(
-        rows,
-        total,
-        base=base,
-        rtype=rtype,
-        params=wanted.params,
-        count=wanted.count,
-        offset=wanted.offset,
-    )
+    return searchset_for(service, rtype, query_items, base=base, settings=settings, lenient=lenient)
 
 
 # --------------------------------------------------------------------------- $validate

@@ -8,7 +8,7 @@
 | update | `PUT /fhir/{type}/{id}` (create at a client id), `If-Match` for version checks |
 | delete | `DELETE /fhir/{type}/{id}` |
 | read / vread | `GET /fhir/{type}/{id}[/_history/{vid}]`, If-None-Match, If-Modified-Since |
-| search | `GET /fhir/{type}?subject=|patient=|code=|identifier=|_id=|_lastUpdated=` |
+| search | `GET /fhir/{type}?...`, `POST /fhir/{type}/_search` (fhir_app/api/search.py) |
 
 Transactions and batches, history, conditional update and delete, PATCH, `$everything`,
 compartment search and `$validate` are in `fhir_app.api.interactions`. Every GET route answers
@@ -22,17 +22,18 @@ DiagnosticReport, Provenance, and the derived Observations) are read-only: 405 w
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from fhir_app.api.bundles import query_string, searchset
+from fhir_app.api.bundles import query_string
 from fhir_app.api.capability import capability_statement
 from fhir_app.api.dependencies import (
     BodyDep,
@@ -46,11 +47,12 @@ from fhir_app.api.errors import ApiError
 from fhir_app.api.limits import check_bundle_entries
 from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
+from fhir_app.api.search import searchset_for
 from fhir_app.api.security.endpoints import AUDIT_EVENT_CAPABILITY, rest_security
-from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import iter_input_resources
+from fhir_app.fhir.search.request import FORMAT_PARAMETERS
 from fhir_app.service import (
     INPUT_TYPES,
     OUTPUT_TYPES,
@@ -64,11 +66,6 @@ from fhir_app.service import (
 SUPPORTED_TYPES = INPUT_TYPES | OUTPUT_TYPES
 # FHIR R4 datatypes.html#id
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-# Search parameters handed to the service; the result and format parameters are read here.
-SEARCH_PARAMETERS = frozenset({"subject", "patient", "code", "identifier", "_id", "_lastUpdated"})
-FORMAT_PARAMETERS = frozenset({"_format", "_pretty"})
-RESULT_PARAMETERS = frozenset({"_count", "_offset", "_total", "_summary=count"})
-TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 
 public = APIRouter(prefix="/fhir")
 protected = APIRouter(prefix="/fhir", dependencies=[Depends(authenticated)])
@@ -248,71 +245,6 @@ def assess_operation(
 # --------------------------------------------------------------------------- type level
 
 
-@dataclass(frozen=True, slots=True)
-class SearchRequest:
-    """A search as the service takes it: criteria, page size and offset."""
-
-    params: list[tuple[str, str]]
-    count: int
-    offset: int
-
-
-def non_negative(name: str, value: str) -> int:
-    """A non-negative integer parameter, or 400."""
-    if not value.strip().isdigit():
-        raise ServiceError.of(400, "invalid", f"{name}={value} is not a non-negative integer", name)
-    return int(value)
-
-
-def search_request(
-    query: Iterable[tuple[str, str]], settings: Settings, *, lenient: bool
-) -> SearchRequest:
-    """Split and check the query parameters of a search.
-
-    Empty values are ignored (FHIR R4 search.html). Unknown parameters (and unsupported values
-    of `_total` and `_summary`) are 400 unless the client sent `Prefer: handling=lenient`.
-    `_count` above `max_page_size` is lowered to it; `_summary=count` asks for the total only.
-    """
-    params: list[tuple[str, str]] = []
-    count = settings.default_page_size
-    offset = 0
-    unknown: list[str] = []
-    summary_count = False
-    for name, value in query:
-        if name in FORMAT_PARAMETERS or value == "":
-            continue
-        if name == "_count":
-            count = min(non_negative(name, value), settings.max_page_size)
-        elif name == "_total" and value in TOTAL_VALUES:
-            continue  # the total is always counted exactly
-        elif name == "_summary" and value == "count":
-            summary_count = True
-        elif name == "_offset":
-            offset = non_negative(name, value)
-        elif name in SEARCH_PARAMETERS:
-            params.append((name, value))
-        elif name in ("_total", "_summary"):
-            unknown.append(f"{name}={value}")
-        else:
-            unknown.append(name)
-    if unknown and not lenient:
-        supported = ", ".join(sorted(SEARCH_PARAMETERS | RESULT_PARAMETERS))
-        raise ServiceError(
-            400,
-            [
-                Issue(
-                    "error",
-                    "not-supported",
-                    f"search parameter {name!r} is not supported (supported: {supported}; "
-                    "send Prefer: handling=lenient to have unknown parameters ignored)",
-                    (name,),
-                )
-                for name in unknown
-            ],
-        )
-    return SearchRequest(params, 0 if summary_count else count, offset)
-
-
 @protected.get("/{resource_type}")
 def search(
     resource_type: str,
@@ -323,20 +255,51 @@ def search(
 ) -> Response:
     """Search the current resources of a type: a `searchset` page with paging links."""
     supported_type(resource_type)
-    wanted = search_request(
-        request.query_params.multi_items(), settings, lenient=preferences.lenient
-    )
-    rows, total = service.search(
-        resource_type, wanted.params, count=wanted.count, offset=wanted.offset
-    )
-    bundle = searchset(
-        rows,
-        total,
+    bundle = searchset_for(
+        service,
+        resource_type,
+        request.query_params.multi_items(),
         base=fhir_base(request),
-        rtype=resource_type,
-        params=wanted.params,
-        count=wanted.count,
-        offset=wanted.offset,
+        settings=settings,
+        lenient=preferences.lenient,
+    )
+    return FhirJsonResponse(bundle, pretty=preferences.pretty)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@protected.post("/{resource_type}/_search")
+async def search_by_post(
+    resource_type: str,
+    request: Request,
+    service: ServiceDep,
+    settings: SettingsDep,
+    preferences: NegotiatedDep,
+) -> Response:
+    """The same search with the parameters in a form body (and the query), http.html#search."""
+    supported_type(resource_type)
+    body = await request.body()
+    media_type = request.headers.get("content-type", FORM).split(";")[0].strip().lower()
+    if body and media_type != FORM:
+        raise ApiError.plain(415, f"POST _search takes {FORM}, not {media_type}")
+    if len(body) > settings.max_request_bytes:
+        raise ApiError.plain(413, f"The form is larger than {settings.max_request_bytes} bytes")
+    try:
+        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError as exc:
+        raise ApiError.plain(400, "The form is not UTF-8") from exc
+    items = [*request.query_params.multi_items(), *form]
+    # The search runs its queries synchronously: off the event loop.
+    bundle = await run_in_threadpool(
+        lambda: searchset_for(
+            service,
+            resource_type,
+            items,
+            base=fhir_base(request),
+            settings=settings,
+            lenient=preferences.lenient,
+        )
     )
     return FhirJsonResponse(bundle, pretty=preferences.pretty)
 

@@ -59,7 +59,6 @@ from fhir_app.store.errors import StoreError, TransientStoreError, store_error, 
 from fhir_app.store.repository import (
     INPUT_TYPES,
     JsonObject,
-    Token,
     _in_served_order,
     _served,
     fhir_instant,
@@ -74,8 +73,8 @@ from fhir_app.store.schema import (
     ingest_checkpoint_table,
     resource_current_table,
     resource_version_table,
-    search_token_table,
 )
+from fhir_app.store.search.indexing import IndexValues, delete_index, index_table_rows
 
 # Patient ids of a run are listed in code point order on both backends (PostgreSQL's default
 # collation may be a locale's), the order `sorted()` gives, so outputs come out the same everywhere.
@@ -164,7 +163,8 @@ class NewVersion:
     is_output: bool
     content: str
     content_hash: str
-    tokens: tuple[Token, ...]
+    # The search index rows of this version (fhir_app.fhir.search.index_rows).
+    index: IndexValues
     raw: str | None = None
 
 
@@ -317,8 +317,8 @@ class BulkRepository:
         """Store new versions and make the last one of each resource current.
 
         `existing`: the (type, id) that had a current row when the versions were decided (their
-        row is updated and their search tokens replaced); every other resource is created. Raises
-        TransientStoreError when another writer stored one of these versions first.
+        row is updated and their search index rows replaced); every other resource is created.
+        Raises TransientStoreError when another writer stored one of these versions first.
         """
         if not versions:
             return
@@ -368,15 +368,12 @@ class BulkRepository:
             )
             if updated:
                 self._update_current(updated)
-                self._delete_tokens([(v.resource_type, v.resource_id) for v in updated])
-            self._insert_rows(
-                search_token_table,
-                [
-                    (v.resource_type, v.resource_id, param, system, code)
-                    for v in last.values()
-                    for param, system, code in sorted({(p, s or "", c) for p, s, c in v.tokens})
-                ],
-            )
+                delete_index(self._connection, [(v.resource_type, v.resource_id) for v in updated])
+            # The same rows as ResourceRepository.write stores (index_table_rows), by COPY.
+            for table, rows in index_table_rows(
+                (v.resource_type, v.resource_id, v.index) for v in last.values()
+            ).items():
+                self._insert_rows(table, rows)
 
     def _insert_rows(self, table: Table, rows: list[tuple[Any, ...]]) -> None:
         """INSERT many rows given in the table's column order, the fastest way each database
@@ -399,7 +396,11 @@ class BulkRepository:
         processors = [
             None
             if isinstance(column.type, JSON)
-            else column.type.bind_processor(self._connection.dialect)
+            # The dialect's own type: its processor writes SQLite's one text form of a
+            # timestamp (with microseconds), the form compared against in queries.
+            else column.type.dialect_impl(self._connection.dialect).bind_processor(
+                self._connection.dialect
+            )
             for column in table.columns
         ]
         converting = [(i, p) for i, p in enumerate(processors) if p is not None]
@@ -485,19 +486,6 @@ class BulkRepository:
                 for v in versions
             ],
         )
-
-    def _delete_tokens(self, keys: Sequence[tuple[str, str]]) -> None:
-        by_type: dict[str, list[str]] = defaultdict(list)
-        for resource_type, resource_id in keys:
-            by_type[resource_type].append(resource_id)
-        for resource_type, ids in by_type.items():
-            for batch in _chunks(ids):
-                self._connection.execute(
-                    delete(search_token_table).where(
-                        search_token_table.c.resource_type == resource_type,
-                        search_token_table.c.resource_id.in_(batch),
-                    )
-                )
 
     @translated
     def inputs_of_patients(self, patients: Sequence[str]) -> list[InputRow]:
@@ -646,7 +634,8 @@ class BulkRepository:
         """
         if self._connection.dialect.name == "postgresql":
             self._connection.exec_driver_sql(
-                "ANALYZE resource_version, resource_current, search_token"
+                "ANALYZE resource_version, resource_current, search_token, search_reference,"
+                " search_date, search_string"
             )
 
     # ---- derivation queue --------------------------------------------------------------------

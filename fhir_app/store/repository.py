@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +26,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    delete,
-    exists,
     false,
-    func,
     or_,
     select,
     true,
@@ -45,17 +41,14 @@ from fhir_app.store.schema import (
     IngestCheckpoint,
     ResourceCurrent,
     ResourceVersion,
-    SearchToken,
     conditional_create_table,
     ingest_checkpoint_table,
     resource_current_table,
     resource_version_table,
-    search_token_table,
 )
+from fhir_app.store.search.indexing import IndexValues, delete_index, insert_index
 
 JsonObject = dict[str, Any]
-# (search parameter, system or None, code); param is e.g. "code" or "identifier".
-Token = tuple[str, str | None, str]
 
 # Patient too: its gender and birth date are the context of the likely primaries (DOMAIN.md 4a).
 INPUT_TYPES: Final = ("Observation", "Condition", "ImagingStudy", "Patient")
@@ -259,11 +252,6 @@ _UPDATE_CURRENT: Final = (
     )
     .values({name: bindparam(name) for name in _CURRENT_COLUMNS})
 )
-_DELETE_TOKENS: Final = delete(search_token_table).where(
-    search_token_table.c.resource_type == bindparam("rt"),
-    search_token_table.c.resource_id == bindparam("rid"),
-)
-_INSERT_TOKENS: Final = search_token_table.insert()
 _INSERT_IF_ABSENT: Final[dict[tuple[str, str], Any]] = {}
 
 
@@ -429,7 +417,7 @@ class ResourceRepository:
         patient_id: str | None,
         status: str | None,
         is_output: bool,
-        tokens: Sequence[Token] = (),
+        index: IndexValues | None = None,
         raw: str | None = None,
         now: datetime,
     ) -> tuple[StoredResource, bool]:
@@ -438,7 +426,7 @@ class ResourceRepository:
         The stored content gets `resourceType`, `id`, `meta.versionId` and `meta.lastUpdated`.
         When the content (without id and server meta) equals the current, non-deleted version,
         nothing is written and `(current, False)` comes back; otherwise `(new version, True)`.
-        `tokens` replace the resource's search tokens. Safe when several transactions write the
+        `index` replaces the resource's search index rows. Safe when several transactions write the
         same resource at once: exactly one creates version 1, the others see it.
         """
         now = _aware(now)
@@ -480,8 +468,9 @@ class ResourceRepository:
                 self._connection.execute(
                     _UPDATE_CURRENT, {"k_rt": resource_type, "k_rid": resource_id, **current_row}
                 )
-                self._delete_tokens(resource_type, resource_id)
-            self._insert_tokens(resource_type, resource_id, tokens)
+                delete_index(self._connection, [(resource_type, resource_id)])
+            if index is not None:
+                insert_index(self._connection, [(resource_type, resource_id, index)])
             return self._as_stored(version_row), True
         raise TransientStoreError(
             f"{resource_type}/{resource_id}: lost the creation race {_WRITE_ATTEMPTS} times"
@@ -524,72 +513,8 @@ class ResourceRepository:
             )
             .values(version_id=version_id, deleted=True, last_updated=moment, content_hash=None)
         )
-        self._delete_tokens(resource_type, resource_id)
+        delete_index(self._connection, [(resource_type, resource_id)])
         return self._as_stored(version_row)
-
-    @translated
-    def search(
-        self,
-        resource_type: str,
-        *,
-        patient_id: str | None = None,
-        tokens: Sequence[Token] = (),
-        last_updated: Sequence[tuple[str, datetime]] = (),
-        is_output: bool | None = None,
-        count: int,
-        offset: int,
-    ) -> tuple[list[StoredResource], int]:
-        """One page of current, non-deleted resources of a type, and the total that match.
-
-        `tokens`: (param, system, code); a None system matches any system, "" matches codings
-        without one. Tokens of the same param are alternatives (OR); different params must all
-        match (AND). `last_updated`: (prefix, instant) with prefix eq/ne/gt/ge/lt/le, all must
-        hold (the caller turns a partial date into a ge/lt range). Ordered by lastUpdated, id.
-        `count` 0 returns only the total.
-        """
-        if count < 0 or offset < 0:
-            raise ValueError("count and offset must not be negative")
-        conditions: list[ColumnElement[bool]] = [
-            ResourceCurrent.resource_type == resource_type,
-            ResourceCurrent.deleted == false(),
-        ]
-        if patient_id is not None:
-            conditions.append(ResourceCurrent.patient_id == patient_id)
-        if is_output is not None:
-            conditions.append(ResourceCurrent.is_output == (true() if is_output else false()))
-        for prefix, moment in last_updated:
-            compare = _LAST_UPDATED_PREFIXES.get(prefix)
-            if compare is None:
-                raise ValueError(f"unsupported _lastUpdated prefix: {prefix!r}")
-            conditions.append(compare(ResourceCurrent.last_updated, _aware(moment)))
-        by_param: dict[str, list[ColumnElement[bool]]] = defaultdict(list)
-        for param, system, code in tokens:
-            match = SearchToken.code == code
-            if system is not None:
-                match = and_(match, SearchToken.system == system)
-            by_param[param].append(match)
-        for param, alternatives in by_param.items():
-            conditions.append(
-                exists().where(
-                    SearchToken.resource_type == ResourceCurrent.resource_type,
-                    SearchToken.resource_id == ResourceCurrent.resource_id,
-                    SearchToken.param == param,
-                    or_(*alternatives),
-                )
-            )
-        total = self._connection.execute(
-            select(func.count()).select_from(ResourceCurrent).where(*conditions)
-        ).scalar_one()
-        if count == 0 or offset >= total:
-            return [], total
-        rows = self._connection.execute(
-            _current_versions()
-            .where(*conditions)
-            .order_by(ResourceCurrent.last_updated, ResourceCurrent.resource_id)
-            .limit(count)
-            .offset(offset)
-        )
-        return [_stored(row) for row in rows], total
 
     @translated
     def inputs_of_patient(self, patient_id: str) -> list[StoredResource]:
@@ -743,27 +668,6 @@ class ResourceRepository:
             _LOCK_CURRENT, {"rt": resource_type, "rid": resource_id}
         ).one_or_none()
         return None if row is None else _Current(*row)
-
-    def _delete_tokens(self, resource_type: str, resource_id: str) -> None:
-        self._connection.execute(_DELETE_TOKENS, {"rt": resource_type, "rid": resource_id})
-
-    def _insert_tokens(self, resource_type: str, resource_id: str, tokens: Sequence[Token]) -> None:
-        # The primary key covers every column: duplicates (the same coding twice) collapse.
-        unique = {(param, system or "", code) for param, system, code in tokens}
-        if unique:
-            self._connection.execute(
-                _INSERT_TOKENS,
-                [
-                    {
-                        "resource_type": resource_type,
-                        "resource_id": resource_id,
-                        "param": param,
-                        "system": system,
-                        "code": code,
-                    }
-                    for param, system, code in sorted(unique)
-                ],
-            )
 
     @staticmethod
     def _as_stored(row: JsonObject) -> StoredResource:

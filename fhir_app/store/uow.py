@@ -18,6 +18,7 @@ from fhir_app.store.bulk import BulkRepository
 from fhir_app.store.engine import SQLITE_BUSY_TIMEOUT_SECONDS
 from fhir_app.store.errors import TransientStoreError, commit_translated, translated
 from fhir_app.store.repository import CheckpointRepository, ResourceRepository
+from fhir_app.store.search.query import SearchRepository
 
 # SQLite serialises transactions (every one starts with BEGIN IMMEDIATE). Threads of one process
 # that wait in SQLite's busy handler sleep and retry, which leaves a long, unfair tail of waits
@@ -73,6 +74,7 @@ class UnitOfWork:
     checkpoints: CheckpointRepository
     bulk: BulkRepository
     audit: AuditRepository  # issue 13: the AuditEvent trail
+    search: SearchRepository  # issue 12: searches over the index tables
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -93,6 +95,7 @@ class UnitOfWork:
         self.checkpoints = CheckpointRepository(self._connection)
         self.bulk = BulkRepository(self._connection)
         self.audit = AuditRepository(self._connection)
+        self.search = SearchRepository(self._connection)
         return self
 
     def __exit__(

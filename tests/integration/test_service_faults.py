@@ -100,10 +100,10 @@ def test_a_transaction_that_loses_a_race_runs_again_and_stores_once(
     # The last attempt's ids, with the references rewritten to them (not to an earlier try's).
     stored = service.read("Observation", finding_id).content
     assert stored["derivedFrom"] == [{"reference": f"ImagingStudy/{study_id}"}]
-    studies, total = service.search("ImagingStudy", [], count=10, offset=0)
+    studies, total = service.matches("ImagingStudy", [], count=10)
     assert total == 1
     assert studies[0].resource_id == study_id
-    findings, total = service.search("Observation", [("patient", "p1")], count=50, offset=0)
+    findings, total = service.matches("Observation", [("patient", "p1")], count=50)
     assert [r.resource_id for r in findings if not r.is_output] == [finding_id]
 
 
@@ -114,7 +114,7 @@ def test_a_create_that_loses_a_race_runs_again(make_uow: Callable[[], UnitOfWork
     result = service.create("Observation", finding)
     assert result.status == 201
     assert faults.opened == 2
-    _, total = service.search("Observation", [("_id", result.resource_id)], count=10, offset=0)
+    _, total = service.matches("Observation", [("_id", result.resource_id)], count=10)
     assert total == 1
 
 
@@ -126,7 +126,7 @@ def test_lost_races_are_run_again_a_bounded_number_of_times(
     with pytest.raises(ConflictRolledBack):
         service.transaction(study_and_finding_bundle())
     assert faults.opened == RACE_ATTEMPTS
-    _, total = service.search("ImagingStudy", [], count=10, offset=0)
+    _, total = service.matches("ImagingStudy", [], count=10)
     assert total == 0
 
 
@@ -173,5 +173,5 @@ def test_a_batch_answers_a_fault_in_its_entry_and_goes_on(
     assert outcome["issue"][0]["code"] == "transient"
     assert service.read("Observation", "b0").version_id == 1
     assert service.read("Observation", "b2").version_id == 1
-    _, total = service.search("Observation", [("_id", "b1")], count=10, offset=0)
+    _, total = service.matches("Observation", [("_id", "b1")], count=10)
     assert total == 0

@@ -41,7 +41,7 @@ def test_post_entries_keep_the_ids_their_references_were_rewritten_to(
     assert stored["derivedFrom"] == [{"reference": f"ImagingStudy/{study_id}"}]
     assert service.read("ImagingStudy", study_id).content["resourceType"] == "ImagingStudy"
     # The SINS output of T12 is derived from the finding and references the study it was read from.
-    risks, _ = service.search("RiskAssessment", [("patient", "p1")], count=10, offset=0)
+    risks, _ = service.matches("RiskAssessment", [("patient", "p1")], count=10)
     basis = " ".join(b["reference"] for b in risks[0].content["basis"])
     assert f"ImagingStudy/{study_id}/_history/1" in basis
 
@@ -83,5 +83,5 @@ def test_references_to_a_matched_conditional_create_point_at_the_existing_resour
     assert study_entry["response"]["location"] == existing.location
     stored = service.read("Observation", finding_entry["response"]["location"].split("/")[1])
     assert stored.content["derivedFrom"] == [{"reference": f"ImagingStudy/{existing.resource_id}"}]
-    _, total = service.search("ImagingStudy", [("patient", "p1")], count=10, offset=0)
+    _, total = service.matches("ImagingStudy", [("patient", "p1")], count=10)
     assert total == 1

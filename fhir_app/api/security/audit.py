@@ -47,11 +47,14 @@ ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 # Query parameters whose values identify a patient: left out of the recorded query.
-IDENTIFYING_PARAMETERS = frozenset({"patient", "subject", "identifier", "_id", "name", "family"})
+IDENTIFYING_PARAMETERS = frozenset(
+    {"patient", "subject", "identifier", "_id", "name", "family", "given", "birthdate"}
+)
 
 # (method, route template) -> (interaction, action); routes not listed are not audited.
 INTERACTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/fhir/{resource_type}"): ("search-type", "E"),
+    ("POST", "/fhir/{resource_type}/_search"): ("search-type", "E"),
     ("POST", "/fhir/{resource_type}"): ("create", "C"),
     ("GET", "/fhir/{resource_type}/{resource_id}"): ("read", "R"),
     ("PUT", "/fhir/{resource_type}/{resource_id}"): ("update", "U"),
@@ -95,7 +98,11 @@ def outcome_code(status: int) -> str:
 def redacted_query(query_string: bytes) -> str:
     """The query with the values of patient-identifying parameters left out (`patient=`)."""
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    kept = [(name, "" if name in IDENTIFYING_PARAMETERS else value) for name, value in pairs]
+    # By the parameter's name without its modifier (`subject:Patient`).
+    kept = [
+        (name, "" if name.partition(":")[0] in IDENTIFYING_PARAMETERS else value)
+        for name, value in pairs
+    ]
     return urlencode(kept)
 
 

@@ -15,22 +15,26 @@ allow it.
 With a patient context (the token's `patient` claim), the caller sees and writes only resources
 whose patient is that patient (`patient_of`: the Patient itself, or the subject/patient
 reference): reads of other patients' resources are 404 (their existence is not confirmed),
-searches are bounded to the patient, history (at every level) leaves out versions of other
-patients, `$everything` of another patient is 404, and a write of another patient's resource (or
-over one, or a patch that moves one to another patient) is 403. A conditional update or delete
-over REST is refused when its criteria match another patient's resource; in a Bundle they cannot
-be checked before they match, so a patient-context caller cannot send them there.
+searches (and the resources they include) are bounded to the patient, history (at every level)
+leaves out versions of other patients, `$everything` of another patient is 404, and a write of
+another patient's resource (or over one, or a patch that moves one to another patient) is 403.
+A conditional update or delete over REST is refused when its criteria match another patient's
+resource; in a Bundle they cannot be checked before they match, so a patient-context caller
+cannot send them there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from fhir_app.api.security.principal import Principal
 from fhir_app.fhir.bundle import bundle_entries
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
+from fhir_app.fhir.search import ReferenceValue, SearchQuery
+from fhir_app.searching import SearchResult
 from fhir_app.service import (
     INPUT_TYPES,
     OUTPUT_TYPES,
@@ -130,25 +134,35 @@ class GuardedService(FhirService):
             self._note(row.patient_id)
         return rows
 
-    def search(
-        self, rtype: str, params: Sequence[tuple[str, str]], *, count: int, offset: int
-    ) -> tuple[list[StoredResource], int]:
-        """A search bounded to the caller's patient, when it has one."""
-        self.require(rtype, "s")
+    def search(self, query: SearchQuery) -> SearchResult:
+        """A search bounded to the caller's patient, when it has one; the resources that
+        `_include` / `_revinclude` add obey the same scopes and compartment as the matches
+        (those the caller may not search are left out)."""
+        self.require(query.resource_type, "s")
+        for clause in query.clauses:
+            if clause.parameter.name in PATIENT_PARAMETERS:
+                for value in clause.values:
+                    if isinstance(value, ReferenceValue) and value.type in (None, "Patient"):
+                        self._note(value.id)
         context = self.principal.patient
-        for name, value in params:
-            if name in PATIENT_PARAMETERS:
-                self._note(value.split("/")[-1])
-        if context is None:
-            return self.inner.search(rtype, params, count=count, offset=offset)
-        self._note(context)
-        asked = {value.split("/")[-1] for name, value in params if name in PATIENT_PARAMETERS}
-        if asked - {context}:
-            return [], 0  # another patient's resources: none of them are visible
-        bounded = [*params, ("patient", context)]
-        rows, total = self.inner.search(rtype, bounded, count=count, offset=offset)
+        if context is not None:
+            self._note(context)
+            query = query.bounded(context)
+        result = self.inner.search(query)
+        included = [
+            row
+            for row in result.included
+            if self.principal.allows(row.resource_type, "s") and self._visible(row)
+        ]
+        return replace(result, included=included)
+
+    def matches(
+        self, rtype: str, params: Sequence[tuple[str, str]], *, count: int
+    ) -> tuple[list[StoredResource], int]:
+        """Conditional criteria, when the caller may search this type; bounded to its patient."""
+        self.require(rtype, "s")
+        rows, total = self.inner.matches(rtype, params, count=count)
         visible = [row for row in rows if self._visible(row)]
-        # The `_id` search ignores other criteria; what it found outside the context is removed.
         return visible, total - (len(rows) - len(visible))
 
     # ---- writes ------------------------------------------------------------------------------
@@ -166,7 +180,7 @@ class GuardedService(FhirService):
         return self.inner.create(rtype, raw, if_none_exist=if_none_exist)
 
     def _check_conditional(self, rtype: str, criteria: str) -> None:
-        rows, _total = self.inner.search(rtype, parse_criteria(criteria), count=2, offset=0)
+        rows, _total = self.inner.matches(rtype, parse_criteria(criteria), count=2)
         for row in rows:
             if not self._visible(row):
                 raise outside_compartment(f"The If-None-Exist match {rtype}/{row.resource_id}")
@@ -194,7 +208,7 @@ class GuardedService(FhirService):
         conditional write would act on it."""
         if self.principal.patient is None:
             return
-        rows, _total = self.inner.search(rtype, parse_criteria(criteria, what), count=2, offset=0)
+        rows, _total = self.inner.matches(rtype, parse_criteria(criteria, what), count=2)
         for row in rows:
             if not self._visible(row):
                 raise outside_compartment(f"The {what} match {rtype}/{row.resource_id}")

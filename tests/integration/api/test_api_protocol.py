@@ -323,7 +323,7 @@ def test_count_is_capped_and_zero_gives_the_total(serve: Serve) -> None:
         for only_total_params in ({"_count": "0"}, {"_summary": "count", "_total": "accurate"}):
             only_total = client.get("RiskAssessment", params=only_total_params).json()
             assert only_total["total"] == 5
-            assert only_total["entry"] == []
+            assert "entry" not in only_total  # FHIR JSON has no empty arrays
 
 
 def test_search_by_code_and_last_updated(fhir: httpx.Client) -> None:
@@ -349,8 +349,8 @@ def test_unknown_search_parameters_are_400_unless_lenient(fhir: httpx.Client) ->
     text = assert_outcome(fhir.get("RiskAssessment", params={"colour": "blue"}), 400)
     assert "colour" in text
     assert_outcome(fhir.get("RiskAssessment", params={"code:text": "x"}), 400)
-    assert "_summary=true" in assert_outcome(
-        fhir.get("RiskAssessment", params={"_summary": "true"}), 400
+    assert "_summary=short" in assert_outcome(
+        fhir.get("RiskAssessment", params={"_summary": "short"}), 400
     )
     lenient = fhir.get(
         "RiskAssessment", params={"colour": "blue"}, headers={"Prefer": "handling=lenient"}

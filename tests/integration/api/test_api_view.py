@@ -101,7 +101,6 @@ def test_a_report_stored_without_a_page_is_rendered_from_the_stored_outputs(
             patient_id="p08",
             status=content["status"],
             is_output=True,
-            tokens=[],
             now=datetime.now(UTC) + timedelta(seconds=1),
         )
         uow.commit()

@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from fhir_app.fhir.search import IndexRows
 from fhir_app.store import UnitOfWork
+from fhir_app.store.search.query import Criterion, IndexQuery
 
 WRITERS = 8
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
@@ -103,7 +105,7 @@ def test_same_conditional_create_gives_one_resource(
                     patient_id="p1",
                     status="final",
                     is_output=False,
-                    tokens=[("identifier", "urn:feed", "lesion-7")],
+                    index=IndexRows(tokens=(("identifier", "urn:feed", "lesion-7"),)),
                     now=T0,
                 )
             uow.commit()
@@ -113,8 +115,11 @@ def test_same_conditional_create_gives_one_resource(
 
     assert len(set(owners)) == 1
     with make_uow() as uow:
-        found, total = uow.resources.search(
-            "Observation", tokens=[("identifier", "urn:feed", "lesion-7")], count=50, offset=0
+        found, total = uow.search.find(
+            IndexQuery(
+                "Observation",
+                (Criterion("token", "identifier", tokens=(("urn:feed", "lesion-7"),)),),
+            )
         )
     assert total == 1
     assert found[0].resource_id == owners[0]
