@@ -59,6 +59,9 @@ class Steps:
             # The session's line, not the client library's where it raised.
             where = next((f for f in reversed(frames) if "/tests/" in f.filename), frames[-1])
             text = " ".join(str(error).split())  # one line: OperationOutcomes come indented
+            response = getattr(error, "response", None)  # requests' HTTPError: what it said
+            if response is not None and hasattr(response, "text"):
+                text = f"{text} {' '.join(response.text.split())}"
             diagnostics = DIAGNOSTICS.findall(text)
             if diagnostics:  # an OperationOutcome: its diagnostics say it, not its narrative
                 text = " | ".join(diagnostics)
@@ -78,9 +81,10 @@ class Steps:
         if failed:
             lines = [f"- {r.name}: {r.detail[:400]}" for r in failed]
             passed = len(self.results) - len(failed)
-            raise AssertionError(
+            pytest.fail(
                 f"{self.client} session: {len(failed)} of {len(self.results)} steps failed "
-                f"({passed} held):\n" + "\n".join(lines)
+                f"({passed} held):\n" + "\n".join(lines),
+                pytrace=False,
             )
 
 
