@@ -34,9 +34,19 @@ function check(condition, message) {
   if (!condition) throw new StepFailure(message);
 }
 
+// JSON with the keys of every object sorted: FHIR JSON has no key order (PostgreSQL's jsonb
+// returns its own), arrays keep theirs.
+function canonical(value) {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.keys(value).sort().map((k) => [k, canonical(value[k])]));
+  }
+  return value;
+}
+
 function equal(actual, expected, what) {
-  const a = JSON.stringify(actual);
-  const e = JSON.stringify(expected);
+  const a = JSON.stringify(canonical(actual));
+  const e = JSON.stringify(canonical(expected));
   check(a === e, `${what}: expected ${e}, got ${a}`);
 }
 
