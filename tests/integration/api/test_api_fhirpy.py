@@ -54,6 +54,10 @@ def test_fhirpy_session(base_url: str) -> None:
     client = SyncFHIRClient(base_url)  # no vendor headers: what a team starts with
     state: dict[str, Any] = {}
 
+    def risk_versions() -> dict[str, str]:
+        risks = client.resources("RiskAssessment").search(patient=PID).fetch_all()
+        return {r.id: r["meta"]["versionId"] for r in risks}
+
     with steps.step("metadata: the CapabilityStatement"):
         capability = client.execute("metadata", method="get")
         assert capability["resourceType"] == "CapabilityStatement"
@@ -85,6 +89,13 @@ def test_fhirpy_session(base_url: str) -> None:
         assert created is False
         assert again.id == state["t11"].id
         assert len(search.fetch_all()) == 1
+
+    with steps.step("search: get() by identifier is the one finding; refresh() (304) keeps it"):
+        one = client.resources("Observation").search(identifier=f"{PID}-t11").get()
+        assert one.id == state["t11"].id
+        one.refresh()  # If-None-Match with the current version: 304, nothing changes
+        assert one["meta"]["versionId"] == "1"
+        assert one["identifier"] == t11_body["identifier"]
 
     with steps.step("Observation: save() without id (POST), the server assigns the id"):
         t4 = client.resource("Observation", **t4_body)
@@ -164,7 +175,7 @@ def test_fhirpy_session(base_url: str) -> None:
         )
         assert [o.id for o in descending] == [state["t11"].id, state["t4"].id]
 
-    with steps.step("search: elements('status', 'code') returns those only, marked SUBSETTED"):
+    with steps.step("search: elements('status', 'code') returns those (and meta) only"):
         subset = observations.elements("status", "code").fetch_all()
         assert len(subset) == 2 + DERIVED_OBSERVATIONS
         for resource in subset:
@@ -172,7 +183,10 @@ def test_fhirpy_session(base_url: str) -> None:
             assert set(data) <= {"resourceType", "id", "meta", "status", "code"}, set(data)
             assert "status" in data
             assert "code" in data
-            tags = [(t.get("system"), t.get("code")) for t in data["meta"].get("tag", [])]
+    with steps.step("search: elements() results are tagged SUBSETTED (search.html#elements)"):
+        # Marked so that nobody PUTs the partial resource back as if it were whole.
+        for resource in observations.elements("status").fetch_all():
+            tags = [(t.get("system"), t.get("code")) for t in resource["meta"].get("tag", [])]
             assert SUBSETTED in tags
 
     with steps.step("search: include('DiagnosticReport', 'result') brings the results"):
@@ -211,9 +225,8 @@ def test_fhirpy_session(base_url: str) -> None:
         read = client.reference("Observation", t11.id).to_resource()
         assert read["status"] == "amended"
         assert read["component"] == t11_body["component"]  # untouched elements stay
-        risks = client.resources("RiskAssessment").search(patient=PID).fetch_all()
-        assert all(int(r["meta"]["versionId"]) >= 1 for r in risks)
-        assert len(risks) == 2
+        # Re-derived like any write: the T11 RiskAssessment is a new version (now amended).
+        assert risk_versions() != state["risks"]
     with steps.step("patch: client.patch(reference, note=...) through the reference"):
         patched = client.reference("Observation", state["t4"].id).patch(note=[{"text": "reviewed"}])
         assert patched["note"] == [{"text": "reviewed"}]
@@ -233,20 +246,44 @@ def test_fhirpy_session(base_url: str) -> None:
             broken.is_valid(raise_exception=True)
 
     with steps.step("update: save() of a changed finding is a new version, re-derived"):
+        before = risk_versions()
         t4 = client.reference("Observation", state["t4"].id).to_resource()
         version = int(t4["meta"]["versionId"])
         t4["component"][0]["valueCodeableConcept"]["coding"][0]["code"] = "lytic"
         t4.save()
         assert t4["meta"]["versionId"] == str(version + 1)
-        risks = client.resources("RiskAssessment").search(patient=PID).fetch_all()
-        changed = [r for r in risks if r["meta"]["versionId"] != state["risks"].get(r.id)]
-        assert changed, "no RiskAssessment was derived again after the update"
+        assert risk_versions() != before, "no RiskAssessment was derived again"
 
     with steps.step("history: every version of the finding, newest first"):
         history = client.execute(f"Observation/{state['t4'].id}/_history", method="get")
         assert history["type"] == "history"
         versions = [int(e["resource"]["meta"]["versionId"]) for e in history["entry"]]
         assert versions == list(range(version + 1, 0, -1))
+
+    with steps.step("conditional update: search(identifier=...).update(resource), PUT ?query"):
+        body = copy.deepcopy(t11_body)
+        body["status"] = "corrected"
+        search = client.resources("Observation").search(identifier=f"{IDENTIFIER_SYSTEM}|{PID}-t11")
+        updated, created = search.update(client.resource("Observation", **body))
+        assert created is False
+        assert updated.id == state["t11"].id
+        assert updated["status"] == "corrected"
+    with steps.step("conditional update: no match creates (201)"):
+        body = copy.deepcopy(t11_body)
+        body["identifier"] = [{"system": IDENTIFIER_SYSTEM, "value": f"{PID}-t11-second"}]
+        search = client.resources("Observation").search(
+            identifier=f"{IDENTIFIER_SYSTEM}|{PID}-t11-second"
+        )
+        second, created = search.update(client.resource("Observation", **body))
+        assert created is True
+        assert second.id
+    with steps.step("conditional delete: search(identifier=...).delete() (DELETE ?identifier)"):
+        search = client.resources("Observation").search(
+            identifier=f"{IDENTIFIER_SYSTEM}|{PID}-t11-second"
+        )
+        _, status = search.delete()
+        assert status in (200, 204)
+        assert search.fetch_all() == []
 
     with steps.step("ImagingStudy: update, then read the new version"):
         study = client.reference("ImagingStudy", f"{PID}-ct").to_resource()
