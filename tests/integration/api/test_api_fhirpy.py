@@ -26,6 +26,7 @@ What fhirpy sends, and what FHIR R4 says the server must answer:
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -156,7 +157,10 @@ def test_fhirpy_session(base_url: str) -> None:
         assert len({o.id for o in paged}) == len(paged)
 
     with steps.step("search: sort('-_lastUpdated') is newest first"):
-        stamps = [o["meta"]["lastUpdated"] for o in observations.sort("-_lastUpdated").fetch_all()]
+        stamps = [
+            datetime.fromisoformat(o["meta"]["lastUpdated"])
+            for o in observations.sort("-_lastUpdated").fetch_all()
+        ]
         assert len(stamps) == 2 + DERIVED_OBSERVATIONS
         assert stamps == sorted(stamps, reverse=True)
     with steps.step("search: sort('date') orders the findings by effective date"):
