@@ -146,10 +146,17 @@ def test_fhirpy_session(base_url: str) -> None:
         bundle = observations.limit(0).fetch_raw()
         assert bundle["total"] == 2 + DERIVED_OBSERVATIONS
         assert not bundle.get("entry")
-    with steps.step("search: Prefer handling=strict rejects the unknown _totalMethod (400)"):
+    with steps.step("search: an unknown parameter, strict is 400, lenient is left out of self"):
         strict = SyncFHIRClient(base_url, extra_headers={"Prefer": "handling=strict"})
         with pytest.raises(OperationOutcome):
-            strict.resources("Observation").search(subject=f"Patient/{PID}").count()
+            strict.resources("Observation").search(subject=f"Patient/{PID}", colour="red").fetch()
+        lenient = SyncFHIRClient(base_url, extra_headers={"Prefer": "handling=lenient"})
+        bundle = (
+            lenient.resources("Observation").search(subject=f"Patient/{PID}", colour="red")
+        ).fetch_raw()
+        assert len(bundle["entry"]) == 2 + DERIVED_OBSERVATIONS
+        self_link = next(link["url"] for link in bundle["link"] if link["relation"] == "self")
+        assert "colour" not in self_link
 
     with steps.step("search: limit(2) pages through `next` to every match"):
         paged = observations.limit(2).fetch_all()
