@@ -61,7 +61,8 @@ function describe(error) {
       : JSON.stringify(data).slice(0, 300);
     return `${error.message}: ${said}`;
   }
-  return `${error.name}: ${error.message}`;
+  const cause = error.cause ? ` (${error.cause.code || error.cause.message})` : '';
+  return `${error.name}: ${error.message}${cause}`;
 }
 
 async function step(name, body) {
@@ -243,6 +244,37 @@ await step('read: the derived DiagnosticReport and each of its results', async (
   }
 });
 
+await step('resolve: a versioned reference of the report (Observation/x/_history/1)', async () => {
+  const reference = state.report.result[0].reference;
+  const resolved = await client.resolve({ reference });
+  equal(`${resolved.resourceType}/${resolved.id}`, refId(reference), 'resolved');
+  if (reference.includes('/_history/')) equal(resolved.meta.versionId, reference.split('/')[3], 'version');
+});
+
+await step('POST search with _include and _revinclude: the report, its results, its Provenance', async () => {
+  const bundle = await client.search({
+    resourceType: 'DiagnosticReport',
+    searchParams: {
+      subject: `Patient/${pid}`,
+      _include: 'DiagnosticReport:result',
+      _revinclude: 'Provenance:target',
+    },
+    options: { postSearch: true },
+  });
+  const matches = entries(bundle).filter((e) => e.search.mode === 'match').map((e) => e.resource);
+  const included = entries(bundle).filter((e) => e.search.mode === 'include').map((e) => e.resource);
+  equal(matches.map((r) => r.resourceType), ['DiagnosticReport'], 'matches');
+  const results = new Set(matches[0].result.map((r) => refId(r.reference)));
+  const observations = included.filter((r) => r.resourceType === 'Observation').map((r) => `Observation/${r.id}`);
+  equal(observations.sort(), [...results].sort(), 'included results');
+  const provenances = included.filter((r) => r.resourceType === 'Provenance');
+  check(provenances.length > 0, 'no Provenance included');
+  const report = `DiagnosticReport/${matches[0].id}`;
+  for (const provenance of provenances) {
+    check(provenance.target.some((t) => refId(t.reference) === report), `Provenance/${provenance.id} does not target ${report}`);
+  }
+});
+
 await step('nextPage: _count=2 pages through every Observation of the patient', async () => {
   let bundle = await client.search({ resourceType: 'Observation', searchParams: { patient: pid, _count: 2 } });
   const ids = resources(bundle).map((r) => r.id);
@@ -361,6 +393,16 @@ await step('systemHistory: /_history holds the Patient, the ImagingStudy and the
   for (const want of [`Patient/${pid}`, `ImagingStudy/${pid}-ct`, `Observation/${state.t4}`]) {
     check(seen.has(want), `${want} missing from the system history`);
   }
+});
+
+await step('systemHistory _since: a system-level incremental sync', async () => {
+  const all = await allPages(await client.request(`_history?_since=${encodeURIComponent(state.since)}`));
+  const seen = new Set(all.map((r) => `${r.resourceType}/${r.id}`));
+  check(seen.has(`Observation/${state.t11}`), 'the T11 finding is missing');
+  check(all.some((r) => r.resourceType === 'RiskAssessment'), 'no derived RiskAssessment since');
+  check(all.some((r) => r.resourceType === 'Patient' && r.id === pid), 'the Patient is missing');
+  const future = await client.request('_history?_since=2999-01-01T00:00:00Z');
+  equal(entries(future).length, 0, 'entries since the future');
 });
 
 await step('history _since: an incremental sync sees only what changed after', async () => {
@@ -494,6 +536,14 @@ await step('delete: the T4 finding, then read is gone and its level withdrawn', 
   check([404, 410].includes(gone), `answered ${gone}`);
   const risks = resources(await client.search({ resourceType: 'RiskAssessment', searchParams: { patient: pid } }));
   equal(risks.filter((r) => r.status === 'entered-in-error').length, 1, 'withdrawn RiskAssessments');
+});
+
+await step('resourceHistory after delete: the deletion is the newest entry', async () => {
+  const history = await client.resourceHistory({ resourceType: 'Observation', id: state.t4 });
+  const newest = entries(history)[0];
+  equal(newest.request && newest.request.method, 'DELETE', 'newest entry method');
+  check(!newest.resource, 'a deletion entry carries no resource');
+  check(entries(history).slice(1).every((e) => e.resource), 'older versions without resources');
 });
 
 if (state.conditionId) {
