@@ -45,6 +45,16 @@ from support.peer_session import (
 )
 
 PID = "fc1"
+
+
+def next_page(bundle: Bundle, server: Any) -> Bundle | None:
+    """The page after `bundle` (its `next` link), read as a Bundle model, or None."""
+    for link in bundle.link or []:
+        if link.relation == "next":
+            return Bundle.read_from(link.url, server)
+    return None
+
+
 DERIVED_OBSERVATIONS = 5  # SINS and classification per level (2), the patient's NOMS inputs
 GONE = (FHIRNotFoundException, requests.HTTPError)  # 404, or 410 for a deleted resource
 
@@ -187,6 +197,25 @@ def test_fhirclient_session(base_url: str) -> None:
         report_ref = f"DiagnosticReport/{state['report'].id}"
         for provenance in provenances:
             assert report_ref in {reference_id(t.reference) for t in provenance.target}
+
+    with steps.step("read_from(Patient/{id}/$everything): every page, every resource parses"):
+        # The broadest strictness check: inputs and every kind of derived output, as R4 models.
+        page: Bundle | None = Bundle.read_from(f"Patient/{PID}/$everything", server)
+        kinds: dict[str, int] = {}
+        pages = 0
+        while page is not None:
+            pages += 1
+            assert pages < 50
+            for entry in page.entry or []:
+                name = type(entry.resource).__name__
+                kinds[name] = kinds.get(name, 0) + 1
+            page = next_page(page, server)
+        assert kinds.get("Patient") == 1
+        assert kinds.get("ImagingStudy") == 1
+        assert kinds.get("RiskAssessment") == 2
+        assert kinds.get("DiagnosticReport") == 1
+        assert kinds.get("Observation") == 2 + DERIVED_OBSERVATIONS
+        assert kinds.get("Provenance", 0) >= 1
 
     with steps.step("Observation model: update() (PUT) is a new version, outputs re-derived"):
         finding = Observation.read(state["t11"], server)
