@@ -11,7 +11,7 @@
 // Each step builds on the earlier ones; a failed step says what was sent and what came back.
 
 import { readFileSync } from 'node:fs';
-import { Client } from 'fhir-kit-client';
+import { CapabilityTool, Client } from 'fhir-kit-client';
 
 const [base, pid = 'fk1'] = process.argv.slice(2);
 if (!base) {
@@ -188,6 +188,40 @@ await step('capabilityStatement: R4, the input types declared', async () => {
   }
   const condition = declared.find((r) => r.type === 'Condition');
   state.condition = Boolean(condition && condition.interaction.some((i) => i.code === 'create'));
+});
+
+// The statement declares exactly what works (CONTRACT 5 v2): what this session does is declared,
+// and what it is refused is not.
+await step('CapabilityTool: every interaction this session uses is declared', async () => {
+  const capability = await client.capabilityStatement();
+  const tool = new CapabilityTool(capability);
+  for (const interaction of ['transaction', 'batch', 'history-system']) {
+    check(tool.serverCan(interaction), `server interaction ${interaction} not declared`);
+  }
+  const writes = ['create', 'update', 'delete', 'patch'];
+  const reads = ['read', 'vread', 'history-instance', 'history-type', 'search-type'];
+  for (const type of ['Observation', 'ImagingStudy', 'Patient']) {
+    for (const interaction of [...reads, ...writes]) {
+      check(tool.resourceCan(type, interaction), `${type} ${interaction} not declared`);
+    }
+    const resource = tool.resourceCapabilities({ resourceType: type });
+    check(resource.conditionalCreate === true, `${type} conditionalCreate not declared`);
+    check(resource.conditionalUpdate === true, `${type} conditionalUpdate not declared`);
+    check(['single', 'multiple'].includes(resource.conditionalDelete), `${type} conditionalDelete is ${resource.conditionalDelete}`);
+  }
+  for (const type of ['RiskAssessment', 'DiagnosticReport', 'Provenance']) {
+    for (const interaction of reads) check(tool.resourceCan(type, interaction), `${type} ${interaction} not declared`);
+    for (const interaction of writes) check(!tool.resourceCan(type, interaction), `${type} ${interaction} declared, but outputs are read-only`);
+  }
+  for (const [type, name] of [['Observation', 'subject'], ['Observation', 'patient'], ['Observation', 'code'], ['Observation', 'identifier'], ['RiskAssessment', 'patient'], ['DiagnosticReport', 'subject']]) {
+    check(tool.resourceSearch(type, name), `${type} search by ${name} not declared`);
+  }
+  const report = tool.resourceCapabilities({ resourceType: 'DiagnosticReport' });
+  check((report.searchInclude || []).includes('DiagnosticReport:result'), '_include=DiagnosticReport:result not declared');
+  check((report.searchRevInclude || []).includes('Provenance:target'), '_revinclude=Provenance:target not declared');
+  const operations = (type) => (tool.capabilityContents({ resourceType: type, capabilityType: 'operation' }) || []).map((o) => o.name);
+  check(operations('Observation').includes('validate'), 'Observation $validate not declared');
+  check(operations('Patient').includes('everything'), 'Patient $everything not declared');
 });
 
 await step('update: Patient and ImagingStudy at the client ids (PUT)', async () => {

@@ -68,6 +68,7 @@ def test_fhir_kit_client_session(base_url: str) -> None:
     names = [s["name"] for s in steps]
     # The session ran to its end: every interaction the issue names was tried.
     for wanted in (
+        "CapabilityTool",
         "resourceHistory",
         "typeHistory",
         "systemHistory",
