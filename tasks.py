@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 VALIDATOR = ROOT / "tests" / "validator"
+# The node peer client (fhir-kit-client) of the REST session tests.
+PEERS = ROOT / "tests" / "peers"
 
 
 def sh(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
@@ -46,18 +48,28 @@ def ensure_venv() -> None:
         stamp.write_text(digest)
 
 
-def ensure_validator() -> None:
-    """Install the independent FHIR validator (node) when node and npm are there."""
+def ensure_node_package(folder: Path) -> None:
+    """`npm ci` a node package of the tests when its lock changed (stamp: the lock's sha256)."""
     npm = shutil.which("npm")
-    if npm is None or not (VALIDATOR / "package-lock.json").exists():
+    if npm is None or not (folder / "package-lock.json").exists():
         print("node/npm not found: tests marked 'node' will be skipped", flush=True)
         return
-    lock = VALIDATOR / "package-lock.json"
-    stamp = VALIDATOR / "node_modules" / ".installed"
+    lock = folder / "package-lock.json"
+    stamp = folder / "node_modules" / ".installed"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if not stamp.exists() or stamp.read_text() != digest:
-        sh(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", cwd=VALIDATOR)
+        sh(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", cwd=folder)
         stamp.write_text(digest)
+
+
+def ensure_validator() -> None:
+    """Install the independent FHIR validator (node) when node and npm are there."""
+    ensure_node_package(VALIDATOR)
+
+
+def ensure_peers() -> None:
+    """Install the node peer client of the REST sessions (fhir-kit-client) when npm is there."""
+    ensure_node_package(PEERS)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -95,6 +107,7 @@ def test() -> None:
     """Every check CI runs: lint, format, types, import layers, the test suite with coverage."""
     ensure_venv()
     ensure_validator()
+    ensure_peers()
     ensure_chromium()
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
