@@ -1,0 +1,119 @@
+"""The rules of a Bundle as a whole (CONTRACT 3b, FHIR R4 bundle.html and http.html#trules).
+
+A Bundle's entries are read together: references between them go by `fullUrl`, and a PUT names
+its target in `request.url`. So the Bundle is refused (as a whole for a transaction, per entry
+for a batch) when:
+
+- two entries share a `fullUrl` (a reference to it could mean either: bundle.html#bdl-7);
+- a `urn:uuid:` reference points at no entry (such a reference has no meaning outside the Bundle);
+- a PUT entry's url names an id other than its resource's (http.html#update: the ids SHALL match;
+  a server must not pick one silently).
+
+Each fault is an `invalid` issue (400: the Bundle cannot be read as asked) naming the element by
+FHIRPath, `Bundle.entry[3].resource.subject.reference`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any, Final
+
+import orjson
+
+from fhir_app.fhir.inputs import Issue
+
+URN_UUID: Final = "urn:uuid:"
+# `Type/id` of a PUT that names its target (a conditional `Type?criteria` names none).
+_PUT_URL: Final = re.compile(r"[A-Z][A-Za-z]{0,63}/([^/?#]+)")
+# Enough issues to locate the faults without letting one Bundle make an outcome of any size.
+MAX_ISSUES_PER_ENTRY: Final = 20
+
+
+def _issue(path: str, text: str) -> Issue:
+    return Issue("error", "invalid", f"{path}: {text}", (path,))
+
+
+def entry_issues(entries: Sequence[Any]) -> dict[int, list[Issue]]:
+    """The Bundle rules each entry breaks, by entry index; entries that break none are absent.
+
+    `entries` is `Bundle.entry` as received (before references are rewritten); entries that are
+    not objects are left to the caller's shape checks.
+    """
+    found: dict[int, list[Issue]] = {}
+    full_urls: dict[str, list[int]] = {}
+    for index, entry in enumerate(entries):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if isinstance(full_url, str):
+            full_urls.setdefault(full_url, []).append(index)
+    for full_url, indexes in full_urls.items():
+        if len(indexes) < 2:
+            continue
+        for index in indexes:
+            others = ", ".join(f"Bundle.entry[{i}]" for i in indexes if i != index)
+            found.setdefault(index, []).append(
+                _issue(
+                    f"Bundle.entry[{index}].fullUrl",
+                    f"{full_url!r} is also the fullUrl of {others}; each entry needs its own",
+                )
+            )
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        if not isinstance(resource, dict):
+            continue
+        where = f"Bundle.entry[{index}]"
+        mismatch = _put_id_mismatch(entry, resource, where)
+        if mismatch is not None:
+            found.setdefault(index, []).append(mismatch)
+        dangling = list(_dangling_references(resource, f"{where}.resource", full_urls))
+        if dangling:
+            found.setdefault(index, []).extend(dangling[:MAX_ISSUES_PER_ENTRY])
+    return found
+
+
+def _put_id_mismatch(entry: dict[str, Any], resource: dict[str, Any], where: str) -> Issue | None:
+    request = entry.get("request")
+    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+        return None
+    url = request.get("url")
+    if request["method"].upper() != "PUT" or not isinstance(url, str):
+        return None
+    named = _PUT_URL.fullmatch(url)
+    given = resource.get("id")
+    if named is None or not isinstance(given, str) or given == named.group(1):
+        return None
+    return _issue(
+        f"{where}.resource.id",
+        f"the resource's id {given!r} differs from the id {named.group(1)!r} its request url "
+        f"{url!r} names; they must be the same",
+    )
+
+
+def _dangling_references(
+    resource: dict[str, Any], path: str, full_urls: dict[str, list[int]]
+) -> Iterator[Issue]:
+    # Most resources hold no urn:uuid reference at all: one serialisation and a byte search
+    # spare them the walk.
+    if URN_UUID.encode() not in orjson.dumps(resource):
+        return
+    for where, reference in _references(resource, path):
+        if reference.startswith(URN_UUID) and reference not in full_urls:
+            yield _issue(
+                where,
+                f"{reference!r} is the fullUrl of no entry of this Bundle",
+            )
+
+
+def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every `reference` string under `node`, with its FHIRPath."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                yield f"{path}.reference", value
+            elif isinstance(value, dict | list):
+                yield from _references(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _references(item, f"{path}[{index}]")
