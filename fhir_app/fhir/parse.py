@@ -121,7 +121,7 @@ def bundle_refusals(bundle_type: Any, entries: list[Any]) -> dict[int, InputReje
     """The entries a Bundle's faults refuse (CONTRACT 3b, validation.bundle_rules), by index: in a
     batch the entries at fault; in any other Bundle (a transaction, a collection) every entry,
     each with all the faults, since such a Bundle is taken in as a whole or not at all."""
-    faults = bundle_rules.entry_issues(entries)
+    faults = bundle_rules.entry_issues(entries, bundle_type)
     if not faults:
         return {}
     if bundle_type == "batch":

@@ -4,7 +4,10 @@ A Bundle's entries are read together: references between them go by `fullUrl`, a
 its target in `request.url`. So the Bundle is refused (as a whole for a transaction, per entry
 for a batch) when:
 
-- two entries share a `fullUrl` (a reference to it could mean either: bundle.html#bdl-7);
+- two entries share a `fullUrl` (a reference to it could mean either). Outside a transaction or
+  batch, R4's bdl-7 lets versions of one resource share it when their `meta.versionId`s differ
+  (the official example Bundle-bundle-references does); a transaction or batch writes, and two
+  writes to one fullUrl are refused whatever their versions;
 - a `urn:uuid:` reference points at no entry (such a reference has no meaning outside the Bundle);
 - a PUT entry's url names an id other than its resource's (http.html#update: the ids SHALL match;
   a server must not pick one silently).
@@ -24,6 +27,8 @@ import orjson
 from fhir_app.fhir.inputs import Issue
 
 URN_UUID: Final = "urn:uuid:"
+# The Bundle types whose entries are writes (http.html#transaction).
+WRITING_TYPES: Final = frozenset({"transaction", "batch"})
 # `Type/id` of a PUT that names its target (a conditional `Type?criteria` names none).
 _PUT_URL: Final = re.compile(r"[A-Z][A-Za-z]{0,63}/([^/?#]+)")
 # Enough issues to locate the faults without letting one Bundle make an outcome of any size.
@@ -34,12 +39,15 @@ def _issue(path: str, text: str) -> Issue:
     return Issue("error", "invalid", f"{path}: {text}", (path,))
 
 
-def entry_issues(entries: Sequence[Any]) -> dict[int, list[Issue]]:
+def entry_issues(
+    entries: Sequence[Any], bundle_type: Any = "transaction"
+) -> dict[int, list[Issue]]:
     """The Bundle rules each entry breaks, by entry index; entries that break none are absent.
 
-    `entries` is `Bundle.entry` as received (before references are rewritten); entries that are
-    not objects are left to the caller's shape checks.
+    `entries` is `Bundle.entry` as received (before references are rewritten), `bundle_type`
+    its `Bundle.type`; entries that are not objects are left to the caller's shape checks.
     """
+    writes = bundle_type in WRITING_TYPES
     found: dict[int, list[Issue]] = {}
     full_urls: dict[str, list[int]] = {}
     for index, entry in enumerate(entries):
@@ -47,7 +55,7 @@ def entry_issues(entries: Sequence[Any]) -> dict[int, list[Issue]]:
         if isinstance(full_url, str):
             full_urls.setdefault(full_url, []).append(index)
     for full_url, indexes in full_urls.items():
-        if len(indexes) < 2:
+        if len(indexes) < 2 or (not writes and _distinct_versions(entries, indexes)):
             continue
         for index in indexes:
             others = ", ".join(f"Bundle.entry[{i}]" for i in indexes if i != index)
@@ -71,6 +79,19 @@ def entry_issues(entries: Sequence[Any]) -> dict[int, list[Issue]]:
         if dangling:
             found.setdefault(index, []).extend(dangling[:MAX_ISSUES_PER_ENTRY])
     return found
+
+
+def _distinct_versions(entries: Sequence[Any], indexes: list[int]) -> bool:
+    """True when the entries at `indexes` all carry a `meta.versionId`, each a different one."""
+    versions = set()
+    for index in indexes:
+        resource = entries[index].get("resource")
+        meta = resource.get("meta") if isinstance(resource, dict) else None
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        if not isinstance(version, str) or version in versions:
+            return False
+        versions.add(version)
+    return True
 
 
 def _put_id_mismatch(entry: dict[str, Any], resource: dict[str, Any], where: str) -> Issue | None:

@@ -33,7 +33,12 @@ _REF_PREFIX: Final = "#/definitions/"
 
 def _strip(node: Any) -> Any:
     if isinstance(node, dict):
-        return {key: _strip(value) for key, value in node.items() if key != "description"}
+        # A `description` text documents; an element named `description` (an object) stays.
+        return {
+            key: _strip(value)
+            for key, value in node.items()
+            if not (key == "description" and isinstance(value, str))
+        }
     if isinstance(node, list):
         return [_strip(value) for value in node]
     return node
