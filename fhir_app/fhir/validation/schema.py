@@ -249,6 +249,10 @@ def _issues_of(resource_type: str, problem: Any) -> list[Issue]:
     if instance in ("", [], {}) and kind != "type":
         what = _JSON_KIND[type(instance)]
         return [_issue("structure", path, f"{what} that is empty is not allowed in FHIR JSON")]
+    if kind == "type" and details["types"] == ["integer"] and type(instance) is float:
+        # A JSON number, as R4 JSON writes integers, with a fraction: a value, not a type, fault.
+        what = _primitive_name(problem.schema_path)
+        return [_issue("value", path, f"{_shown(instance)} is not a valid FHIR {what}")]
     if kind == "type":
         expected = " or ".join(_EXPECTED.get(t, t) for t in details["types"])
         got = _JSON_KIND.get(type(instance), "a value")
