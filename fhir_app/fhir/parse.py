@@ -124,10 +124,10 @@ def bundle_refusals(bundle_type: Any, entries: list[Any]) -> dict[int, InputReje
     faults = bundle_rules.entry_issues(entries, bundle_type)
     if not faults:
         return {}
-    if bundle_type == "batch":
+    if not bundle_rules.refused_as_whole(bundle_type):
         return {index: InputRejected(issues) for index, issues in faults.items()}
-    every = [issue for index in sorted(faults) for issue in faults[index]]
-    return {index: InputRejected(every) for index in range(len(entries))}
+    every = InputRejected(bundle_rules.every_issue(faults))
+    return dict.fromkeys(range(len(entries)), every)
 
 
 def _resolve_full_urls(entries: list[Any]) -> None:

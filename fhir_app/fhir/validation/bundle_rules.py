@@ -33,6 +33,7 @@ WRITING_TYPES: Final = frozenset({"transaction", "batch"})
 _PUT_URL: Final = re.compile(r"[A-Z][A-Za-z]{0,63}/([^/?#]+)")
 # Enough issues to locate the faults without letting one Bundle make an outcome of any size.
 MAX_ISSUES_PER_ENTRY: Final = 20
+MAX_ISSUES_PER_BUNDLE: Final = 100
 
 
 def _issue(path: str, text: str) -> Issue:
@@ -58,13 +59,8 @@ def entry_issues(
         if len(indexes) < 2 or (not writes and _distinct_versions(entries, indexes)):
             continue
         for index in indexes:
-            others = ", ".join(f"Bundle.entry[{i}]" for i in indexes if i != index)
-            found.setdefault(index, []).append(
-                _issue(
-                    f"Bundle.entry[{index}].fullUrl",
-                    f"{full_url!r} is also the fullUrl of {others}; each entry needs its own",
-                )
-            )
+            others = [i for i in indexes if i != index]
+            found.setdefault(index, []).append(duplicate_issue(index, full_url, others))
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             continue
@@ -96,13 +92,27 @@ def _distinct_versions(entries: Sequence[Any], indexes: list[int]) -> bool:
 
 def _put_id_mismatch(entry: dict[str, Any], resource: dict[str, Any], where: str) -> Issue | None:
     request = entry.get("request")
-    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+    if not isinstance(request, dict):
         return None
-    url = request.get("url")
-    if request["method"].upper() != "PUT" or not isinstance(url, str):
+    return put_id_issue(where, resource.get("id"), request.get("method"), request.get("url"))
+
+
+def duplicate_issue(index: int, full_url: str, others: Sequence[int]) -> Issue:
+    """Entry `index` shares its fullUrl with the entries `others`."""
+    named = ", ".join(f"Bundle.entry[{i}]" for i in others)
+    return _issue(
+        f"Bundle.entry[{index}].fullUrl",
+        f"{full_url!r} is also the fullUrl of {named}; each entry needs its own",
+    )
+
+
+def put_id_issue(where: str, given: Any, method: Any, url: Any) -> Issue | None:
+    """The issue of a PUT entry (`where` = `Bundle.entry[i]`) whose request url names an id
+    other than its resource's `given` one; None when they agree or there is nothing to compare
+    (another method, a conditional url, a resource without id)."""
+    if not isinstance(method, str) or method.upper() != "PUT" or not isinstance(url, str):
         return None
     named = _PUT_URL.fullmatch(url)
-    given = resource.get("id")
     if named is None or not isinstance(given, str) or given == named.group(1):
         return None
     return _issue(
@@ -110,6 +120,11 @@ def _put_id_mismatch(entry: dict[str, Any], resource: dict[str, Any], where: str
         f"the resource's id {given!r} differs from the id {named.group(1)!r} its request url "
         f"{url!r} names; they must be the same",
     )
+
+
+def dangling_issue(where: str, reference: str) -> Issue:
+    """A `urn:uuid:` reference (at FHIRPath `where`) that is the fullUrl of no entry."""
+    return _issue(where, f"{reference!r} is the fullUrl of no entry of this Bundle")
 
 
 def _dangling_references(
@@ -121,10 +136,7 @@ def _dangling_references(
         return
     for where, reference in _references(resource, path):
         if reference.startswith(URN_UUID) and reference not in full_urls:
-            yield _issue(
-                where,
-                f"{reference!r} is the fullUrl of no entry of this Bundle",
-            )
+            yield dangling_issue(where, reference)
 
 
 def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -138,3 +150,16 @@ def _references(node: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for index, item in enumerate(node):
             yield from _references(item, f"{path}[{index}]")
+
+
+def refused_as_whole(bundle_type: Any) -> bool:
+    """True when a fault of one entry refuses every entry: in any Bundle but a batch (whose
+    entries are independent, http.html#transaction), the entries are taken in together."""
+    return bool(bundle_type != "batch")
+
+
+def every_issue(faults: dict[int, list[Issue]]) -> list[Issue]:
+    """The faults of all entries in entry order, bounded: what each entry of a Bundle refused as
+    a whole is told."""
+    issues = [issue for index in sorted(faults) for issue in faults[index]]
+    return issues[:MAX_ISSUES_PER_BUNDLE]
