@@ -6,11 +6,12 @@ import re
 from typing import Final
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
+from fhir_app.fhir.validation.rules import INPUT_TYPES
 from fhir_app.fhir.validation.schema import schema_issues
 from fhir_app.fhir.validation.text import control_character_issues
 
-# The resource types the processor takes in. Patient and Condition give context.
-INPUT_TYPES: Final = ("Observation", "ImagingStudy", "Patient", "Condition")
+__all__ = ["INPUT_TYPES", "validate_resource"]
+
 _RESOURCE_TYPE_NAME: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
 
 
