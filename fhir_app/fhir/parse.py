@@ -16,7 +16,6 @@ import orjson
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.validation import bundle_rules
-from fhir_app.fhir.validation.models import SUPPORTED_INPUT_MODELS
 from fhir_app.fhir.validation.resource import validate_resource
 from fhir_app.fhir.validation.rules import REQUIRED_CODES
 from fhir_app.fhir.validation.text import CONTROL_CHARACTER, control_character_issues
@@ -26,12 +25,23 @@ __all__ = [
     "FHIR_ID",
     "NDJSON_SUFFIXES",
     "REQUIRED_CODES",
-    "SUPPORTED_INPUT_MODELS",
     "control_character_issues",
     "iter_input_resources",
     "load_json",
     "validate_resource",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`SUPPORTED_INPUT_MODELS` (fhir.resources' models of the input types), imported on first
+    use: no path validates with them any more, and importing them costs every process about a
+    second of start-up."""
+    if name == "SUPPORTED_INPUT_MODELS":
+        from fhir_app.fhir.validation.models import SUPPORTED_INPUT_MODELS
+
+        return SUPPORTED_INPUT_MODELS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 NDJSON_SUFFIXES: Final = (".ndjson", ".jsonl", ".ndjson.txt")
 
