@@ -48,7 +48,7 @@ def entry_issues(
     `entries` is `Bundle.entry` as received (before references are rewritten), `bundle_type`
     its `Bundle.type`; entries that are not objects are left to the caller's shape checks.
     """
-    writes = bundle_type in WRITING_TYPES
+    writes = isinstance(bundle_type, str) and bundle_type in WRITING_TYPES
     found: dict[int, list[Issue]] = {}
     full_urls: dict[str, list[int]] = {}
     for index, entry in enumerate(entries):

@@ -219,3 +219,9 @@ def test_a_file_bundle_with_duplicates_and_a_put_mismatch(tmp_path: Path, kind: 
         }
 
     assert issues(in_memory) == issues(streamed(path))
+
+
+@pytest.mark.parametrize("kind", [None, 7, ["transaction"], {"a": 1}])
+def test_a_bundle_type_of_any_shape_is_no_crash(kind: Any) -> None:
+    document = {"resourceType": "Bundle", "type": kind, "entry": [entry(finding(), U1)] * 2}
+    assert set(entry_issues(document["entry"], kind)) == {0, 1}
