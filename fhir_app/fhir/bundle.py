@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import FHIR_ID, control_character_issues, rewrite_references
-from fhir_app.fhir.validation.bundle_rules import entry_issues
+from fhir_app.fhir.validation.bundle_rules import entry_issues, shell_issues
 
 BUNDLE_TYPES_PROCESSED = frozenset({"transaction", "batch", "collection", "searchset"})
 # The interactions a transaction or batch entry may ask for.
@@ -64,8 +64,9 @@ class BundleEntry:
 def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
     """The entries of a Bundle, with their request details read.
 
-    A malformed entry list, or a control character outside the entries, is rejected for the
-    whole Bundle (InputRejected); a problem inside one entry, or a Bundle rule it breaks
+    A malformed entry list, or a control character or a breach of R4 JSON outside the entries,
+    is rejected for the whole Bundle (InputRejected); a problem inside one entry (outside its
+    resource, which is validated later as an input), or a Bundle rule it breaks
     (validation.bundle_rules), is listed in its `problems`, so that a batch can answer that
     entry alone.
     """
@@ -78,6 +79,10 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
         raise InputRejected(
             [Issue("error", "structure", "Bundle.entry must be a list", ("Bundle.entry",))]
         )
+    # R4 JSON outside the entries' resources (those are validated as inputs, one by one).
+    malformed, malformed_entries = shell_issues(bundle)
+    if malformed:
+        raise InputRejected(malformed)
     out = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -102,6 +107,8 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
             if_match=_str(request.get("ifMatch")),
         )
         read.problems = control_character_issues(entry, read.label)
+        if not read.problems:
+            read.problems = malformed_entries.get(index, [])
         if not read.problems:
             try:
                 read.target = entry_target(read)

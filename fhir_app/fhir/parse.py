@@ -119,11 +119,15 @@ def _iter_document(document: Any, prefix: str) -> Iterator[tuple[str, JsonObject
         yield label, rejected("structure", "Bundle.entry must be an array", "Bundle.entry")
         return
     faults = bundle_refusals(document.get("type"), entries)
+    # R4 JSON outside the entries' resources: a fault of the Bundle refuses every entry, a fault
+    # of an entry (its fullUrl, its request) that entry.
+    malformed, malformed_entries = bundle_rules.shell_issues(document)
     _resolve_full_urls(entries)
     for index, entry in enumerate(entries):
         where = f"Bundle.entry[{index}]"
         entry_label = f"{prefix} {where}" if prefix else where
-        refusal = faults.get(index)
+        issues = malformed + malformed_entries.get(index, [])
+        refusal = faults.get(index) or (InputRejected(issues) if issues else None)
         yield entry_label, refusal if refusal is not None else _bundle_entry_resource(entry, where)
 
 

@@ -461,6 +461,9 @@ def _entry_record(
     lookup: Callable[[str], str | None] | None,
     offset: int,
 ) -> Record:
+    malformed = bundle_rules.entry_shell_issues(entry, number)
+    if malformed:
+        return Record(number, where, RecordKind.REJECTED, InputRejected(malformed), offset)
     found = _bundle_entry_resource(entry, where)
     if isinstance(found, InputRejected):
         return Record(number, where, RecordKind.REJECTED, found, offset)

@@ -14,17 +14,22 @@ for a batch) when:
 
 Each fault is an `invalid` issue (400: the Bundle cannot be read as asked) naming the element by
 FHIRPath, `Bundle.entry[3].resource.subject.reference`.
+
+`shell_issues` holds the Bundle itself (all but its entries' resources, which are validated one
+by one as inputs) to the rules of R4 JSON: no null, no empty value, the JSON type of each element
+(`"fullUrl": 7`, `"request": {"ifNoneExist": null}`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import orjson
 
 from fhir_app.fhir.inputs import Issue
+from fhir_app.fhir.validation.schema import schema_issues
 
 URN_UUID: Final = "urn:uuid:"
 # The Bundle types whose entries are writes (http.html#transaction).
@@ -163,3 +168,55 @@ def every_issue(faults: dict[int, list[Issue]]) -> list[Issue]:
     a whole is told."""
     issues = [issue for index in sorted(faults) for issue in faults[index]]
     return issues[:MAX_ISSUES_PER_BUNDLE]
+
+
+# Stands in for an entry's resource when the Bundle around it is checked: the smallest valid
+# resource, so that only the Bundle's own elements are judged.
+_PLACEHOLDER: Final = {"resourceType": "Bundle", "type": "collection"}
+_ENTRY_PATH: Final = re.compile(r"Bundle\.entry\[(\d+)\]")
+
+
+def shell_issues(bundle: Mapping[str, Any]) -> tuple[list[Issue], dict[int, list[Issue]]]:
+    """What the Bundle breaks of R4 JSON outside its entries' resources: issues of the Bundle
+    itself, and issues of each entry (fullUrl, request, ...) by entry index.
+
+    Missing elements (a `type`, a POST's `request.url`) are left to the callers, which answer
+    them in their own words (a POST without url creates its resource's type); entries that are
+    not objects, or whose resource is not one, are judged here like any other element.
+    """
+    shell = dict(bundle)
+    shell.setdefault("type", "collection")
+    entries = bundle.get("entry")
+    if isinstance(entries, list):
+        shell["entry"] = [
+            {**e, "resource": _PLACEHOLDER}
+            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+            else e
+            for e in entries
+        ]
+    whole: list[Issue] = []
+    by_entry: dict[int, list[Issue]] = {}
+    for issue in schema_issues("Bundle", shell):
+        if issue.code == "required":
+            continue
+        found = _ENTRY_PATH.match(issue.expression[0]) if issue.expression else None
+        if found is None:
+            whole.append(issue)
+        else:
+            by_entry.setdefault(int(found.group(1)), []).append(issue)
+    return whole, by_entry
+
+
+def entry_shell_issues(entry: Any, index: int) -> list[Issue]:
+    """`shell_issues` of one entry (numbered `index`) read alone, as a streamed Bundle is."""
+    _, by_entry = shell_issues({"resourceType": "Bundle", "entry": [entry]})
+    where = f"Bundle.entry[{index}]"
+    return [
+        Issue(
+            i.severity,
+            i.code,
+            i.diagnostics.replace("Bundle.entry[0]", where, 1),
+            tuple(e.replace("Bundle.entry[0]", where, 1) for e in i.expression),
+        )
+        for i in by_entry.get(0, [])
+    ]

@@ -159,16 +159,17 @@ def _definitions() -> dict[str, Any]:
 
 @cache
 def validator() -> Any:
-    """The compiled validator of the input types (rules.INPUT_TYPES), built on first use and
-    kept: one validator for all of them, because each would compile the whole schema again
-    (`contained` reaches every definition); a resource is checked against its own type's."""
+    """The compiled validator of the input types (rules.INPUT_TYPES) and of Bundle, built on
+    first use and kept: one validator for all of them, because each would compile the whole
+    schema again (`contained` reaches every definition); a resource is checked against its own
+    type's definition."""
     root = {
         "allOf": [
             {
                 "if": {"required": ["resourceType"], "properties": {"resourceType": {"const": t}}},
                 "then": {"$ref": f"{_REF}{t}"},
             }
-            for t in rules.INPUT_TYPES
+            for t in (*rules.INPUT_TYPES, "Bundle")
         ],
         "definitions": _definitions(),
     }
@@ -191,8 +192,8 @@ def compile_seconds() -> float:
 
 def schema_issues(resource_type: str, raw: JsonObject) -> list[Issue]:
     """What the tightened schema finds wrong with `raw`, a resource of `resource_type` (one of
-    rules.INPUT_TYPES), one issue per element (FHIRPath), the most telling first; none when it
-    is valid."""
+    rules.INPUT_TYPES, or Bundle), one issue per element (FHIRPath), the most telling first;
+    none when it is valid."""
     compiled = validator()
     if compiled.is_valid(raw):
         return []

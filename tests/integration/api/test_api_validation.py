@@ -277,3 +277,22 @@ def test_urn_uuid_references_that_resolve_are_accepted(fhir: httpx.Client) -> No
     assert response.status_code == 200, response.text
     stored = fhir.get("Observation/e").json()
     assert stored["derivedFrom"] == [{"reference": "ImagingStudy/s5"}]
+
+
+def test_the_bundle_itself_is_held_to_r4_json(fhir: httpx.Client, engine: Engine) -> None:
+    before = snapshot(engine)
+    good = entry(
+        finding("g"), "PUT", "Observation/g", "urn:uuid:1c0e3b2a-0000-4000-8000-000000000001"
+    )
+    bad = entry(
+        finding("h"), "PUT", "Observation/h", "urn:uuid:1c0e3b2a-0000-4000-8000-000000000002"
+    )
+    bad["request"]["ifMatch"] = None
+    response = post_json(fhir, "", bundle("transaction", good, bad))
+    refused(response, 400, "Bundle.entry[1].request.ifMatch", "structure")
+    response = post_json(fhir, "", {**bundle("transaction", good), "timestamp": None})
+    refused(response, 400, "Bundle.timestamp", "structure")
+    assert snapshot(engine) == before
+    answers = post_json(fhir, "", bundle("batch", good, bad)).json()["entry"]
+    assert [a["response"]["status"][:3] for a in answers] == ["201", "400"]
+    assert "Bundle.entry[1].request.ifMatch" in issues_text(answers[1]["response"]["outcome"])

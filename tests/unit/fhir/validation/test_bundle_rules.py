@@ -15,7 +15,7 @@ from fhir_app.fhir.bundle import assign_ids, bundle_entries
 from fhir_app.fhir.inputs import InputRejected, JsonObject
 from fhir_app.fhir.parse import iter_input_resources
 from fhir_app.fhir.stream import iter_records, record_resources
-from fhir_app.fhir.validation.bundle_rules import entry_issues
+from fhir_app.fhir.validation.bundle_rules import entry_issues, entry_shell_issues, shell_issues
 
 U1, U2, U3 = (f"urn:uuid:3f2c9a4e-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 
@@ -225,3 +225,55 @@ def test_a_file_bundle_with_duplicates_and_a_put_mismatch(tmp_path: Path, kind: 
 def test_a_bundle_type_of_any_shape_is_no_crash(kind: Any) -> None:
     document = {"resourceType": "Bundle", "type": kind, "entry": [entry(finding(), U1)] * 2}
     assert set(entry_issues(document["entry"], kind)) == {0, 1}
+
+
+# --- the Bundle itself: R4 JSON outside the entries' resources -----------------------------------
+
+
+def test_shell_issues_of_the_bundle_and_of_each_entry() -> None:
+    document = bundle(
+        "transaction",
+        {**entry(finding("o1"), U1), "fullUrl": 7},
+        entry(finding("o2"), U2, "POST", "Observation") | {"search": {}},
+        {"request": {"method": "DELETE", "url": "Observation/x", "ifMatch": None}},
+        {"resource": None},
+    )
+    document["timestamp"] = None
+    whole, by_entry = shell_issues(document)
+    assert [(i.code, i.expression) for i in whole] == [("structure", ("Bundle.timestamp",))]
+    assert {i: [x.expression for x in issues] for i, issues in by_entry.items()} == {
+        0: [("Bundle.entry[0].fullUrl",)],
+        1: [("Bundle.entry[1].search",)],
+        2: [("Bundle.entry[2].request.ifMatch",)],
+        3: [("Bundle.entry[3].resource",)],
+    }
+    assert [i.expression for i in entry_shell_issues(document["entry"][2], 9)] == [
+        ("Bundle.entry[9].request.ifMatch",)
+    ]
+
+
+def test_shell_leaves_missing_elements_and_resources_to_others() -> None:
+    document = {"resourceType": "Bundle", "entry": [{"resource": {**finding(), "issued": None}}]}
+    document["entry"].append({"request": {"method": "POST"}})  # no url: creates the type
+    assert shell_issues(document) == ([], {})
+
+
+def test_rest_entries_carry_shell_problems_and_the_bundle_is_refused() -> None:
+    document = bundle("batch", entry(finding("o1"), U1), {**entry(finding("o2"), U2), "fullUrl": 7})
+    assert [len(e.problems) for e in bundle_entries(document)] == [0, 1]
+    with pytest.raises(InputRejected) as caught:
+        bundle_entries({**document, "meta": {}})
+    assert caught.value.issues[0].expression == ("Bundle.meta",)
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_file_bundle_shell_faults(tmp_path: Path, kind: str) -> None:
+    document = bundle(kind, entry(finding("o1"), U1), {**entry(finding("o2"), U2), "fullUrl": 7})
+    data = orjson.dumps(document)
+    path = tmp_path / "b.json"
+    path.write_bytes(data)
+    expected = [("Bundle.entry[0]", "o1"), ("Bundle.entry[1]", "rejected")]
+    assert labelled(list(iter_input_resources(data, filename_hint="b.json"))) == expected
+    assert labelled(streamed(path)) == expected
+    whole = orjson.dumps({**document, "timestamp": None})
+    assert {item for _, item in labelled(list(iter_input_resources(whole)))} == {"rejected"}
