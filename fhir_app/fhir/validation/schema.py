@@ -1,5 +1,5 @@
 """The first gate: the official FHIR JSON schema, tightened to the rules of R4 JSON, compiled once
-per process with jsonschema-rs (about 0.15 s, on first use).
+per process with jsonschema-rs (a few hundredths of a second and about 13 MB, on first use).
 
 The schema (schema/fhir.schema.json, vendored from hl7.fhir.r4b.core 4.3.0; see schema/README.md)
 says which elements each type has and the JSON type and pattern of each primitive. On its own it
@@ -15,13 +15,13 @@ is weaker than FHIR R4 JSON (json.html, datatypes.html); `tightened` adds, befor
 - required primitive elements (schema/elements.json, from the StructureDefinitions): the value
   or its `_element` extension must be there; at most one element of each choice (`value[x]`);
 - the required code bindings of rules.REQUIRED_CODES; R4B-only data types are removed;
-- a contained resource is validated as its own type (the schema's `oneOf` over every resource
-  type reports only that none matched).
+- a contained resource is validated as its own type, by a validator of that type (the schema's
+  `oneOf` over every resource type reports only that none matched, and holding every type in
+  one validator costs 100 MB).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -54,14 +54,16 @@ def _load(name: str) -> Any:
 
 
 @cache
-def _facts() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    return _load("fhir.schema.json"), _load("elements.json")
+def element_facts() -> dict[str, dict[str, Any]]:
+    """schema/elements.json: required primitives and choice elements per definition."""
+    facts: dict[str, dict[str, Any]] = _load("elements.json")
+    return facts
 
 
+@cache
 def resource_types() -> frozenset[str]:
     """Every resource type the vendored schema describes (those a contained resource may be)."""
-    schema, _ = _facts()
-    return frozenset(schema["discriminator"]["mapping"])
+    return frozenset(_load("fhir.schema.json")["discriminator"]["mapping"])
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -76,8 +78,8 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 def tightened() -> dict[str, Any]:
     """The definitions of the vendored schema with the rules of R4 JSON added (module docstring)."""
-    schema, facts = _facts()
-    definitions: dict[str, Any] = copy.deepcopy(schema["definitions"])
+    schema, facts = _load("fhir.schema.json"), element_facts()
+    definitions: dict[str, Any] = schema["definitions"]
     resource_names = sorted(schema["discriminator"]["mapping"])
     patterns = {name: definitions[name].get("pattern") for name in definitions}
     integer_by_pattern = {patterns[name]: name for name in rules.INTEGER_RANGES}
@@ -114,17 +116,13 @@ def tightened() -> dict[str, Any]:
         definitions[name]["properties"]["id"] = {"$ref": f"{_REF}id"}
     for (name, element), codes in rules.REQUIRED_CODES.items():
         definitions[name]["properties"][element] = {"enum": sorted(codes)}
+    # A contained resource (or a Bundle entry's) is an object of a known resource type here;
+    # `schema_issues` then validates each contained one against its own type's validator. Left
+    # to the schema, every validator would hold all 141 resource types: 100 MB instead of 13.
     definitions["ResourceList"] = {
         "type": "object",
         "required": ["resourceType"],
         "properties": {"resourceType": {"enum": resource_names}},
-        "allOf": [
-            {
-                "if": {"required": ["resourceType"], "properties": {"resourceType": {"const": t}}},
-                "then": {"$ref": f"{_REF}{t}"},
-            }
-            for t in resource_names
-        ],
     }
     return definitions
 
@@ -152,26 +150,31 @@ def _add_element_rules(definition: dict[str, Any], facts: Mapping[str, Any]) -> 
         definition["dependencies"] = dependencies
 
 
-@cache
-def _definitions() -> dict[str, Any]:
-    return tightened()
+# The types of the validator every process compiles: the inputs, and Bundle (its own elements).
+MAIN_TYPES: Final = (*rules.INPUT_TYPES, "Bundle")
 
 
-@cache
-def validator() -> Any:
-    """The compiled validator of the input types (rules.INPUT_TYPES) and of Bundle, built on
-    first use and kept: one validator for all of them, because each would compile the whole
-    schema again (`contained` reaches every definition); a resource is checked against its own
-    type's definition."""
+def _compile(resource_types: tuple[str, ...]) -> Any:
+    """A validator of `resource_types` (each resource against its own type's definition) over
+    the definitions they reach, no others: what jsonschema-rs compiles grows with them."""
+    # Tightened afresh and dropped after compiling: kept, the definitions would hold 13 MB.
+    definitions = tightened()
+    reach: set[str] = set()
+    todo = list(resource_types)
+    while todo:
+        name = todo.pop()
+        if name not in reach:
+            reach.add(name)
+            todo.extend(ref.removeprefix(_REF) for ref in _refs(definitions[name]))
     root = {
         "allOf": [
             {
                 "if": {"required": ["resourceType"], "properties": {"resourceType": {"const": t}}},
                 "then": {"$ref": f"{_REF}{t}"},
             }
-            for t in (*rules.INPUT_TYPES, "Bundle")
+            for t in resource_types
         ],
-        "definitions": _definitions(),
+        "definitions": {name: definitions[name] for name in sorted(reach)},
     }
     return jsonschema_rs.Draft7Validator(
         root,
@@ -180,37 +183,70 @@ def validator() -> Any:
     )
 
 
+def _refs(node: Any) -> Iterator[str]:
+    for item in _walk(node):
+        ref = item.get("$ref")
+        if isinstance(ref, str):
+            yield ref
+
+
+@cache
+def validator() -> Any:
+    """The compiled validator of MAIN_TYPES, built on first use and kept (one for all of them:
+    they share most definitions)."""
+    return _compile(MAIN_TYPES)
+
+
+@cache
+def _contained_validator(resource_type: str) -> Any:
+    """The validator of another resource type, for contained resources, built when one is met."""
+    return _compile((resource_type,))
+
+
 def compile_seconds() -> float:
     """Seconds to load, tighten and compile the validator from nothing (for bench/)."""
-    _facts.cache_clear()
-    _definitions.cache_clear()
+    element_facts.cache_clear()
+    resource_types.cache_clear()
     validator.cache_clear()
+    _contained_validator.cache_clear()
     start = time.perf_counter()
     validator()
     return time.perf_counter() - start
 
 
-def schema_issues(resource_type: str, raw: JsonObject) -> list[Issue]:
+def schema_issues(resource_type: str, raw: JsonObject, root: str | None = None) -> list[Issue]:
     """What the tightened schema finds wrong with `raw`, a resource of `resource_type` (one of
-    rules.INPUT_TYPES, or Bundle), one issue per element (FHIRPath), the most telling first;
-    none when it is valid."""
-    compiled = validator()
-    if compiled.is_valid(raw):
-        return []
+    MAIN_TYPES, or any resource type when it is contained), one issue per element, by FHIRPath
+    from `root` (default: the type), the most telling first; none when it is valid.
+
+    Contained resources are validated each against its own type (R4 allows no contained
+    resource inside a contained one, so one level is all there is).
+    """
+    root = root or resource_type
+    compiled = validator() if resource_type in MAIN_TYPES else _contained_validator(resource_type)
     by_path: dict[str, Issue] = {}
-    for problem in compiled.iter_errors(raw):
-        for issue in _issues_of(resource_type, problem):
-            path = issue.expression[0]
-            kept = by_path.get(path)
-            if kept is None or _PRIORITY[issue.code] < _PRIORITY[kept.code]:
-                by_path[path] = issue
-        if len(by_path) >= MAX_ISSUES:
-            break
+    if not compiled.is_valid(raw):
+        for problem in compiled.iter_errors(raw):
+            for issue in _issues_of(root, problem):
+                path = issue.expression[0]
+                kept = by_path.get(path)
+                if kept is None or _PRIORITY[issue.code] < _PRIORITY[kept.code]:
+                    by_path[path] = issue
+            if len(by_path) >= MAX_ISSUES:
+                break
+    contained = raw.get("contained")
+    if isinstance(contained, list) and root == resource_type:
+        known = resource_types()
+        for index, item in enumerate(contained):
+            kind = item.get("resourceType") if isinstance(item, dict) else None
+            if isinstance(kind, str) and kind in known and len(by_path) < MAX_ISSUES:
+                for issue in schema_issues(kind, item, f"{root}.contained[{index}]"):
+                    by_path.setdefault(issue.expression[0], issue)
     return sorted(by_path.values(), key=lambda i: (_PRIORITY[i.code], i.expression))
 
 
-def _fhirpath(resource_type: str, instance_path: Iterable[str | int]) -> str:
-    path = resource_type
+def _fhirpath(root: str, instance_path: Iterable[str | int]) -> str:
+    path = root
     for part in instance_path:
         path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
@@ -244,11 +280,11 @@ def _issue(code: str, path: str, text: str) -> Issue:
     return Issue("error", code, f"{path}: {text}", (path,))
 
 
-def _issues_of(resource_type: str, problem: Any) -> list[Issue]:
+def _issues_of(root: str, problem: Any) -> list[Issue]:
     kind = problem.kind.name
     details = problem.kind.as_dict()
     instance = problem.instance
-    path = _fhirpath(resource_type, problem.instance_path)
+    path = _fhirpath(root, problem.instance_path)
     if kind == "additionalProperties":
         return [
             _issue("structure", f"{path}.{name}", "unknown element (not in FHIR R4)")
@@ -272,7 +308,7 @@ def _issues_of(resource_type: str, problem: Any) -> list[Issue]:
             got = f"{got} ({_shown(instance)})"
         return [_issue("structure", path, f"expected {expected}, got {got}; no conversion")]
     if kind == "not" and "dependencies" in problem.schema_path:
-        return [_choice_issue(resource_type, problem)]
+        return [_choice_issue(root, problem)]
     if kind == "anyOf":
         return [_required_choice_issue(path, problem)]
     if kind == "enum" and problem.instance_path[-1:] == ["resourceType"]:
@@ -319,18 +355,18 @@ def _primitive_name(schema_path: Iterable[str | int]) -> str:
     return type_name[0].lower() + type_name[1:]
 
 
-def _choice_issue(resource_type: str, problem: Any) -> Issue:
+def _choice_issue(root: str, problem: Any) -> Issue:
     """Two elements of one choice: `Observation.value[x]`."""
     parts = list(problem.schema_path)
     option = str(parts[parts.index("dependencies") + 1])
     definition = str(parts[1]) if parts[:1] == ["definitions"] else ""
-    _, facts = _facts()
+    facts = element_facts()
     choices: dict[str, list[str]] = facts.get(definition, {}).get("choices", {})
     base, options = next(
         ((base, options) for base, options in choices.items() if option in options),
         ("value", [option]),
     )
-    path = f"{_fhirpath(resource_type, problem.instance_path)}.{base}[x]"
+    path = f"{_fhirpath(root, problem.instance_path)}.{base}[x]"
     present = [name for name in problem.instance if name in options and name != option]
     return _issue(
         "structure",
@@ -342,7 +378,7 @@ def _choice_issue(resource_type: str, problem: Any) -> Issue:
 def _required_choice_issue(path: str, problem: Any) -> Issue:
     parts = list(problem.schema_path)
     definition = str(parts[1]) if parts[:1] == ["definitions"] else ""
-    _, facts = _facts()
+    facts = element_facts()
     required = [r for r in facts.get(definition, {}).get("required", ()) if str(r).endswith("[x]")]
     element = required[0] if required else "value[x]"
     return _issue("required", f"{path}.{element}", "required element is missing")

@@ -284,7 +284,7 @@ def test_the_validator_is_compiled_once() -> None:
 
 
 def test_element_facts_from_the_structure_definitions() -> None:
-    _, facts = schema._facts()
+    facts = schema.element_facts()
     assert facts["Observation"]["required"] == ["status"]
     assert "valueQuantity" in facts["Observation_Component"]["choices"]["value"]
     assert facts["Extension"]["required"] == ["url"]
