@@ -234,6 +234,17 @@ def test_contained_resources_are_validated_as_their_type() -> None:
     raw = observation(contained=[{"resourceType": "Spaceship", "id": "x"}])
     assert only(raw) == ("structure", ("Observation.contained[0].resourceType",))
     validate_resource(observation(contained=[{"resourceType": "Device", "id": "d"}]))
+    raw = observation(
+        contained=[
+            {"resourceType": "Device", "id": "d", "status": 5},
+            {"resourceType": "Organization", "id": "o", "active": True},
+            {"resourceType": "Practitioner", "id": "p", "name": [{"family": None}]},
+        ]
+    )
+    assert {(i.code, i.expression) for i in issues_of(raw)} == {
+        ("structure", ("Observation.contained[0].status",)),
+        ("structure", ("Observation.contained[2].name[0].family",)),
+    }
 
 
 def test_control_character_alone_is_reported() -> None:
