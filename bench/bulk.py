@@ -17,10 +17,11 @@ not do the work cannot pass for a result.
 With `--before REV`, the same end-to-end runs of an earlier commit (checked out into a temporary
 git worktree, its own code on PYTHONPATH, the virtualenv shared) on the same input file, each
 backend's before and after runs back to back, and the ratios now / before. Target: PostgreSQL at
-least 2x the commit before strict validation (307bf9a).
+least 2x the commit before strict validation (307bf9a). `--repeat N` makes each end-to-end run N
+times (the two trees taking turns) and keeps the median: the machine may be shared.
 
 Run: `.venv/bin/python bench/bulk.py [--resources 20000] [--backend sqlite --backend postgresql]
-[--before 307bf9a]`
+[--before 307bf9a [--repeat 3]]`
 """
 
 from __future__ import annotations
@@ -196,9 +197,11 @@ def run_bulk(
     *,
     progress: bool = True,
     before: str | None = None,
+    repeat: int = 1,
 ) -> BulkResult:
     """Generate the input, measure the baselines and every end-to-end run (and, with `before`,
-    the earlier commit's run before each of this tree's)."""
+    the earlier commit's run before each of this tree's). With `repeat`, each end-to-end run is
+    made that many times (taking turns with the earlier commit's) and the median one kept."""
 
     def say(text: str) -> None:
         if progress:
@@ -219,23 +222,34 @@ def run_bulk(
         earlier = _worktree(before, work) if before else None
         try:
             for backend in backends:
-                if earlier is not None:
-                    say(f"fhir-app process on {backend}, {before} ...")
-                    old = end_to_end(
-                        backend, input_file, tiny_file, population, work, earlier, str(before)
-                    )
-                    say(f"{backend}, {before}: {old.rate:,.0f} resources/s; {old.note}")
-                    result.before.append(old)
-                say(f"fhir-app process on {backend} ...")
-                run = end_to_end(backend, input_file, tiny_file, population, work)
-                say(f"{backend}: {run.rate:,.0f} resources/s; {run.note}")
-                result.e2e.append(run)
+                olds: list[EndToEnd] = []
+                news: list[EndToEnd] = []
+                for _ in range(max(1, repeat)):
+                    if earlier is not None:
+                        say(f"fhir-app process on {backend}, {before} ...")
+                        old = end_to_end(
+                            backend, input_file, tiny_file, population, work, earlier, str(before)
+                        )
+                        say(f"{backend}, {before}: {old.rate:,.0f} resources/s; {old.note}")
+                        olds.append(old)
+                    say(f"fhir-app process on {backend} ...")
+                    run = end_to_end(backend, input_file, tiny_file, population, work)
+                    say(f"{backend}: {run.rate:,.0f} resources/s; {run.note}")
+                    news.append(run)
+                if olds:
+                    result.before.append(_median(olds))
+                result.e2e.append(_median(news))
         finally:
             if earlier is not None:
                 subprocess.run(
                     ["git", "worktree", "remove", "--force", str(earlier)], cwd=ROOT, check=False
                 )
     return result
+
+
+def _median(runs: list[EndToEnd]) -> EndToEnd:
+    """The run of median rate (an odd count gives a run actually made)."""
+    return sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
 
 
 def _worktree(rev: str, work: Path) -> Path:
@@ -347,10 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", action="append", choices=BACKENDS, dest="backends")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--before", help="an earlier commit to run on the same input (git rev)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="end-to-end runs per tree and backend (median kept)"
+    )
     args = parser.parse_args(argv)
     print(machine_line())
     backends = tuple(args.backends or BACKENDS)
-    result = run_bulk(args.resources, backends, args.seed, before=args.before)
+    result = run_bulk(args.resources, backends, args.seed, before=args.before, repeat=args.repeat)
     print_bulk(result)
     runs = [*result.before, *result.e2e]
     return 0 if all(e.outputs_ok or e.run is None for e in runs) else 1
