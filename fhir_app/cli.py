@@ -27,6 +27,7 @@ from fhir_app.bulk import (
 )
 from fhir_app.config import Settings, get_settings
 from fhir_app.domain.appearance import AppearanceSettings
+from fhir_app.fhir import conceptmap
 from fhir_app.fhir.inputs import InputRejected, JsonObject
 from fhir_app.fhir.parse import iter_input_resources
 from fhir_app.fhir.report.presented import page_of_patients
@@ -48,6 +49,7 @@ app = typer.Typer(
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 # The database could not be used (unreachable, refusing, failing): outside the contract's 0/1/2.
 EXIT_DATABASE = 3
+EXIT_CONCEPT_MAP = 4
 
 
 class Engine(StrEnum):
@@ -60,7 +62,7 @@ class Engine(StrEnum):
 Inputs = Annotated[
     list[Path],
     typer.Argument(
-        help="Bundle JSON or NDJSON files of Observations and ImagingStudies.",
+        help="Bundle JSON or NDJSON files of input resources (Observation, Condition, ...).",
         exists=True,
         dir_okay=False,
         readable=True,
@@ -108,6 +110,7 @@ def assess_command(
 ) -> None:
     """Derive SINS and the classification in memory and print the output Bundle (stores nothing)."""
     settings = get_settings()
+    conceptmap.configure(settings.concept_map_dir)
     if html is not None and not html.parent.is_dir():
         typer.echo(f"error: --html {html}: the folder {html.parent} does not exist", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -188,6 +191,7 @@ def process_command(
     Streams input of any size, one transaction per chunk; run it again to resume after a crash.
     With --engine spark the same derivation runs on Spark, with no database.
     """
+    conceptmap.configure(get_settings().concept_map_dir)
     if engine is Engine.spark:
         process_on_spark(inputs, output_folder(out), master)
     if master is not None:
@@ -395,6 +399,7 @@ def serve_command(
     from fhir_app.api.server import run_server, server_config
 
     settings = get_settings()
+    conceptmap.configure(settings.concept_map_dir)
     refusal = serve_refusal(host, settings, allow_unauthenticated_remote)
     if refusal is None and (ssl_certfile is None) != (ssl_keyfile is None):
         refusal = "--ssl-certfile and --ssl-keyfile go together"
@@ -581,11 +586,16 @@ def report_command(
 def main() -> None:
     """Console-script entry point: a database that cannot be used is a message and exit code 3,
     not a traceback (nothing half-stored: every unit of work rolled back, and `process` resumes
-    from its last checkpoint when run again)."""
+    from its last checkpoint when run again); a ConceptMap that cannot be used is a message naming
+    the file and element and exit code 4, before anything is read or stored."""
     from fhir_app.store import TransientStoreError, store_error
 
     try:
         app()
+    except conceptmap.ConceptMapError as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        typer.echo(f"fhir-app: a ConceptMap cannot be used: {first_line}", err=True)
+        sys.exit(EXIT_CONCEPT_MAP)
     except Exception as error:  # only store faults are answered here; the rest re-raised
         fault = store_error(error)
         if fault is None:

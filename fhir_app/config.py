@@ -18,7 +18,11 @@ MIB = 1024 * 1024
 
 
 class Settings(BaseSettings):
-    """Every knob of the processor; each field is `FHIR_APP_<FIELD NAME>` in the environment."""
+    """Every knob of the processor; each field is `FHIR_APP_<FIELD NAME>` in the environment.
+
+    `concept_map_dir` (`FHIR_APP_CONCEPT_MAP_DIR`) names the site's own ConceptMaps (CONTRACT.md
+    3a), checked at start-up beside the shipped ones in profiles/conceptmaps/.
+    """
 
     model_config = SettingsConfigDict(env_prefix="FHIR_APP_", extra="ignore", frozen=True)
 
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
     export_dir: Path = Field(
         default=Path("./fhir-app-exports"),
         description="Folder of the bulk $export jobs: one folder per job, NDJSON and state.",
+    )
+    concept_map_dir: Path | None = Field(
+        default=None,
+        description="A folder of the site's own FHIR R4 ConceptMap JSON files "
+        "(FHIR_APP_CONCEPT_MAP_DIR), read with the shipped maps in profiles/conceptmaps/ at "
+        "start-up: a site's row for a source code replaces the shipped one; a broken map stops "
+        "the start with the file and element named (CONTRACT.md 3a).",
     )
     export_retention_hours: float = Field(
         default=24,

@@ -93,6 +93,8 @@ def group_by_patient(
 ) -> dict[str, PatientInputs]:
     """Group the counting inputs (not withdrawn, not ignored) per patient and level.
 
+    `observations` include the Conditions (MappedCondition), read as the findings they state.
+
     A Patient resource is the context of the patient whose id it has.
     """
     patients: dict[str, PatientInputs] = {}
@@ -107,7 +109,8 @@ def group_by_patient(
         if not study.withdrawn:
             of(study.patient).studies[study.resource_id] = study
     for obs in observations:
-        if obs.withdrawn or obs.ignored:
+        # Only an ignored input can lack a patient; the check also tells the type checker so.
+        if obs.withdrawn or obs.ignored or obs.patient is None:
             continue
         inputs = of(obs.patient)
         for level in sorted(obs.levels, key=lambda lvl: lvl.order):

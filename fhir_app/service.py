@@ -7,6 +7,7 @@ transaction leaves the database exactly as it was.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import orjson
 from fhir_app.derivation import PatientInputs, group_by_patient
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.levels import VertebralLevel
-from fhir_app.fhir import inbound, outbound
+from fhir_app.fhir import conceptmap, inbound, outbound
 from fhir_app.fhir.bundle import BundleEntry, EntryTarget, assign_ids, bundle_entries
 from fhir_app.fhir.inputs import (
     InputRejected,
@@ -32,6 +33,7 @@ from fhir_app.fhir.inputs import (
 )
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import control_character_issues, validate_resource
+from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
 from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
 from fhir_app.store.bulk import CurrentState, InputRow, NewVersion, OutputRow, served_content
@@ -42,7 +44,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     PROCESSOR_VERSION = "0.0.0"
 
 LEVEL_KINDS = ("sins", "cls", "risk")
-INPUT_TYPES = frozenset({"Observation", "ImagingStudy", "Patient"})
+INPUT_TYPES = frozenset({"Observation", "Condition", "ImagingStudy", "Patient"})
 OUTPUT_TYPES = frozenset({"Observation", "RiskAssessment", "DiagnosticReport", "Provenance"})
 
 
@@ -54,10 +56,19 @@ def utcnow() -> datetime:
 def mapped(
     raw: JsonObject, *, resource_id: str, version_id: int, received_at: datetime
 ) -> MappedObservation | MappedStudy | MappedPatient | None:
-    """Map an input resource to what derivation needs."""
+    """Map an input resource to what derivation needs.
+
+    The ConceptMaps apply first (CONTRACT.md 3a), to a copy: inbound reads standard codes as the
+    contract's, and the caller keeps `raw` as received.
+    """
+    raw = conceptmap.translate(raw)
     rtype = raw.get("resourceType")
     if rtype == "Observation":
         return inbound.map_observation(
+            raw, resource_id=resource_id, version=version_id, received_at=received_at
+        )
+    if rtype == "Condition":
+        return inbound.map_condition(
             raw, resource_id=resource_id, version=version_id, received_at=received_at
         )
     if rtype == "ImagingStudy":
@@ -280,6 +291,9 @@ def search_tokens(resource: JsonObject) -> list[tuple[str, str | None, str]]:
 
 
 Clock = Callable[[], datetime]
+# Answers a GET or HEAD entry of a transaction or batch: `{"resource": ..., "response": ...}`,
+# or raises ServiceError for that entry. The REST interface provides it (reads and searches).
+EntryReader = Callable[[BundleEntry], JsonObject]
 T = TypeVar("T")
 # Attempts of a unit of work that loses races before its commit (then 503 + Retry-After).
 RACE_ATTEMPTS = 4
@@ -392,6 +406,58 @@ class WriteResult:
         if self.version_id is None:
             return None
         return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryCursor:
+    """Where a page of history ends: the (lastUpdated, type, id, version) of its last entry.
+
+    History pages are newest first; the next page holds the versions strictly older than this
+    key (keyset paging), so versions written while a client pages never shift what it reads.
+    In links it travels as one opaque, URL-safe token (`_page`).
+    """
+
+    last_updated: datetime
+    resource_type: str
+    resource_id: str
+    version_id: int
+
+    @property
+    def key(self) -> tuple[datetime, str, str, int]:
+        """The keyset position, in the store's history order."""
+        return (self.last_updated, self.resource_type, self.resource_id, self.version_id)
+
+    @classmethod
+    def after(cls, row: StoredResource) -> HistoryCursor:
+        """The position of `row`: the next page starts with the version before it."""
+        return cls(row.last_updated, row.resource_type, row.resource_id, row.version_id)
+
+    def token(self) -> str:
+        """The cursor as URL-safe text."""
+        text = "|".join(
+            (
+                self.last_updated.astimezone(UTC).isoformat(),
+                self.resource_type,
+                self.resource_id,
+                str(self.version_id),
+            )
+        )
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @classmethod
+    def parse(cls, token: str) -> HistoryCursor:
+        """A cursor from `token`; 400 for text that no history page wrote."""
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            moment, rtype, rid, vid = text.split("|")
+            when = datetime.fromisoformat(moment)
+            if when.tzinfo is None or not vid.isdigit():
+                raise ValueError(token)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ServiceError.of(
+                400, "invalid", f"_page={token!r} is not a page of this history", "_page"
+            ) from exc
+        return cls(when, rtype, rid, int(vid))
 
 
 class PlannedVersions:
@@ -822,12 +888,21 @@ class FhirService:
         the one resource that matches; with no match, the resource's own id, else a new one.
         Several matches are 412; a resource id other than the match's is 400."""
         assert target.criteria is not None
-        found = self._conditional_match(
-            uow, target.resource_type, target.criteria, f"PUT {target.resource_type}?"
-        )
         given = entry.resource.get("id") if entry.resource is not None else None
+        rid, _matched = self._conditional_update_target(
+            uow, target.resource_type, target.criteria, given
+        )
+        return rid
+
+    def _conditional_update_target(
+        self, uow: InputWrites | UnitOfWork, rtype: str, criteria: str, given: object
+    ) -> tuple[str, bool]:
+        """The id `PUT rtype?criteria` writes, given the id in the resource (if any), and
+        whether it is the id of a match."""
+        found = self._conditional_match(uow, rtype, criteria, f"PUT {rtype}?")
         if found is None:
-            return given if isinstance(given, str) and given else uow.resources.next_id()
+            rid = given if isinstance(given, str) and given else uow.resources.next_id()
+            return rid, False
         if given is not None and given != found.resource_id:
             raise ServiceError.of(
                 400,
@@ -836,7 +911,7 @@ class FhirService:
                 f"update matched ({found.resource_id!r})",
                 "id",
             )
-        return found.resource_id
+        return found.resource_id, True
 
     @staticmethod
     def _result(status: int, row: StoredResource) -> WriteResult:
@@ -848,6 +923,169 @@ class FhirService:
             row.version_id,
             row.last_updated,
         )
+
+    # ---- conditional writes, patch, history, $everything, $validate (issue 12) ------------------
+
+    def update_conditional(
+        self, rtype: str, criteria: str, raw: JsonObject, *, if_match: str | None = None
+    ) -> WriteResult:
+        """`PUT rtype?criteria` (FHIR R4 http.html#cond-update): no match creates (at the
+        resource's id, else a new one), one match is updated, several are 412."""
+
+        def work(uow: InputWrites) -> WriteResult:
+            affected: set[str] = set()
+            self._check_input_type(rtype, raw)
+            rid, matched = self._conditional_update_target(uow, rtype, criteria, raw.get("id"))
+            if not matched and raw.get("id") is None:
+                # Two clients creating for the same criteria at once must create one resource:
+                # the claim of conditional creates decides (the same criteria, the same claim).
+                owner = uow.resources.claim_conditional(rtype, normalise_criteria(criteria), rid)
+                if owner != rid:
+                    uow.forget(rtype, owner)
+                    row = uow.resources.current(rtype, owner)
+                    if row is not None and not row.deleted:
+                        rid = owner
+            result = self._update(uow, rtype, rid, {**raw, "id": rid}, if_match, affected)
+            self._rederive(uow, affected)
+            return result
+
+        return self._in_unit_of_work(work)
+
+    def delete_conditional(self, rtype: str, criteria: str) -> WriteResult:
+        """`DELETE rtype?criteria` (FHIR R4 http.html#3.1.0.7.1), single deletes only: no match
+        deletes nothing (204), one match is deleted, several are 412."""
+
+        def work(uow: InputWrites) -> WriteResult:
+            affected: set[str] = set()
+            result = self._delete_matching(uow, rtype, criteria, affected)
+            self._rederive(uow, affected)
+            return result
+
+        return self._in_unit_of_work(work)
+
+    def _delete_matching(
+        self, uow: InputWrites, rtype: str, criteria: str, affected: set[str]
+    ) -> WriteResult:
+        if rtype not in INPUT_TYPES:
+            raise ServiceError.of(405, "not-supported", f"{rtype} resources cannot be deleted")
+        found = self._conditional_match(uow, rtype, criteria, f"DELETE {rtype}?")
+        if found is None:
+            return WriteResult(204, None, rtype, "", None, None)
+        return self._delete(uow, rtype, found.resource_id, affected)
+
+    def patch(
+        self,
+        rtype: str,
+        rid: str,
+        change: Callable[[JsonObject], JsonObject],
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        """Apply `change` (a JSON Patch or Merge Patch, fhir/patch.py) to the current version of
+        an input and store the result like any update: validated, a new version, the patient's
+        outputs derived again. 404/410 when there is no current version; 412 on an If-Match that
+        names another version."""
+
+        def work(uow: InputWrites) -> WriteResult:
+            affected: set[str] = set()
+            result = self._patch(uow, rtype, rid, change, if_match, affected)
+            self._rederive(uow, affected)
+            return result
+
+        return self._in_unit_of_work(work)
+
+    def _patch(
+        self,
+        uow: InputWrites,
+        rtype: str,
+        rid: str,
+        change: Callable[[JsonObject], JsonObject],
+        if_match: str | None,
+        affected: set[str],
+    ) -> WriteResult:
+        # Lock the resource before reading the version the patch applies to: a concurrent
+        # update waits, and no change is lost under the patched copy.
+        uow.state(rtype, rid)
+        uow.flush()
+        current = uow.resources.current(rtype, rid)
+        if current is None:
+            raise ServiceError.of(404, "not-found", f"{rtype}/{rid} is not known")
+        if current.is_output:
+            raise ServiceError.of(
+                405, "not-supported", f"{rtype}/{rid} is derived by fhir-app and cannot be written"
+            )
+        if current.deleted:
+            raise ServiceError.of(410, "deleted", f"{rtype}/{rid} was deleted")
+        try:
+            patched = change(dict(current.content))
+        except InputRejected as exc:
+            raise ServiceError(rejection_status(exc.issues), exc.issues) from exc
+        return self._update(uow, rtype, rid, patched, if_match, affected)
+
+    def history_page(
+        self,
+        rtype: str | None,
+        rid: str | None = None,
+        *,
+        since: datetime | None = None,
+        before: HistoryCursor | None = None,
+        count: int,
+        types: Sequence[str] | None = None,
+        patient: str | None = None,
+    ) -> list[StoredResource]:
+        """One page of versions, newest first (FHIR R4 http.html#history): of one resource
+        (`rid`), of a type (`rtype`), or of the whole system (`rtype` None, limited to `types`
+        when given). `since`: versions stored at or after it; `before`: the keyset position of the
+        last entry of the previous page, so a page never moves under concurrent writes (new
+        versions are newer than any page already read). `patient`: only that patient's versions.
+        Deletions are versions too."""
+        chosen = [rtype] if rtype is not None else (list(types) if types is not None else None)
+        with self.uow_factory() as uow:
+            rows: list[StoredResource] = uow.resources.history_page(
+                chosen,
+                resource_id=rid,
+                since=since,
+                before=before.key if before is not None else None,
+                limit=count,
+                patient=patient,
+            )
+        return rows
+
+    def everything(
+        self,
+        patient: str,
+        *,
+        since: datetime | None = None,
+        after: tuple[str, str] | None = None,
+        count: int,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredResource]:
+        """One page of `Patient/{id}/$everything`: the patient's current inputs (the Patient
+        itself included) and outputs, ordered by (type, id) and continued after the (type, id)
+        pair `after`; `since`: only those stored at or after it; `types`: only these types."""
+        with self.uow_factory() as uow:
+            rows: list[StoredResource] = uow.resources.compartment_page(
+                patient, since=since, after=after, limit=count, types=types
+            )
+        return rows
+
+    def validate(self, rtype: str, raw: JsonObject, rid: str | None = None) -> list[Issue]:
+        """`$validate` (FHIR R4 resource-operation-validate): the issues a create or update of
+        `raw` would be refused with, R4 rules and contract rules alike; nothing is stored. An
+        empty list: the write would be accepted."""
+        try:
+            self._check_input_type(rtype, raw)
+            if rid is not None and raw.get("id") not in (None, rid):
+                raise ServiceError.of(
+                    400,
+                    "invalid",
+                    f"resource id {raw.get('id')!r} does not match the URL id {rid!r}",
+                    "id",
+                )
+            self._validated(raw, rid or "validated", 1, self.clock())
+        except ServiceError as exc:
+            return exc.issues
+        return []
 
     # ---- derivation --------------------------------------------------------------------------
 
@@ -882,8 +1120,13 @@ class FhirService:
 
     # ---- transactions and batches ------------------------------------------------------------
 
-    def transaction(self, bundle: JsonObject) -> JsonObject:
-        """Process a transaction Bundle atomically: every entry succeeds, or nothing is stored."""
+    def transaction(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
+        """Process a transaction Bundle atomically: every write succeeds, or nothing is stored.
+
+        GET and HEAD entries are answered by `reader` (the REST interface's reads and searches)
+        after the writes are committed, as FHIR R4 http.html#trules orders them (reads last),
+        each with its own status: a read that finds nothing does not undo the writes.
+        """
         pristine = orjson.dumps(bundle)  # each attempt starts from the Bundle as received
 
         def work(uow: InputWrites) -> list[JsonObject]:
@@ -901,6 +1144,9 @@ class FhirService:
             uow.prefetch(entry_targets(entries))
             affected: set[str] = set()
             for entry in entries:
+                if entry.reads:
+                    responses.append({})  # answered after the commit
+                    continue
                 try:
                     result = self._entry(uow, entry, affected)
                 except ServiceError as exc:
@@ -910,10 +1156,14 @@ class FhirService:
             return responses
 
         responses = self._in_unit_of_work(work)
+        for entry in bundle_entries(orjson.loads(pristine)):
+            if entry.reads:
+                responses[entry.index] = read_entry_response(entry, reader)
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": responses}
 
-    def batch(self, bundle: JsonObject) -> JsonObject:
-        """Process a batch Bundle: each entry in its own transaction, answered per entry."""
+    def batch(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
+        """Process a batch Bundle: each entry in its own transaction, answered per entry; GET and
+        HEAD entries are answered by `reader` (the REST interface's reads and searches)."""
         entries = bundle_entries(bundle)
         refusals: dict[int, ServiceError] = {
             entry.index: ServiceError(400, entry.problems) for entry in entries if entry.problems
@@ -935,6 +1185,9 @@ class FhirService:
             try:
                 if entry.index in refusals:
                     raise refusals[entry.index]
+                if entry.reads:
+                    responses.append(read_entry_response(entry, reader))
+                    continue
                 responses.append(entry_response(self._in_unit_of_work(work)))
             except ServiceError as exc:
                 responses.append(
@@ -1041,6 +1294,22 @@ class FhirService:
                     )
             assert rid is not None
             return self._update(uow, target.resource_type, rid, resource, entry.if_match, affected)
+        if entry.method == "PATCH":
+            assert target.resource_id is not None
+            try:
+                operations = binary_json_patch(resource)
+            except InputRejected as exc:
+                raise ServiceError(400, exc.issues) from exc
+            return self._patch(
+                uow,
+                target.resource_type,
+                target.resource_id,
+                lambda current: apply_json_patch(current, operations),
+                entry.if_match,
+                affected,
+            )
+        if target.criteria is not None:
+            return self._delete_matching(uow, target.resource_type, target.criteria, affected)
         assert target.resource_id is not None
         return self._delete(uow, target.resource_type, target.resource_id, affected)
 
@@ -1153,7 +1422,7 @@ def entry_targets(entries: Sequence[BundleEntry]) -> list[tuple[str, str]]:
         target = entry.target
         if target is None or entry.problems:
             continue
-        if entry.method in ("PUT", "DELETE") and target.resource_id is not None:
+        if entry.method in ("PUT", "PATCH", "DELETE") and target.resource_id is not None:
             targets.append((target.resource_type, target.resource_id))
         elif entry.method in ("POST", "PUT") and entry.resource is not None:
             rid = entry.resource.get("id")
@@ -1161,6 +1430,26 @@ def entry_targets(entries: Sequence[BundleEntry]) -> list[tuple[str, str]]:
             if isinstance(rid, str) and isinstance(rtype, str):
                 targets.append((rtype, rid))
     return targets
+
+
+def read_entry_response(entry: BundleEntry, reader: EntryReader | None) -> JsonObject:
+    """The answer to a GET or HEAD entry: what `reader` answers, or its refusal as the entry's
+    OperationOutcome (an unknown type, a missing resource: that entry alone)."""
+    try:
+        if reader is None:
+            raise ServiceError.of(
+                400, "not-supported", f"{entry.label}: read entries are not answered here"
+            )
+        answer = reader(entry)
+    except ServiceError as exc:
+        return {"response": {"status": str(exc.status), "outcome": operation_outcome(exc.issues)}}
+    except TransientStoreError as exc:
+        # The writes of the Bundle may be committed already: a 503 for the whole Bundle would
+        # tell the client they were not. The read alone is to be sent again.
+        return {"response": {"status": "503", "outcome": operation_outcome([unavailable(exc)])}}
+    if entry.method == "HEAD":
+        answer.pop("resource", None)
+    return answer
 
 
 def entry_response(result: WriteResult) -> JsonObject:

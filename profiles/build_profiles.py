@@ -1415,8 +1415,22 @@ def structure_definition(
 
 # --- CapabilityStatement and OperationDefinition -------------------------------------------
 
-WRITE_INTERACTIONS: Final = ("create", "update", "delete")
-READ_INTERACTIONS: Final = ("read", "vread", "history-instance", "search-type")
+WRITE_INTERACTIONS: Final = ("create", "update", "delete", "patch")
+READ_INTERACTIONS: Final = ("read", "vread", "history-instance", "search-type", "history-type")
+# Operations on input types (issue 12): the checks of a write, nothing stored.
+VALIDATE_OPERATION: Final = {
+    "name": "validate",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "documentation": "The checks of a create ([type]/$validate) or an update "
+    "([type]/[id]/$validate), R4 and this contract, without storing anything: 200 with an "
+    "OperationOutcome, valid or not.",
+}
+EVERYTHING_OPERATION: Final = {
+    "name": "everything",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    "documentation": "The Patient, its inputs and its outputs; _since, _type and _count, paged "
+    "by next links.",
+}
 
 # Search parameters the API takes, per type (name, type, official SearchParameter id or None,
 # documentation). Every type also takes COMMON_SEARCH.
@@ -1426,6 +1440,7 @@ _CODE = ("code", "token", "clinical-code", "A code, as system|code or code.")
 _IDENTIFIER = ("identifier", "token", "clinical-identifier", "An identifier, system|value.")
 SEARCH_PARAMETERS: Final[Mapping[str, tuple[tuple[str, str, str | None, str], ...]]] = {
     "Observation": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
+    "Condition": (_SUBJECT, _PATIENT, _CODE, _IDENTIFIER),
     "ImagingStudy": (_SUBJECT, _PATIENT, _IDENTIFIER),
     "Patient": ((*_IDENTIFIER[:2], "Patient-identifier", _IDENTIFIER[3]),),
     "RiskAssessment": (_SUBJECT, _PATIENT, _IDENTIFIER),
@@ -1480,7 +1495,16 @@ def _rest_resource(
     entry["updateCreate"] = writable
     if writable:
         entry["conditionalCreate"] = True
+    # If-None-Match and If-Modified-Since on read.
+    entry["conditionalRead"] = "full-support"
+    if writable:
+        entry["conditionalUpdate"] = True
+        # One match is deleted; several are 412 (FHIR R4 http.html#3.1.0.7.1 allows either).
+        entry["conditionalDelete"] = "single"
     entry["searchParam"] = _search_params(resource_type)
+    if writable:
+        operations = [EVERYTHING_OPERATION] if resource_type == "Patient" else []
+        entry["operation"] = [*operations, VALIDATE_OPERATION]
     return entry
 
 
@@ -1501,6 +1525,14 @@ def capability_statement() -> JsonObject:
             ),
             "Input findings are written here; the derived SINS, classification and NOMS inputs "
             "Observations are read and searched here and cannot be written.",
+            writable=True,
+        ),
+        _rest_resource(
+            "Condition",
+            (),
+            "The patient's cancer diagnoses (CONTRACT 3, v2): a primary cancer Condition states "
+            "the known primary, a secondary cancer Condition of the bone a lesion at each "
+            "vertebral level of its bodySite.",
             writable=True,
         ),
         _rest_resource(
@@ -1550,11 +1582,20 @@ def capability_statement() -> JsonObject:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Base /fhir. Every error is an OperationOutcome.",
+                "documentation": "Base /fhir. Every error is an OperationOutcome. PATCH takes "
+                "JSON Patch (application/json-patch+json; in a Bundle as a Binary) or JSON Merge "
+                "Patch. HEAD answers every GET. Compartment search: GET "
+                "/fhir/Patient/{id}/{type}.",
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction", "documentation": "Atomic: all entries or none."},
                     {"code": "batch", "documentation": "Each entry on its own."},
+                    {
+                        "code": "history-system",
+                        "documentation": "Every version the caller may read, newest first, "
+                        "deletions included; _since and _count, paged by next links that do not "
+                        "move under concurrent writes.",
+                    },
                 ],
                 "operation": [
                     {
@@ -1572,6 +1613,8 @@ def capability_statement() -> JsonObject:
                         "Provenance; _type, _since and _outputFormat.",
                     },
                 ],
+                # Compartment search, GET /fhir/Patient/{id}/{type} (issue 12).
+                "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             }
         ],
     }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from fhir_app.api.errors import install_error_handlers
 from fhir_app.api.export import bulk_export
+from fhir_app.api.interactions import early, late
 from fhir_app.api.limits import BodyReadTimeout
 from fhir_app.api.responses import FhirJsonResponse
 from fhir_app.api.routes import protected, public
@@ -18,6 +20,7 @@ from fhir_app.api.security.throttle import FailureThrottle
 from fhir_app.api.security.tokens import JwksSource, TokenRules
 from fhir_app.api.view import viewer
 from fhir_app.config import Settings
+from fhir_app.fhir import conceptmap
 from fhir_app.service import PROCESSOR_VERSION, FhirService
 
 
@@ -33,8 +36,10 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     """The FHIR REST interface (base `/fhir`) over `service`, configured by `settings`.
 
     The CapabilityStatement at `/fhir/metadata` is the description of this API, so FastAPI's
-    OpenAPI pages are not served.
+    OpenAPI pages are not served. The ConceptMaps are loaded and checked here (CONTRACT.md 3a):
+    a broken map raises ConceptMapError before the app exists.
     """
+    conceptmap.configure(settings.concept_map_dir)
     app = FhirApp(
         title="fhir-app",
         version=PROCESSOR_VERSION,
@@ -51,16 +56,30 @@ def create_app(settings: Settings, service: FhirService) -> FastAPI:
     app.add_middleware(BodyReadTimeout, seconds=settings.body_read_timeout)
     # Inside the error handling: the audit sees the routed scope and the final status.
     app.add_middleware(AuditMiddleware)
+    for router in (well_known, audit_events, public, bulk_export, early, protected, late, viewer):
+        answer_head(router)
     app.include_router(well_known)
     # Before `protected`: AuditEvent is not one of the stored resource types.
     app.include_router(audit_events)
     # `metadata` first: otherwise GET /fhir/metadata would be a search of type "metadata".
     app.include_router(public)
-    # Before `protected` too: `$export...` would otherwise be taken for a resource type.
+    # Before `protected` too: `$export...` would otherwise be taken for a resource type, and
+    # `_history` (a path segment, not an id or a type) likewise.
     app.include_router(bulk_export)
+    app.include_router(early)
     app.include_router(protected)
+    # After `protected`: `Patient/{id}/{type}` would otherwise take `Patient/{id}/_history`.
+    app.include_router(late)
     app.include_router(viewer)
     return app
+
+
+def answer_head(router: APIRouter) -> None:
+    """HEAD on every GET route (FHIR R4 http.html: the same headers, no body). The route answers
+    as for GET; the server sends no body for HEAD (RFC 9110 9.3.2)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+            route.methods.add("HEAD")
 
 
 def authenticator(settings: Settings) -> Authenticator:

@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_app.api.responses import FhirJsonResponse
@@ -41,6 +42,9 @@ from fhir_app.service import ServiceError, unavailable
 from fhir_app.store import TransientStoreError, store_error
 
 log = logging.getLogger("fhir_app.api")
+
+# The methods an Allow header may name, in the order it names them.
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT")
 
 # FHIR issue-type codes (http://hl7.org/fhir/issue-type) for errors raised by status alone.
 ISSUE_CODE_OF_STATUS: Mapping[int, str] = {
@@ -106,7 +110,12 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     if status == 404:
         text = f"There is no FHIR interaction at {request.method} {request.url.path}"
     elif status == 405:
-        allowed = headers.get("Allow") or headers.get("allow") or ""
+        # Starlette names the methods of the first route whose path matched; the methods of
+        # every route at this path are what the client may use (FHIR R4, RFC 9110 15.5.6).
+        allowed = allowed_methods(request) or headers.get("Allow") or headers.get("allow") or ""
+        headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+        if allowed:
+            headers["Allow"] = allowed
         text = f"{request.method} is not allowed on {request.url.path}" + (
             f"; allowed: {allowed}" if allowed else ""
         )
@@ -114,6 +123,19 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         text = str(exc.detail)
     code = ISSUE_CODE_OF_STATUS.get(status, "processing")
     return outcome_response(status, [Issue("error", code, text)], headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """The methods some route answers at the request's path, as an Allow value."""
+    routes = getattr(request.app, "routes", [])
+    allowed = [
+        method
+        for method in HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def request_validation(request: Request, exc: Exception) -> Response:

@@ -3,30 +3,36 @@
 | interaction | route |
 |---|---|
 | capabilities | `GET /fhir/metadata` (public even when tokens are set) |
-| transaction / batch | `POST /fhir` with a Bundle of type `transaction` / `batch` |
 | `$assess` | `POST /fhir/$assess`: a Bundle of inputs in, a collection of outputs back |
-| create | `POST /fhir/{type}`, conditional with `If-None-Exist` |
+| create | `POST /fhir/{type}`, conditional with `If-None-Exist` or criteria in the query |
 | update | `PUT /fhir/{type}/{id}` (create at a client id), `If-Match` for version checks |
 | delete | `DELETE /fhir/{type}/{id}` |
-| read / vread / history | `GET /fhir/{type}/{id}[/_history[/{vid}]]` |
+| read / vread | `GET /fhir/{type}/{id}[/_history/{vid}]`, If-None-Match, If-Modified-Since |
 | search | `GET /fhir/{type}?subject=|patient=|code=|identifier=|_id=|_lastUpdated=` |
 
-Inputs (Observation, ImagingStudy, Patient) are written; outputs (RiskAssessment,
-DiagnosticReport, Provenance, and the derived Observations) are read-only: 405.
+Transactions and batches, history, conditional update and delete, PATCH, `$everything`,
+compartment search and `$validate` are in `fhir_app.api.interactions`. Every GET route answers
+HEAD too (`app.answer_head`).
+
+Inputs (Observation, Condition, ImagingStudy, Patient) are written; outputs (RiskAssessment,
+DiagnosticReport, Provenance, and the derived Observations) are read-only: 405 with
+`Allow: GET, HEAD`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from starlette.responses import Response
 
-from fhir_app.api.bundles import history_bundle, searchset
+from fhir_app.api.bundles import query_string, searchset
 from fhir_app.api.capability import capability_statement
 from fhir_app.api.dependencies import (
     BodyDep,
@@ -70,6 +76,7 @@ protected = APIRouter(prefix="/fhir", dependencies=[Depends(authenticated)])
 IfNoneExist = Annotated[str | None, Header(alias="If-None-Exist")]
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 IfNoneMatch = Annotated[str | None, Header(alias="If-None-Match")]
+IfModifiedSince = Annotated[str | None, Header(alias="If-Modified-Since")]
 
 
 # --------------------------------------------------------------------------- checks
@@ -93,8 +100,24 @@ def writable_type(rtype: str) -> None:
             405,
             f"{rtype} resources are derived by fhir-app and cannot be written; inputs are "
             f"{', '.join(sorted(INPUT_TYPES))}",
-            {"Allow": "GET"},
+            # FHIR R4 http.html: a 405 says what the resource does allow.
+            {"Allow": READ_ONLY_ALLOW},
         )
+
+
+# What a read-only resource (an output) answers to a write: 405 with this Allow.
+READ_ONLY_ALLOW = "GET, HEAD"
+
+
+@contextmanager
+def read_only_allow() -> Iterator[None]:
+    """A 405 of the service (a write of a derived resource) answered with its Allow header."""
+    try:
+        yield
+    except ServiceError as exc:
+        if exc.status == 405 and not isinstance(exc, ApiError):
+            raise ApiError(405, exc.issues, {"Allow": READ_ONLY_ALLOW}) from exc
+        raise
 
 
 def valid_id(rid: str) -> None:
@@ -131,6 +154,8 @@ def information(text: str) -> JsonObject:
 def write_response(result: WriteResult, base: str, preferences: Negotiated) -> Response:
     """The answer to a create, update or delete, shaped by `Prefer: return=`."""
     what = f"{result.resource_type}/{result.resource_id}"
+    if not result.resource_id:  # a conditional delete that matched nothing
+        what = f"No {result.resource_type} matched: nothing"
     if result.status == 204:
         if preferences.return_preference == "OperationOutcome":
             return FhirJsonResponse(information(f"{what} deleted"), pretty=preferences.pretty)
@@ -178,38 +203,18 @@ def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep
     return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 
-# --------------------------------------------------------------------------- system level
-
-
-@protected.post("")
-@protected.post("/", include_in_schema=False)  # `[base]/`: some clients keep the slash
-def transaction_or_batch(
-    body: BodyDep, service: ServiceDep, settings: SettingsDep, preferences: NegotiatedDep
-) -> Response:
-    """A `transaction` Bundle (atomic) or a `batch` Bundle (each entry on its own)."""
-    document = body.document
-    if body.resource_type != "Bundle":
-        raise ApiError.plain(
-            400,
-            f"POST /fhir takes a Bundle of type transaction or batch, not a {body.resource_type}",
-        )
-    check_bundle_entries(document, settings.max_bundle_entries)
-    kind = document.get("type")
-    if kind == "transaction":
-        answer = service.transaction(document)
-    elif kind == "batch":
-        answer = service.batch(document)
-    else:
-        raise ServiceError.of(
-            400,
-            "invalid",
-            f"POST /fhir takes a Bundle of type transaction or batch, not {kind!r}; "
-            "to derive outputs without storing anything, POST the Bundle to /fhir/$assess",
-            "Bundle.type",
-        )
-    return FhirJsonResponse(
-        shape_entries(answer, preferences.return_preference), pretty=preferences.pretty
+@public.api_route("/metadata", methods=["POST", "PUT", "PATCH", "DELETE"])
+def metadata_not_writable(request: Request) -> Response:
+    """405: the CapabilityStatement is read only (and `metadata` is no resource type, which the
+    conditional update and delete routes of `/fhir/{type}` would otherwise take it for)."""
+    raise ApiError.plain(
+        405,
+        f"{request.method} is not allowed on /fhir/metadata: the CapabilityStatement is read only",
+        {"Allow": READ_ONLY_ALLOW},
     )
+
+
+# --------------------------------------------------------------------------- system level
 
 
 @protected.post("/$assess")
@@ -345,8 +350,25 @@ def create(
     preferences: NegotiatedDep,
     if_none_exist: IfNoneExist = None,
 ) -> Response:
-    """Create an input with a server-assigned id; with If-None-Exist, only when none matches."""
+    """Create an input with a server-assigned id; with If-None-Exist, only when none matches.
+
+    Search criteria in the query (`POST /fhir/Patient?identifier=...`, what fhirpy's
+    `get_or_create` sends) are If-None-Exist criteria too: never silently ignored.
+    """
     writable_type(resource_type)
+    criteria = [
+        (name, value)
+        for name, value in request.query_params.multi_items()
+        if name not in FORMAT_PARAMETERS
+    ]
+    if criteria and if_none_exist is not None:
+        raise ServiceError.of(
+            400,
+            "invalid",
+            "send the conditional-create criteria once: in If-None-Exist or in the query",
+        )
+    if criteria:
+        if_none_exist = query_string(criteria)
     result = service.create(resource_type, body.document, if_none_exist=if_none_exist)
     return write_response(result, fhir_base(request), preferences)
 
@@ -361,20 +383,41 @@ def read(
     service: ServiceDep,
     preferences: NegotiatedDep,
     if_none_match: IfNoneMatch = None,
+    if_modified_since: IfModifiedSince = None,
 ) -> Response:
-    """The current version; 304 when If-None-Match names it, 410 when deleted."""
+    """The current version; 304 when If-None-Match names it (or, without If-None-Match, when
+    it was not modified after If-Modified-Since), 410 when deleted."""
     supported_type(resource_type)
     valid_id(resource_id)
     row = service.read(resource_type, resource_id)
-    return stored_response(row, preferences, if_none_match)
+    return stored_response(row, preferences, if_none_match, if_modified_since)
+
+
+def not_modified_since(header: str, last_updated: datetime) -> bool:
+    """RFC 9110 13.1.3: the version is no newer than the If-Modified-Since date (whole seconds,
+    the precision of an HTTP-date). An unreadable date is ignored, as RFC 9110 says."""
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return last_updated.replace(microsecond=0) <= since
 
 
 def stored_response(
-    row: StoredResource, preferences: Negotiated, if_none_match: str | None = None
+    row: StoredResource,
+    preferences: Negotiated,
+    if_none_match: str | None = None,
+    if_modified_since: str | None = None,
 ) -> Response:
-    """A stored version with its ETag and Last-Modified."""
+    """A stored version with its ETag and Last-Modified; 304 when the client has it already
+    (If-None-Match; If-Modified-Since only without If-None-Match, RFC 9110 13.1.3)."""
     headers = version_headers(row.version_id, row.last_updated)
-    if if_none_match and etag_matches(if_none_match, row.version_id):
+    if if_none_match:
+        if etag_matches(if_none_match, row.version_id):
+            return Response(status_code=304, headers=headers)
+    elif if_modified_since and not_modified_since(if_modified_since, row.last_updated):
         return Response(status_code=304, headers=headers)
     return FhirJsonResponse(row.content, headers=headers, pretty=preferences.pretty)
 
@@ -407,24 +450,9 @@ def delete(
     """Delete an input; the outputs are derived again without it."""
     writable_type(resource_type)
     valid_id(resource_id)
-    result = service.delete(resource_type, resource_id)
+    with read_only_allow():
+        result = service.delete(resource_type, resource_id)
     return write_response(result, fhir_base(request), preferences)
-
-
-@protected.get("/{resource_type}/{resource_id}/_history")
-def history(
-    resource_type: str,
-    resource_id: str,
-    request: Request,
-    service: ServiceDep,
-    preferences: NegotiatedDep,
-) -> Response:
-    """Every version of a resource, newest first."""
-    supported_type(resource_type)
-    valid_id(resource_id)
-    rows = service.history(resource_type, resource_id)
-    bundle = history_bundle(rows, base=fhir_base(request), rtype=resource_type, rid=resource_id)
-    return FhirJsonResponse(bundle, pretty=preferences.pretty)
 
 
 @protected.get("/{resource_type}/{resource_id}/_history/{version_id}")

@@ -97,6 +97,11 @@ class FindingKind(StrEnum):
     TREATED = "treated-lesion"  # bool
     ESCC = "escc-grade"  # EsccGrade, per level (DOMAIN.md 6)
     MYELOPATHY = "myelopathy"  # bool, patient level: clinical signs of spinal cord dysfunction
+    # True: the level has a lesion and nothing more is known of it (a secondary cancer Condition of
+    # the level, CONTRACT 3 v2). It puts the level among the patient's lesion levels and narrows no
+    # SINS component: every rule reads the kinds above, so each component stays as open as the
+    # other findings leave it, and the location still comes from the level.
+    LESION_PRESENT = "lesion-present"
 
 
 # Findings about the patient that say nothing of any one level: never handed to a level's rules.

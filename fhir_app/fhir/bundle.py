@@ -5,8 +5,10 @@ Inside a transaction or batch, resources may reference each other by `fullUrl` (
 a fullUrl is rewritten to `Type/id`, as FHIR R4 (http.html#trules) prescribes.
 
 An entry's `request.url` is read here, once, into an `EntryTarget`: `Type` (create), `Type/id`
-(update, delete) or `Type?criteria` (conditional update). A url of any other shape, or an entry
-holding a control character, is a problem of that entry (400), never an exception later on.
+(update, patch, delete) or `Type?criteria` (conditional update and delete). A url of any other
+shape, or an entry holding a control character, is a problem of that entry (400), never an
+exception later on. GET and HEAD entries (reads and searches) have no target here: their url is
+any read url of the REST interface, which the API layer answers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from fhir_app.fhir.validation.bundle_rules import entry_issues, shell_issues
 
 BUNDLE_TYPES_PROCESSED = frozenset({"transaction", "batch", "collection", "searchset"})
 # The interactions a transaction or batch entry may ask for.
-ENTRY_METHODS: Final = frozenset({"POST", "PUT", "DELETE"})
+ENTRY_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE", "GET", "HEAD"})
+# The entries that read: answered by the REST interface's read and search, not written.
+READ_METHODS: Final = frozenset({"GET", "HEAD"})
 # A resource type name as FHIR spells them (StructureDefinition.type of a resource).
 _RESOURCE_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
 
@@ -54,6 +58,11 @@ class BundleEntry:
     def expression(self) -> str:
         """The FHIRPath of the entry's resource, for OperationOutcome issues."""
         return f"Bundle.entry[{self.index}].resource"
+
+    @property
+    def reads(self) -> bool:
+        """A GET or HEAD entry (a read or a search)."""
+        return self.method in READ_METHODS
 
     @property
     def label(self) -> str:
@@ -135,14 +144,17 @@ def entry_target(entry: BundleEntry) -> EntryTarget | None:
     """The target of a transaction or batch entry's request url (FHIR R4 http.html#transaction).
 
     POST `Type` (the resource's type when the url is absent), PUT `Type/id` or `Type?criteria`,
-    DELETE `Type/id`. None when the entry has no method (a collection's entry). Raises
-    InputRejected (`invalid` or `not-supported`) for any other url.
+    PATCH `Type/id`, DELETE `Type/id` or `Type?criteria`. None when the entry has no method (a
+    collection's entry) or reads (GET, HEAD). Raises InputRejected (`invalid` or `not-supported`)
+    for any other url.
     """
-    if entry.method is None:
+    if entry.method is None or entry.method in READ_METHODS:
         return None
     if entry.method not in ENTRY_METHODS:
         raise _refused(
-            entry, "not-supported", f"method {entry.method!r} is not supported (POST, PUT, DELETE)"
+            entry,
+            "not-supported",
+            f"method {entry.method!r} is not supported (GET, HEAD, POST, PUT, PATCH, DELETE)",
         )
     url = entry.url
     if not url:
@@ -171,8 +183,8 @@ def entry_target(entry: BundleEntry) -> EntryTarget | None:
         )
     if entry.method == "POST" and (resource_id is not None or question):
         raise _refused(entry, "invalid", f"a POST entry's url is the resource type, not {url!r}")
-    if entry.method == "DELETE" and question:
-        raise _refused(entry, "not-supported", "conditional delete is not supported")
+    if entry.method == "PATCH" and resource_id is None:
+        raise _refused(entry, "not-supported", f"a PATCH entry needs Type/id, not {url!r}")
     if entry.method in ("PUT", "DELETE") and resource_id is None and not question:
         raise _refused(entry, "invalid", f"a {entry.method} entry needs Type/id, not {url!r}")
     return EntryTarget(resource_type, resource_id, query if question else None)
@@ -197,6 +209,8 @@ def assign_ids(
         resource = entry.resource
         if resource is None or not isinstance(resource.get("resourceType"), str):
             continue
+        if entry.method == "PATCH":
+            continue  # its resource is the patch (a Binary), not a resource stored here
         rtype = resource["resourceType"]
         if entry.index in existing:
             resource["id"] = existing[entry.index]

@@ -25,6 +25,24 @@ Choices the contract leaves open (DESIGN, kept visible here and in the tests):
 - Patient: `gender` female / male give the sex of DOMAIN.md 4a, `other` / `unknown` / absent give
   none; `birthDate` may be partial (`1960`, `1960-04`) and then bounds the age by its first and
   last day.
+- Condition (CONTRACT 3, v2): a `primary-tumor` coding in `Condition.code` states the known
+  primary (an mCODE primary cancer condition reaches it through the shipped ConceptMap; one whose
+  code no map reaches is stored and ignored). An mCODE secondary cancer condition, or SNOMED
+  94222008 (secondary malignant neoplasm of bone), states a lesion at every vertebral level of its
+  `bodySite` (0..* in R4, so several levels are several lesions); other sites (the coccyx, the
+  liver) give none. Time: `recordedDate`, else `onsetDateTime`, else the time received.
+- Condition statuses: verificationStatus `entered-in-error` or `refuted` withdraws it (like an
+  entered-in-error Observation); `unconfirmed`, `provisional`, `differential` count but make the
+  findings preliminary (a primary is then read as a preliminary primary-tumor Observation's is).
+  clinicalStatus: a primary counts whatever it says, because an inactive, in remission or
+  resolved cancer is still the patient's history of it, the likeliest source of a new
+  bone metastasis (late recurrence of breast or renal cancer is common), and the known primary only
+  leads the likely primaries and adds a note, it never removes one (DOMAIN.md 4a). A secondary
+  lesion counts when `active`, `recurrence`, `relapse` or absent; `inactive`, `remission` and
+  `resolved` say the record has closed that lesion, and a level with every SINS component open
+  would then ask for a look at something the clinician has closed: such a Condition is stored and
+  ignored (imaging findings of the level still count on their own).
+- A Condition without a Patient subject is stored and ignored (nothing to attach it to).
 """
 
 from __future__ import annotations
@@ -69,6 +87,7 @@ from fhir_app.fhir import codes
 from fhir_app.fhir.inputs import (
     JsonObject,
     LevelFinding,
+    MappedCondition,
     MappedObservation,
     MappedPatient,
     MappedStudy,
@@ -496,6 +515,14 @@ def _patient(raw: JsonObject, resource_type: str) -> str:
     return match.group(1)
 
 
+def _patient_if_any(raw: JsonObject) -> str | None:
+    """The patient id of `subject` when it references Patient/<id>; None for any other subject."""
+    subject = raw.get("subject")
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    match = _PATIENT_REF.fullmatch(reference) if isinstance(reference, str) else None
+    return match.group(1) if match is not None else None
+
+
 def _level(site: Any, *, required: bool) -> VertebralLevel | None:
     """The vertebral level of `Observation.bodySite` (SNOMED CT, CONTRACT table 2a)."""
     where = "Observation.bodySite"
@@ -605,20 +632,22 @@ def map_observation(
     Raises InputRejected when the Observation breaks the contract.
     """
     status = str(raw.get("status"))
-    patient = _patient(raw, "Observation")
     study_ids = _study_ids(raw)
     meaning = _meaning(raw.get("code"), "Observation.code")
     withdrawn = status in codes.WITHDRAWN_STATUSES
     if meaning is None or status in NO_RESULT_YET:
+        # CONTRACT 3 (v2): outside the contract, any valid R4 subject is fine (a contained
+        # Patient, a Group, none); such an Observation belongs to no patient of ours.
         return MappedObservation(
             resource_id,
             version,
-            patient,
+            _patient_if_any(raw),
             status,
             study_ids=study_ids,
             withdrawn=withdrawn,
             ignored=True,
         )
+    patient = _patient(raw, "Observation")
     if isinstance(meaning, str):
         readings = list(_panel_readings(raw))
         # A panel is a lesion: it needs its level unless it only states patient-level facts.
@@ -804,3 +833,126 @@ def _study_uid(identifiers: Any) -> str | None:
             if isinstance(value, str):
                 return value.removeprefix("urn:oid:")
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Condition (CONTRACT 3, v2)
+
+MCODE_SECONDARY_CANCER: Final = (
+    "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"
+)
+# SNOMED CT 94222008 |Secondary malignant neoplasm of bone (disorder)|.
+SNOMED_SECONDARY_BONE: Final = "94222008"
+CONDITION_CLINICAL: Final = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION: Final = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+# The rules of the module docstring, as data.
+CONDITION_WITHDRAWN: Final = frozenset({"entered-in-error", "refuted"})
+CONDITION_PROVISIONAL: Final = frozenset({"unconfirmed", "provisional", "differential"})
+SECONDARY_CLOSED: Final = frozenset({"inactive", "remission", "resolved"})
+
+
+def _status_code(concept: Any, system: str) -> str:
+    """The code of one status system in a CodeableConcept; empty when none is given."""
+    found = _codes_in(concept, system)
+    return found[0] if found else ""
+
+
+def _condition_primary(raw: JsonObject) -> str | None:
+    """The `primary-tumor` code of `Condition.code`, checked as a primary-tumor value is."""
+    where = "Condition.code"
+    stated = _codes_in(raw.get("code"), codes.CS_PRIMARY_TUMOR)
+    unknown = [c for c in stated if c not in PRIMARY_TUMOR_CODES]
+    if unknown:
+        raise rejected(
+            "code-invalid",
+            f"{where}: '{unknown[0]}' is not a code of {codes.CS_PRIMARY_TUMOR}",
+            where,
+        )
+    if len(stated) > 1:
+        raise rejected(
+            "code-invalid", f"{where} states several primary tumours: {', '.join(stated)}", where
+        )
+    return stated[0] if stated else None
+
+
+def _is_secondary(raw: JsonObject) -> bool:
+    """An mCODE secondary cancer condition or SNOMED 94222008 (secondary neoplasm of bone)."""
+    meta = raw.get("meta")
+    profiles = meta.get("profile") if isinstance(meta, dict) else None
+    return MCODE_SECONDARY_CANCER in (profiles or ()) or SNOMED_SECONDARY_BONE in _codes_in(
+        raw.get("code"), codes.SNOMED
+    )
+
+
+def _condition_levels(raw: JsonObject) -> list[VertebralLevel]:
+    """The vertebral levels of `Condition.bodySite` (0..*), C1 to S5, in order, each once."""
+    found: dict[VertebralLevel, None] = {}
+    for site in raw.get("bodySite") or ():
+        for code in _codes_in(site, codes.SNOMED):
+            if code in LEVEL_BY_SNOMED:
+                found[LEVEL_BY_SNOMED[code]] = None
+    return sorted(found, key=lambda level: level.order)
+
+
+def _condition_time(raw: JsonObject, received_at: datetime) -> datetime:
+    """recordedDate, else onsetDateTime, else the time received (module docstring)."""
+    for where, value in (
+        ("Condition.recordedDate", raw.get("recordedDate")),
+        ("Condition.onsetDateTime", raw.get("onsetDateTime")),
+    ):
+        if value is not None:
+            return parse_fhir_datetime(value, where)
+    if received_at.tzinfo is None:
+        return received_at.replace(tzinfo=UTC)
+    return received_at.astimezone(UTC)
+
+
+def map_condition(
+    raw: JsonObject, *, resource_id: str, version: int, received_at: datetime
+) -> MappedCondition:
+    """Map one validated input Condition to what it states (CONTRACT 3, v2; rules above).
+
+    A primary cancer Condition gives the patient's known primary exactly as a `primary-tumor`
+    Observation does; a secondary cancer Condition of the bone gives a `lesion-present` finding at
+    each vertebral level of its bodySite. Anything else is `ignored`: stored, never derived from.
+    Raises InputRejected only for a `primary-tumor` coding that is not one of that system's codes.
+    """
+    clinical = _status_code(raw.get("clinicalStatus"), CONDITION_CLINICAL)
+    verification = _status_code(raw.get("verificationStatus"), CONDITION_VERIFICATION)
+    patient = _patient_if_any(raw)
+    primary = _condition_primary(raw)
+    levels = (
+        _condition_levels(raw) if _is_secondary(raw) and clinical not in SECONDARY_CLOSED else []
+    )
+    withdrawn = verification in CONDITION_WITHDRAWN
+    if patient is None or (primary is None and not levels):
+        return MappedCondition(
+            resource_id, version, patient, clinical, withdrawn=withdrawn, ignored=True
+        )
+    observed_at = _condition_time(raw, received_at)
+    provisional = verification in CONDITION_PROVISIONAL
+    source = versioned("Condition", resource_id, version)
+    findings = tuple(
+        LevelFinding(
+            level,
+            Finding(
+                FindingKind.LESION_PRESENT,
+                True,
+                observed_at,
+                source=source,
+                preliminary=provisional,
+            ),
+        )
+        for level in levels
+    )
+    return MappedCondition(
+        resource_id,
+        version,
+        patient,
+        clinical,
+        findings=findings,
+        primary_tumor=primary,
+        primary_observed_at=observed_at if primary is not None else None,
+        withdrawn=withdrawn,
+        provisional=provisional,
+    )

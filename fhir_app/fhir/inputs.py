@@ -34,12 +34,13 @@ class MappedObservation:
     """One accepted input Observation, mapped.
 
     `withdrawn` (entered-in-error, cancelled) findings must not count; `ignored` is an Observation
-    whose code lies outside the contract: stored, never derived from.
+    whose code lies outside the contract: stored, never derived from. `patient` is None only for
+    an ignored input whose subject is not a Patient (a contained Patient, a Group, or none).
     """
 
     resource_id: str
     version: int
-    patient: str
+    patient: str | None
     status: str
     findings: tuple[LevelFinding, ...] = ()
     primary_tumor: str | None = None
@@ -62,6 +63,31 @@ class MappedObservation:
     def levels(self) -> frozenset[VertebralLevel]:
         """The levels this input speaks about (patient-wide pain not included)."""
         return frozenset(f.level for f in self.findings if f.level is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class MappedCondition(MappedObservation):
+    """One accepted input Condition, read as the findings it states (CONTRACT 3, v2).
+
+    A primary cancer Condition states the patient's known primary exactly as a `primary-tumor`
+    Observation does, and a secondary one a lesion at each vertebral level of its bodySite, so the
+    derivation treats it as an Observation; only its references name the Condition. `status` holds
+    the clinicalStatus code (empty when absent); `provisional` is a verificationStatus of
+    unconfirmed, provisional or differential: its lesion findings are preliminary (so are the
+    outputs of their level), and its primary is read as a preliminary primary-tumor Observation's.
+    """
+
+    provisional: bool = False
+
+    @property
+    def reference(self) -> str:
+        """The version-specific reference to this input."""
+        return versioned("Condition", self.resource_id, self.version)
+
+    @property
+    def preliminary(self) -> bool:
+        """True when the diagnosis is not confirmed (verificationStatus, DESIGN in inbound)."""
+        return self.provisional
 
 
 @dataclass(frozen=True, slots=True)

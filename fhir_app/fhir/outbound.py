@@ -147,6 +147,28 @@ def _references(references: Iterable[str]) -> list[JsonObject]:
     return [{"reference": r} for r in references]
 
 
+# The types R4 allows in Observation.derivedFrom. A Condition an output was derived from (CONTRACT
+# 3, v2) is not one of them: it is referenced from the RiskAssessment's basis and the Provenance's
+# entities (both Reference(Any)) instead, version-specific like every input.
+OBSERVATION_DERIVED_FROM: Final = frozenset(
+    {
+        "DocumentReference",
+        "ImagingStudy",
+        "Media",
+        "QuestionnaireResponse",
+        "Observation",
+        "MolecularSequence",
+    }
+)
+
+
+def _derived_from(resource: JsonObject, references: Iterable[str]) -> None:
+    """Set an output Observation's derivedFrom to the references R4 allows there, if any."""
+    allowed = [r for r in references if r.split("/", 1)[0] in OBSERVATION_DERIVED_FROM]
+    if allowed:
+        resource["derivedFrom"] = _references(allowed)
+
+
 # --- versions ------------------------------------------------------------------------------
 
 
@@ -340,8 +362,7 @@ def _sins_observation(
         resource["note"] = _notes(notes)
     resource["bodySite"] = vertebral_level(assessment.level)
     resource["method"] = concept(sins_code(codes.SINS_METHOD))
-    if basis.all:
-        resource["derivedFrom"] = _references(basis.all)
+    _derived_from(resource, basis.all)
     resource["component"] = [_sins_component(c) for c in sins.components]
     return resource
 
@@ -386,8 +407,7 @@ def _classification_observation(
     if result.notes:
         resource["note"] = _notes(result.notes)
     resource["bodySite"] = vertebral_level(assessment.level)
-    if basis.all:
-        resource["derivedFrom"] = _references(basis.all)
+    _derived_from(resource, basis.all)
     components: list[JsonObject] = []
     if result.known_primary is not None:
         # The known primary in a component of its own, so a registry reads it from the outputs.
@@ -609,8 +629,7 @@ def _noms_observation(
         "effectiveDateTime": effective,
         "valueString": inputs.sentence(),
     }
-    if derived_from:
-        resource["derivedFrom"] = _references(derived_from)
+    _derived_from(resource, derived_from)
     resource["component"] = components
     return resource
 

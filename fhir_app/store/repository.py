@@ -34,6 +34,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -57,7 +58,7 @@ JsonObject = dict[str, Any]
 Token = tuple[str, str | None, str]
 
 # Patient too: its gender and birth date are the context of the likely primaries (DOMAIN.md 4a).
-INPUT_TYPES: Final = ("Observation", "ImagingStudy", "Patient")
+INPUT_TYPES: Final = ("Observation", "Condition", "ImagingStudy", "Patient")
 # A lost creation race is resolved on the next attempt; more than a few means something is wrong.
 _WRITE_ATTEMPTS: Final = 5
 # Meta elements the server sets on every version: not part of what the client said.
@@ -316,6 +317,109 @@ class ResourceRepository:
         return [_stored(row) for row in rows]
 
     @translated
+    def history_page(
+        self,
+        resource_types: Sequence[str] | None,
+        *,
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str, str, int] | None = None,
+        limit: int,
+        patient: str | None = None,
+    ) -> list[StoredResource]:
+        """Versions newest first (FHIR R4 history), deletions included, at most `limit`.
+
+        `resource_types` None: every type (system history); with `resource_id`, the one type's
+        resource (instance history). Ordered by (lastUpdated, type, id, version) descending;
+        `before` is that key of the last version already read: the page holds the versions
+        strictly older (keyset paging, served by ix_resource_version_updated,
+        ix_resource_version_type_updated and, for one patient, ix_resource_version_patient_updated).
+        `since`: lastUpdated at or after it. `patient`: only versions about that patient.
+        """
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        conditions: list[ColumnElement[bool]] = []
+        if resource_types is not None:
+            chosen = sorted(set(resource_types))
+            if not chosen:
+                return []
+            # One type as an equality: the planner then walks ix_resource_version_type_updated.
+            conditions.append(
+                ResourceVersion.resource_type == chosen[0]
+                if len(chosen) == 1
+                else ResourceVersion.resource_type.in_(chosen)
+            )
+        if resource_id is not None:
+            conditions.append(ResourceVersion.resource_id == resource_id)
+        if since is not None:
+            conditions.append(ResourceVersion.last_updated >= _aware(since))
+        if patient is not None:
+            conditions.append(ResourceVersion.patient_id == patient)
+        one_type = resource_types is not None and len(set(resource_types)) == 1
+        # Of one type, the type is no part of the order: (lastUpdated, id, version) is the order
+        # of ix_resource_version_type_updated after its type, so the page is one range scan.
+        order: tuple[Any, ...] = (
+            (ResourceVersion.last_updated, ResourceVersion.resource_id, ResourceVersion.version_id)
+            if one_type
+            else (
+                ResourceVersion.last_updated,
+                ResourceVersion.resource_type,
+                ResourceVersion.resource_id,
+                ResourceVersion.version_id,
+            )
+        )
+        if before is not None:
+            moment, rtype, rid, vid = before
+            position = (_aware(moment), rid, vid) if one_type else (_aware(moment), rtype, rid, vid)
+            conditions.append(tuple_(*order) < tuple_(*position))
+        rows = self._connection.execute(
+            select(*_VERSION_COLUMNS)
+            .where(*conditions)
+            .order_by(*(column.desc() for column in order))
+            .limit(limit)
+        )
+        return [_stored(row) for row in rows]
+
+    @translated
+    def compartment_page(
+        self,
+        patient_id: str,
+        *,
+        since: datetime | None = None,
+        after: tuple[str, str] | None = None,
+        limit: int,
+        types: Sequence[str] | None = None,
+    ) -> list[StoredResource]:
+        """A page of a patient's current, non-deleted resources, inputs and outputs (the Patient
+        itself included), ordered by (type, id) after the pair `after` (keyset paging: a resource
+        updated while the pages are read keeps its place). `since`: lastUpdated at or after it;
+        `types`: only these."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        conditions: list[ColumnElement[bool]] = [
+            ResourceCurrent.patient_id == patient_id,
+            ResourceCurrent.deleted == false(),
+        ]
+        if types is not None:
+            if not types:
+                return []
+            conditions.append(ResourceCurrent.resource_type.in_(sorted(set(types))))
+        if since is not None:
+            conditions.append(ResourceCurrent.last_updated >= _aware(since))
+        if after is not None:
+            conditions.append(
+                tuple_(ResourceCurrent.resource_type, ResourceCurrent.resource_id)
+                > tuple_(after[0], after[1])
+            )
+        rows = self._connection.execute(
+            _current_versions()
+            .where(*conditions)
+            .order_by(ResourceCurrent.resource_type, ResourceCurrent.resource_id)
+            .limit(limit)
+        )
+        return [_stored(row) for row in rows]
+
+    @translated
     def write(
         self,
         resource_type: str,
@@ -489,7 +593,7 @@ class ResourceRepository:
 
     @translated
     def inputs_of_patient(self, patient_id: str) -> list[StoredResource]:
-        """The patient's current, non-deleted inputs: Observations, ImagingStudies, Patient."""
+        """The patient's current, non-deleted inputs (every type of INPUT_TYPES)."""
         return self._of_patient(patient_id, is_output=False, types=INPUT_TYPES)
 
     @translated

@@ -103,6 +103,26 @@ class ResourceVersion(Base):
     # sha256 of the canonical content without the server-set meta: detects an identical resend.
     content_hash: Mapped[str | None] = mapped_column(String(HASH_LENGTH))
 
+    __table_args__ = (
+        # System and type history, newest first, paged by this key (FHIR R4 http.html#history).
+        Index(
+            "ix_resource_version_updated",
+            "last_updated",
+            "resource_type",
+            "resource_id",
+            "version_id",
+        ),
+        Index(
+            "ix_resource_version_type_updated",
+            "resource_type",
+            "last_updated",
+            "resource_id",
+            "version_id",
+        ),
+        # The history a patient-context token reads: one patient's versions, newest first.
+        Index("ix_resource_version_patient_updated", "patient_id", "last_updated"),
+    )
+
 
 class ResourceCurrent(Base):
     """One row per resource: which version is current. The primary key serialises creation."""

@@ -2,8 +2,9 @@
 
 `AuditMiddleware` writes the event when the response starts, so a client that has its answer can
 already find the event. What it holds:
-- type `rest`, subtype the FHIR interaction (read, vread, history-instance, search-type, create,
-  update, delete, transaction, operation), action C/R/U/D/E;
+- type `rest`, subtype the FHIR interaction (read, vread, history-instance, history-type,
+  history-system, search-type, create, update, patch, delete, transaction, operation), action
+  C/R/U/D/E;
 - outcome 0 (success), 4 (refused: any 4xx, 401 and 403 included) or 8 (server error);
 - agents: the client (its client id; the token subject as the user agent when there is one) with
   its network address, and the server;
@@ -65,9 +66,21 @@ INTERACTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/fhir/$export-poll-status/{job_id}"): ("operation", "R"),
     ("DELETE", "/fhir/$export-poll-status/{job_id}"): ("operation", "D"),
     ("GET", "/fhir/$export-output/{job_id}/{file_name}"): ("operation", "R"),
+    # Issue 12.
+    ("PUT", "/fhir/{resource_type}"): ("update", "U"),  # conditional update
+    ("DELETE", "/fhir/{resource_type}"): ("delete", "D"),  # conditional delete
+    ("PATCH", "/fhir/{resource_type}/{resource_id}"): ("patch", "U"),
+    ("GET", "/fhir/_history"): ("history-system", "R"),
+    ("GET", "/fhir/{resource_type}/_history"): ("history-type", "R"),
+    ("GET", "/fhir/Patient/{patient_id}/$everything"): ("operation", "E"),
+    ("GET", "/fhir/Patient/{patient_id}/{compartment_type}"): ("search-type", "E"),
+    ("POST", "/fhir/{resource_type}/$validate"): ("operation", "E"),
+    ("POST", "/fhir/{resource_type}/{resource_id}/$validate"): ("operation", "E"),
     ("GET", "/fhir/AuditEvent"): ("search-type", "E"),
     ("GET", "/fhir/AuditEvent/{event_id}"): ("read", "R"),
 }
+# Interactions whose query says what was asked: recorded (patient-identifying values removed).
+QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-system"})
 # Routes of other modules that read patient data with the same auth: audited as reads.
 EXTRA_READ_PREFIXES = ("/view/",)
 
@@ -220,8 +233,17 @@ def interaction_of(scope: Scope) -> Interaction | None:
         parts = [p for p in template.split("/") if p and not p.startswith("{")]
         rtype = parts[-1] if len(parts) > 1 else None
         rid = next((str(v) for v in params.values()), None)
+    if "patient_id" in params:
+        # $everything is about the Patient; a compartment search searches a type within it.
+        rtype, rid = "Patient", str(params["patient_id"])
+        if "compartment_type" in params:
+            rtype, rid = str(params["compartment_type"]), None
     query: str | None = None
-    if interaction == "search-type" or template.startswith("/fhir/$export"):
+    if (
+        interaction in QUERY_INTERACTIONS
+        or template.startswith("/fhir/$export")
+        or (rid is None and method in ("PUT", "DELETE"))  # conditional: the query names it
+    ):
         query = redacted_query(scope.get("query_string", b""))
     return Interaction(interaction, action, rtype, rid, query, template)
 

@@ -39,7 +39,7 @@ SMART_SERVICE = {
 }
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 AUDIT_PARAMETERS = frozenset({"date", "_lastUpdated", "agent", "entity-type", "outcome"})
-READ_ONLY = {"Allow": "GET"}
+READ_ONLY = {"Allow": "GET, HEAD"}
 CAPABILITIES = [
     "client-confidential-asymmetric",
     "permission-v1",

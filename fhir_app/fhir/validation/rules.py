@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 
 # The resource types the processor takes in (CONTRACT 3). Patient and Condition give context.
-INPUT_TYPES: Final = ("Observation", "ImagingStudy", "Patient", "Condition")
+INPUT_TYPES: Final = ("Observation", "Condition", "ImagingStudy", "Patient")
 
 # datatypes.html#string: "strings SHALL NOT exceed 1MB (1024*1024 characters) in size".
 MAX_STRING_CHARACTERS: Final = 1024 * 1024

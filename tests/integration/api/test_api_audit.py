@@ -168,7 +168,7 @@ def test_the_audit_trail_is_not_writable_nor_open_to_other_scopes(
     ):
         response = auditor.request(method, path, json=body, headers=FHIR_JSON)
         assert response.status_code == 405, (method, response.text)
-        assert response.headers["allow"] == "GET"
+        assert response.headers["allow"] == "GET, HEAD"
     reader = idp.token("system/Observation.rs", client_id="nosy")
     refused = auditor.get("AuditEvent", headers=bearer(reader))
     assert refused.status_code == 403

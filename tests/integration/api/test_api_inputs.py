@@ -290,8 +290,8 @@ MALFORMED = [
     ("POST", "Observation?identifier=a|b"),
     ("POST", "Unknown"),
     ("DELETE", "Observation"),
-    ("DELETE", "Observation?identifier=a|b"),
-    ("PATCH", "Observation/f1"),
+    ("PATCH", "Observation"),
+    ("PATCH", "Observation?identifier=a|b"),
 ]
 
 

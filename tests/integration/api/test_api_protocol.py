@@ -132,7 +132,7 @@ def test_writes_to_outputs_are_405(fhir: httpx.Client, rtype: str) -> None:
     body = {"resourceType": rtype, "id": "x1", "status": "final"}
     created = post_json(fhir, rtype, body)
     assert_outcome(created, 405, "not-supported")
-    assert created.headers["allow"] == "GET"
+    assert created.headers["allow"] == "GET, HEAD"
     assert_outcome(put_json(fhir, f"{rtype}/x1", body), 405)
     assert_outcome(fhir.delete(f"{rtype}/x1"), 405)
 
@@ -151,8 +151,8 @@ def test_derived_observation_cannot_be_overwritten(fhir: httpx.Client) -> None:
 def test_unknown_routes_types_and_resources_are_404(fhir: httpx.Client) -> None:
     assert_outcome(fhir.get("Observation/a/b/c/d"), 404, "not-found")
     assert_outcome(fhir.get("/nothing-here"), 404, "not-found")
-    assert "Condition" in assert_outcome(fhir.get("Condition/1"), 404)
-    assert_outcome(fhir.get("Condition"), 404)
+    assert "Encounter" in assert_outcome(fhir.get("Encounter/1"), 404)
+    assert_outcome(fhir.get("Encounter"), 404)
     assert_outcome(fhir.get("Observation/missing"), 404, "not-found")
     assert_outcome(fhir.get("Observation/missing/_history"), 404)
     assert_outcome(fhir.get("Observation/missing/_history/1"), 404)
@@ -162,8 +162,10 @@ def test_unknown_routes_types_and_resources_are_404(fhir: httpx.Client) -> None:
 def test_method_not_allowed_is_405(fhir: httpx.Client) -> None:
     response = fhir.delete("metadata")
     assert "DELETE" in assert_outcome(response, 405, "not-supported")
-    assert response.headers["allow"] == "GET"
-    assert_outcome(fhir.patch("Observation/f1", content=b"{}", headers=FHIR_JSON), 405)
+    assert response.headers["allow"] == "GET, HEAD"
+    refused = fhir.post("Observation/f1", content=b"{}", headers=FHIR_JSON)
+    assert_outcome(refused, 405, "not-supported")
+    assert refused.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
     assert_outcome(fhir.get("$assess"), 404)
 
 

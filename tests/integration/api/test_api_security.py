@@ -15,6 +15,7 @@ import pytest
 from api_support import FHIR_JSON, Serve, example, post_json, put_json
 from joserfc.jwk import RSAKey
 from security_support import PUBLIC_BASE, IdentityProvider, bearer
+from support.conditions import primary_condition
 
 from fhir_app.export import EXPORT_TYPES, ExportJob, ExportRequest, write_ndjson
 from fhir_app.service import FhirService
@@ -483,3 +484,48 @@ def test_the_patient_bound_pages_and_the_job_state(loaded: FhirService, tmp_path
         patient="p01",
     )
     assert ExportJob.from_json(job.to_json()) == job
+
+
+# --------------------------------------------------------------------------- no patient, Condition
+
+
+def test_an_input_without_a_patient_is_outside_every_patient_context(
+    smart: Callable[..., httpx.Client],
+) -> None:
+    """CONTRACT 3 (v2): an Observation of a Group is stored with no patient; a patient-context
+    token neither sees nor writes it, a system token does both."""
+    ward: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": "ward-hr",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": "Group/ward-3"},
+        "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+    feed = smart("system/*.cruds", client_id="feed")
+    assert put_json(feed, "Observation/ward-hr", ward).status_code == 201
+    mine = smart("patient/*.cruds", patient="p01")
+    assert mine.get("Observation/ward-hr").status_code == 404
+    assert mine.get("Observation", params={"_id": "ward-hr"}).json().get("total") == 0
+    assert put_json(mine, "Observation/ward-hr", ward).status_code == 403
+    assert post_json(mine, "Observation", {**ward, "id": "ward-2"}).status_code == 403
+    assert feed.get("Observation/ward-hr").status_code == 200
+
+
+def test_conditions_obey_the_scopes_and_the_patient_context(
+    smart: Callable[..., httpx.Client],
+) -> None:
+    condition = primary_condition("p01-cancer", "p01", "prostate")
+    observations_only = smart("patient/Observation.cruds", patient="p01", client_id="narrow")
+    assert put_json(observations_only, "Condition/p01-cancer", condition).status_code == 403
+    mine = smart("patient/*.cruds", patient="p01")
+    other = primary_condition("p03-cancer", "p03", "renal-cell")
+    assert put_json(mine, "Condition/p03-cancer", other).status_code == 403
+    assert put_json(mine, "Condition/p01-cancer", condition).status_code == 201
+    assert mine.get("Condition/p01-cancer").status_code == 200
+    found = mine.get("Condition", params={"patient": "p01"}).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == ["p01-cancer"]
+    admin = smart("system/*.cruds", client_id="admin")
+    assert put_json(admin, "Condition/p03-cancer", other).status_code == 201
+    assert mine.get("Condition/p03-cancer").status_code == 404
+    assert mine.delete("Condition/p03-cancer").status_code == 403

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from support.conditions import primary_condition, secondary_condition
 from support.population import write_population_file
 
 from fhir_app.analytics.lesions import lesion_rows
@@ -115,6 +116,20 @@ def feed_extras(path: Path) -> Path:
         orjson.dumps(_finding("mover", "spark-c", 20, "T4")),
         orjson.dumps(bundle),
         orjson.dumps(_finding("mover", "spark-d", 20, "T4")),
+        # Conditions (CONTRACT 3, v2): a known primary, and a secondary making L2 a lesion level;
+        # an Observation outside the contract about a Group, stored with no patient.
+        orjson.dumps(_finding("e-l1", "spark-e", 40, "L1")),
+        orjson.dumps(primary_condition("e-primary", "spark-e", "breast")),
+        orjson.dumps(secondary_condition("e-met", "spark-e", "L2")),
+        orjson.dumps(
+            {
+                "resourceType": "Observation",
+                "id": "ward-hr",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": "Group/ward-3"},
+            }
+        ),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -179,6 +194,7 @@ def test_the_spark_outputs_equal_the_single_machine_outputs(runs: Runs) -> None:
     assert single["OperationOutcome.ndjson"] == spark["OperationOutcome.ndjson"]
     references = orjson.dumps(spark["Provenance.ndjson"]).decode()
     assert "Observation/sent-thrice/_history/2" in references
+    assert "Condition/e-met/_history/1" in references
 
 
 def test_the_counts_equal_the_single_machine_run(runs: Runs) -> None:
@@ -272,7 +288,7 @@ def test_the_command_line_runs_the_spark_path(spark: Any, tmp_path: Path) -> Non
     )
     assert done.returncode == 1, done.stderr
     assert "rejected extras.ndjson: line 3:" in done.stderr
-    assert "7 accepted, 2 rejected" in done.stderr
+    assert "11 accepted, 2 rejected" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "DiagnosticReport.ndjson",
         "Observation.ndjson",

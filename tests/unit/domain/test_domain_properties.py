@@ -87,6 +87,7 @@ VALUES: dict[FindingKind, st.SearchStrategy[FindingValue]] = {
     FindingKind.TREATED: st.booleans(),
     FindingKind.ESCC: st.sampled_from(EsccGrade),
     FindingKind.MYELOPATHY: st.booleans(),
+    FindingKind.LESION_PRESENT: st.just(True),
 }
 assert set(VALUES) == set(FindingKind)
 

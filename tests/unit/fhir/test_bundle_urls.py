@@ -34,10 +34,25 @@ def entry(method: str | None, url: str | None, resource: Any = None) -> BundleEn
             EntryTarget("Observation", None, "identifier=http://hospital.example/obs|42"),
         ),
         ("PUT", "Unknown/f1", EntryTarget("Unknown", "f1")),  # the service refuses the type
+        ("PATCH", "Observation/f1", EntryTarget("Observation", "f1")),
+        (
+            "DELETE",
+            "Observation?identifier=a|b",
+            EntryTarget("Observation", None, "identifier=a|b"),
+        ),
     ],
 )
 def test_entry_urls(method: str, url: str, target: EntryTarget) -> None:
     assert entry_target(entry(method, url)) == target
+
+
+@pytest.mark.parametrize("url", ["Observation/f1", "/Patient/example", "Observation?code=x", None])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_read_entries_have_no_write_target(method: str, url: str | None) -> None:
+    # The API layer reads their url: any read url of the REST interface.
+    read = entry(method, url)
+    assert entry_target(read) is None
+    assert read.reads
 
 
 def test_a_post_without_url_creates_its_resource_type() -> None:
@@ -60,8 +75,9 @@ def test_a_post_without_url_creates_its_resource_type() -> None:
         ("PUT", None),
         ("PUT", "Observation"),
         ("POST", "Observation/f1"),
-        ("DELETE", "Observation?identifier=a|b"),
-        ("GET", "Observation/f1"),
+        ("PATCH", "Observation"),
+        ("PATCH", "Observation?identifier=a|b"),
+        ("TRACE", "Observation/f1"),
     ],
 )
 def test_malformed_entry_urls_are_refused_at_the_url(method: str, url: str | None) -> None:

@@ -217,7 +217,7 @@ def test_wrong_resource_type(resource_type: str) -> None:
         "not-supported",
         (resource_type,),
     )
-    assert "Observation, ImagingStudy, Patient" in issue.diagnostics
+    assert "Observation, Condition, ImagingStudy, Patient" in issue.diagnostics
 
 
 def test_missing_resource_type() -> None:

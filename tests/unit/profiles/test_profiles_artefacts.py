@@ -489,27 +489,37 @@ def test_the_capability_statement_says_what_the_server_offers(
     assert statement["format"] == ["json"]
     (rest,) = statement["rest"]
     assert rest["mode"] == "server"
-    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
+    assert rest["compartment"] == ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     resources = {r["type"]: r for r in rest["resource"]}
     assert set(resources) == {
         "Observation",
+        "Condition",
         "ImagingStudy",
         "Patient",
         "RiskAssessment",
         "DiagnosticReport",
         "Provenance",
     }
-    reads = {"read", "vread", "history-instance", "search-type"}
-    writes = {"create", "update", "delete"}
-    for kind in ("Observation", "ImagingStudy", "Patient"):
+    reads = {"read", "vread", "history-instance", "history-type", "search-type"}
+    writes = {"create", "update", "delete", "patch"}
+    for kind in ("Observation", "Condition", "ImagingStudy", "Patient"):
         assert {i["code"] for i in resources[kind]["interaction"]} == reads | writes
         assert resources[kind]["conditionalCreate"] is True
+        assert resources[kind]["conditionalUpdate"] is True
+        assert resources[kind]["conditionalDelete"] == "single"
+        operations = {o["name"] for o in resources[kind]["operation"]}
+        assert operations == ({"everything", "validate"} if kind == "Patient" else {"validate"})
     for kind in ("RiskAssessment", "DiagnosticReport", "Provenance"):
         assert {i["code"] for i in resources[kind]["interaction"]} == reads
+        assert "conditionalUpdate" not in resources[kind]
+        assert "operation" not in resources[kind]
+    for resource in resources.values():
+        assert resource["conditionalRead"] == "full-support"
     for kind in ("Observation", "RiskAssessment", "DiagnosticReport", "Provenance"):
         params = {p["name"] for p in resources[kind]["searchParam"]}
         assert {"patient", "_lastUpdated", "_count"} <= params, kind
-    for kind in ("Observation", "DiagnosticReport"):
+    for kind in ("Observation", "Condition", "DiagnosticReport"):
         assert {"subject", "code"} <= {p["name"] for p in resources[kind]["searchParam"]}
     for entry in resources.values():
         for profile in entry.get("supportedProfile", []):
