@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
+from support.conditions import CLINICAL, primary_condition, secondary_condition
 
 from fhir_app.api.search import searchset_for
 from fhir_app.api.security.guarded import GuardedService
@@ -31,7 +32,6 @@ from fhir_app.fhir.search import PARAMETERS, index_rows
 from fhir_app.fhir.search.dates import date_range
 from fhir_app.service import FhirService, ServiceError
 from fhir_app.store import make_engine, migrate, uow_factory
-from tests.support.conditions import CLINICAL, primary_condition, secondary_condition
 
 Json = dict[str, Any]
 BASE = "https://fhir.example/fhir"
