@@ -3,7 +3,8 @@
 Generates a population of about `--resources` input resources (NDJSON), then measures:
   (a) parse-only: orjson over every line of the file, one process;
   (b) validate-only: orjson + `fhir_app.fhir.parse.validate_resource` over every resource, one
-      process (the floor the processor's validation stands on);
+      process (the schema gate of fhir_app.fhir.validation; bench/validate.py compares it with
+      fhir.resources);
   (c) end-to-end `fhir-app process FILE --out DIR` on a fresh SQLite file, and
   (d) the same on a fresh PostgreSQL database (created on the local server, dropped after),
 as input resources/s and wall clock, with the ratios e2e/validate-only and e2e/parse-only. The
@@ -13,12 +14,21 @@ run shows how much of it is fixed start-up cost. The outputs are counted against
 (one DiagnosticReport per patient, one RiskAssessment per lesion level) so that a fast run that did
 not do the work cannot pass for a result.
 
-Run: `.venv/bin/python bench/bulk.py [--resources 20000] [--backend sqlite --backend postgresql]`
+With `--before REV`, the same end-to-end runs of an earlier commit (checked out into a temporary
+git worktree, its own code on PYTHONPATH, the virtualenv shared) on the same input file, each
+backend's before and after runs back to back, and the ratios now / before. Target: PostgreSQL at
+least 2x the commit before strict validation (307bf9a). `--repeat N` makes each end-to-end run N
+times (the two trees taking turns) and keeps the median: the machine may be shared.
+
+Run: `.venv/bin/python bench/bulk.py [--resources 20000] [--backend sqlite --backend postgresql]
+[--before 307bf9a [--repeat 3]]`
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,11 +42,13 @@ from harness import (
     BACKENDS,
     DatabaseUnavailable,
     ProcessRun,
+    child_environment,
     count_lines,
     fresh_database,
     machine_line,
     markdown_table,
     rate,
+    run_measured,
     run_process,
     verdict,
 )
@@ -47,6 +59,8 @@ from fhir_app.fhir.parse import validate_resource
 DEFAULT_RESOURCES: Final = 20_000
 TARGET_POSTGRES_RATE: Final = 3_000.0  # input resources/s
 TARGET_VALIDATE_RATIO: Final = 0.75  # of validate-only
+TARGET_BEFORE_RATIO: Final = 2.0  # PostgreSQL, of the `--before` commit (issue 11)
+ROOT: Final = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ class EndToEnd:
     resources: int
     outputs_ok: bool
     note: str
+    tree: str = "this tree"
 
     @property
     def rate(self) -> float:
@@ -88,6 +103,7 @@ class BulkResult:
     parse: Baseline
     validate: Baseline
     e2e: list[EndToEnd] = field(default_factory=list)
+    before: list[EndToEnd] = field(default_factory=list)  # `--before REV`, same backends
 
     def ratio_to_validate(self, run: EndToEnd) -> float:
         """End-to-end rate as a share of the validate-only rate."""
@@ -128,18 +144,38 @@ def validate_only(path: Path) -> Baseline:
     return Baseline(count, seconds)
 
 
+def process_in(tree: Path | None, input_file: Path, out_dir: Path, database_url: str) -> ProcessRun:
+    """`fhir-app process` of this tree, or of another checkout `tree` (its code first on
+    PYTHONPATH; `python -m fhir_app.cli`, since the console script belongs to this tree)."""
+    if tree is None:
+        return run_process(input_file, out_dir, database_url)
+    env = child_environment(database_url)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    args = [sys.executable, "-m", "fhir_app.cli", "process", str(input_file), "--out", str(out_dir)]
+    return run_measured(args, env, cwd=tree)
+
+
 def end_to_end(
-    backend: str, input_file: Path, tiny_file: Path, population: PopulationSummary, work: Path
+    backend: str,
+    input_file: Path,
+    tiny_file: Path,
+    population: PopulationSummary,
+    work: Path,
+    tree: Path | None = None,
+    tree_name: str = "this tree",
 ) -> EndToEnd:
     """`fhir-app process` on a fresh database of `backend`, after a 1-patient start-up run."""
+    label = f"{backend}-{tree_name.replace(' ', '-')}"
     try:
         with fresh_database(backend) as url:
-            startup = run_process(tiny_file, work / f"startup-{backend}", url)
+            startup = process_in(tree, tiny_file, work / f"startup-{label}", url)
         with fresh_database(backend) as url:
-            out = work / f"out-{backend}"
-            run = run_process(input_file, out, url)
+            out = work / f"out-{label}"
+            run = process_in(tree, input_file, out, url)
     except DatabaseUnavailable as exc:
-        return EndToEnd(backend, None, None, population.resources, False, f"skipped: {exc}")
+        return EndToEnd(
+            backend, None, None, population.resources, False, f"skipped: {exc}", tree_name
+        )
     reports = count_lines(out / "DiagnosticReport.ndjson")
     risks = count_lines(out / "RiskAssessment.ndjson")
     outputs_ok = (
@@ -151,7 +187,7 @@ def end_to_end(
         else f"exit {run.exit_code}; {reports}/{population.patients} DiagnosticReport, "
         f"{risks}/{population.levels} RiskAssessment; stderr: {run.stderr_tail(3)}"
     )
-    return EndToEnd(backend, run, startup, population.resources, outputs_ok, note)
+    return EndToEnd(backend, run, startup, population.resources, outputs_ok, note, tree_name)
 
 
 def run_bulk(
@@ -160,8 +196,12 @@ def run_bulk(
     seed: int = 0,
     *,
     progress: bool = True,
+    before: str | None = None,
+    repeat: int = 1,
 ) -> BulkResult:
-    """Generate the input, measure the baselines and every end-to-end run."""
+    """Generate the input, measure the baselines and every end-to-end run (and, with `before`,
+    the earlier commit's run before each of this tree's). With `repeat`, each end-to-end run is
+    made that many times (taking turns with the earlier commit's) and the median one kept."""
 
     def say(text: str) -> None:
         if progress:
@@ -179,19 +219,79 @@ def run_bulk(
         validate = validate_only(input_file)
         say(f"validate-only {validate.rate:,.0f} resources/s")
         result = BulkResult(population, input_file.stat().st_size / 1e6, parse, validate)
-        for backend in backends:
-            say(f"fhir-app process on {backend} ...")
-            run = end_to_end(backend, input_file, tiny_file, population, work)
-            say(f"{backend}: {run.rate:,.0f} resources/s; {run.note}")
-            result.e2e.append(run)
+        earlier = _worktree(before, work) if before else None
+        try:
+            for backend in backends:
+                olds: list[EndToEnd] = []
+                news: list[EndToEnd] = []
+                for _ in range(max(1, repeat)):
+                    if earlier is not None:
+                        say(f"fhir-app process on {backend}, {before} ...")
+                        old = end_to_end(
+                            backend, input_file, tiny_file, population, work, earlier, str(before)
+                        )
+                        say(f"{backend}, {before}: {old.rate:,.0f} resources/s; {old.note}")
+                        olds.append(old)
+                    say(f"fhir-app process on {backend} ...")
+                    run = end_to_end(backend, input_file, tiny_file, population, work)
+                    say(f"{backend}: {run.rate:,.0f} resources/s; {run.note}")
+                    news.append(run)
+                if olds:
+                    result.before.append(_median(olds))
+                result.e2e.append(_median(news))
+        finally:
+            if earlier is not None:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(earlier)], cwd=ROOT, check=False
+                )
     return result
+
+
+def _median(runs: list[EndToEnd]) -> EndToEnd:
+    """The run of median rate (an odd count gives a run actually made)."""
+    return sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
+
+
+def _worktree(rev: str, work: Path) -> Path:
+    """`rev` checked out (detached) into a temporary git worktree under `work`."""
+    tree = work / "before-tree"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), rev],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return tree
+
+
+def before_rows(result: BulkResult) -> list[list[str]]:
+    """Now / before, per backend (`--before`)."""
+    rows = []
+    for old, new in zip(result.before, result.e2e, strict=True):
+        if old.run is None or new.run is None:
+            continue
+        ratio = rate(new.rate, old.rate)
+        target = ""
+        if new.backend == "postgresql":
+            target = f">= {TARGET_BEFORE_RATIO:.0f}x: {verdict(ratio >= TARGET_BEFORE_RATIO)}"
+        checked = "" if old.outputs_ok and new.outputs_ok else " (OUTPUTS WRONG)"
+        rows.append(
+            [
+                f"{new.backend}{checked}",
+                f"{old.rate:,.0f}",
+                f"{new.rate:,.0f}",
+                f"{ratio:.2f}",
+                target,
+            ]
+        )
+    return rows
 
 
 def bulk_rows(result: BulkResult) -> list[list[str]]:
     """Table rows: one per measurement."""
     baselines = [
         ("parse-only (orjson, 1 process)", result.parse),
-        ("validate-only (fhir.resources, 1 process)", result.validate),
+        ("validate-only (schema gate, 1 process)", result.validate),
     ]
     rows = [[name, f"{b.seconds:.2f}", "", f"{b.rate:,.0f}", "", "", ""] for name, b in baselines]
     for e2e in result.e2e:
@@ -245,9 +345,13 @@ def print_bulk(result: BulkResult) -> None:
         f"{result.file_mb:.1f} MB NDJSON)"
     )
     print(markdown_table(BULK_HEADER, bulk_rows(result)))
-    for e2e in result.e2e:
+    if result.before:
+        before = result.before[0].tree
+        header = ("backend", f"before ({before}) resources/s", "now resources/s", "now / before")
+        print("\n" + markdown_table((*header, "target"), before_rows(result)))
+    for e2e in [*result.before, *result.e2e]:
         if e2e.run is not None and not e2e.outputs_ok:
-            print(f"\n{e2e.backend}: {e2e.note}")
+            print(f"\n{e2e.backend} ({e2e.tree}): {e2e.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,11 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resources", type=int, default=DEFAULT_RESOURCES)
     parser.add_argument("--backend", action="append", choices=BACKENDS, dest="backends")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before", help="an earlier commit to run on the same input (git rev)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="end-to-end runs per tree and backend (median kept)"
+    )
     args = parser.parse_args(argv)
     print(machine_line())
-    result = run_bulk(args.resources, tuple(args.backends or BACKENDS), args.seed)
+    backends = tuple(args.backends or BACKENDS)
+    result = run_bulk(args.resources, backends, args.seed, before=args.before, repeat=args.repeat)
     print_bulk(result)
-    return 0 if all(e.outputs_ok or e.run is None for e in result.e2e) else 1
+    runs = [*result.before, *result.e2e]
+    return 0 if all(e.outputs_ok or e.run is None for e in runs) else 1
 
 
 if __name__ == "__main__":

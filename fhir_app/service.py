@@ -108,9 +108,11 @@ def derive(
 
 
 def rejection_status(issues: Sequence[Issue]) -> int:
-    """400 when an input cannot be read as FHIR R4 JSON at all (an `invalid` issue, e.g. a
-    control character in a string), 422 when it was read and breaks a rule (CONTRACT 3b)."""
-    return 400 if any(issue.code == "invalid" for issue in issues) else 422
+    """400 when an input is not FHIR R4 JSON (an `invalid` issue, e.g. a control character in a
+    string, or a `structure` one: null, an empty value, a JSON type other than the element's,
+    an unknown element), 422 when it was read and breaks a rule (CONTRACT 3b), as
+    outcome.HTTP_STATUS_BY_ISSUE_CODE says."""
+    return 400 if any(issue.code in ("invalid", "structure") for issue in issues) else 422
 
 
 @dataclass(slots=True)

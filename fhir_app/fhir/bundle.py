@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import FHIR_ID, control_character_issues, rewrite_references
+from fhir_app.fhir.validation.bundle_rules import entry_issues, shell_issues
 
 BUNDLE_TYPES_PROCESSED = frozenset({"transaction", "batch", "collection", "searchset"})
 # The interactions a transaction or batch entry may ask for.
@@ -72,9 +73,11 @@ class BundleEntry:
 def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
     """The entries of a Bundle, with their request details read.
 
-    A malformed entry list, or a control character outside the entries, is rejected for the
-    whole Bundle (InputRejected); a problem inside one entry is listed in its `problems`, so
-    that a batch can answer that entry alone.
+    A malformed entry list, or a control character or a breach of R4 JSON outside the entries,
+    is rejected for the whole Bundle (InputRejected); a problem inside one entry (outside its
+    resource, which is validated later as an input), or a Bundle rule it breaks
+    (validation.bundle_rules), is listed in its `problems`, so that a batch can answer that
+    entry alone.
     """
     outside = {key: value for key, value in bundle.items() if key != "entry"}
     unreadable = control_character_issues(outside, "Bundle")
@@ -85,6 +88,10 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
         raise InputRejected(
             [Issue("error", "structure", "Bundle.entry must be a list", ("Bundle.entry",))]
         )
+    # R4 JSON outside the entries' resources (those are validated as inputs, one by one).
+    malformed, malformed_entries = shell_issues(bundle)
+    if malformed:
+        raise InputRejected(malformed)
     out = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -110,11 +117,17 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
         )
         read.problems = control_character_issues(entry, read.label)
         if not read.problems:
+            read.problems = malformed_entries.get(index, [])
+        if not read.problems:
             try:
                 read.target = entry_target(read)
             except InputRejected as exc:
                 read.problems = exc.issues
         out.append(read)
+    # What the entries break together (duplicate fullUrls, dangling urn:uuid references, a PUT
+    # whose url names another id): a transaction is refused, a batch answers those entries.
+    for index, issues in entry_issues(entries, bundle.get("type")).items():
+        out[index].problems.extend(issues)
     return out
 
 
@@ -184,7 +197,8 @@ def assign_ids(
 ) -> None:
     """Give every entry resource its server id and rewrite fullUrl references to `Type/id`.
 
-    A PUT keeps the id of its request url; a POST (or a resource without id) gets a new one,
+    A PUT keeps the id of its request url (a resource naming another id is refused by
+    `bundle_entries`, never renamed here); a POST (or a resource without id) gets a new one,
     because on create the server assigns the id (FHIR R4 http.html#create). `existing` names, by
     entry index, the id the server chose for an entry otherwise: the resource a conditional
     create matched, or the target of a conditional update; references then point there.
@@ -201,6 +215,8 @@ def assign_ids(
         if entry.index in existing:
             resource["id"] = existing[entry.index]
         elif entry.method == "PUT" and entry.target and entry.target.resource_id:
+            if resource.get("id") not in (None, entry.target.resource_id):
+                continue  # refused (bundle_rules): its references are not pointed anywhere
             resource["id"] = entry.target.resource_id
         elif entry.method == "POST" or not isinstance(resource.get("id"), str):
             resource["id"] = new_id()

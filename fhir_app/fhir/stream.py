@@ -11,7 +11,9 @@ checkpoint and resume at:
   one record (`document`). The document is read twice with ijson: first to check that it is
   well-formed JSON and to index every entry's `fullUrl` -> `Type/id` (in a temporary SQLite file,
   so the index does not grow in memory with the Bundle), then entry by entry, with references to
-  another entry's fullUrl rewritten to `Type/id` as a FHIR server reads a Bundle.
+  another entry's fullUrl rewritten to `Type/id` as a FHIR server reads a Bundle. The first pass
+  also finds the faults of validation.bundle_rules (duplicate fullUrls, dangling `urn:uuid:`
+  references, a PUT naming another id): the entries they refuse are rejected records.
 
 Labels are the ones parse.py gives, so a rejection reads the same on every path. Callers still run
 `validate_resource` on every resource.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import IO, Any, Final
 import ijson  # type: ignore[import-untyped]
 import orjson
 
-from fhir_app.fhir.inputs import InputRejected, JsonObject
+from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.parse import (
     NDJSON_SUFFIXES,
     _bundle_entry_resource,
@@ -40,6 +42,7 @@ from fhir_app.fhir.parse import (
     load_json,
     rejected,
 )
+from fhir_app.fhir.validation import bundle_rules
 
 _BOM: Final = b"\xef\xbb\xbf"
 # How much of a file's first lines is read to tell NDJSON from a JSON document. A first line longer
@@ -176,6 +179,8 @@ class _DocumentShape:
     entry_is_array: bool | None = None  # None: no `entry`
     entries: int = 0
     absolute_references: bool = False  # a reference that may name another entry's fullUrl
+    bundle_type: str | None = None
+    faults: dict[int, list[Issue]] = field(default_factory=dict)  # bundle_rules, by entry
 
 
 class _FullUrlIndex:
@@ -192,7 +197,14 @@ class _FullUrlIndex:
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE target (url TEXT PRIMARY KEY, ref TEXT NOT NULL)")
+        # Every entry's fullUrl (with its meta.versionId), and every urn:uuid reference: the
+        # Bundle rules are checked on them after the first pass.
+        self._db.execute("CREATE TABLE seen (url TEXT NOT NULL, entry INTEGER, version TEXT)")
+        self._db.execute("CREATE TABLE urn (url TEXT NOT NULL, entry INTEGER, path TEXT)")
+        self._db.execute("CREATE INDEX seen_url ON seen (url)")
         self._pending: list[tuple[str, str]] = []
+        self._seen: list[tuple[str, int, str | None]] = []
+        self._urns: list[tuple[str, int, str]] = []
         self.lookup: Callable[[str], str | None] = lru_cache(maxsize=_LOOKUP_CACHE)(self._get)
 
     def add(self, url: str, reference: str) -> None:
@@ -201,13 +213,55 @@ class _FullUrlIndex:
         if len(self._pending) >= _INDEX_BATCH:
             self.flush()
 
+    def note(self, url: str, entry: int, version: str | None) -> None:
+        """Record that entry `entry` has the fullUrl `url` (and this meta.versionId)."""
+        self._seen.append((url, entry, version))
+        if len(self._seen) >= _INDEX_BATCH:
+            self.flush()
+
+    def note_urn(self, url: str, entry: int, path: str) -> None:
+        """Record a `urn:uuid:` reference of entry `entry` at FHIRPath `path`."""
+        self._urns.append((url, entry, path))
+        if len(self._urns) >= _INDEX_BATCH:
+            self.flush()
+
     def flush(self) -> None:
         """Write the buffered rows."""
-        if self._pending:
+        if self._pending or self._seen or self._urns:
             self._db.execute("BEGIN")
             self._db.executemany("INSERT OR REPLACE INTO target VALUES (?, ?)", self._pending)
+            self._db.executemany("INSERT INTO seen VALUES (?, ?, ?)", self._seen)
+            self._db.executemany("INSERT INTO urn VALUES (?, ?, ?)", self._urns)
             self._db.execute("COMMIT")
             self._pending.clear()
+            self._seen.clear()
+            self._urns.clear()
+
+    def faults(self, bundle_type: str | None) -> Iterator[tuple[int, Issue]]:
+        """The entries that share a fullUrl and the urn:uuid references that name no entry
+        (validation.bundle_rules), bounded."""
+        limit = bundle_rules.MAX_ISSUES_PER_BUNDLE
+        writes = bundle_type in bundle_rules.WRITING_TYPES
+        shared = self._db.execute(
+            "SELECT url, group_concat(entry), count(*) = count(version)"
+            " AND count(DISTINCT version) = count(*) FROM seen GROUP BY url"
+            " HAVING count(*) > 1 LIMIT ?",
+            (limit,),
+        )
+        for url, entries, distinct_versions in shared.fetchall():
+            if distinct_versions and not writes:
+                continue  # R4 bdl-7: versions of one resource
+            numbers = sorted(int(n) for n in str(entries).split(","))
+            for number in numbers:
+                others = [n for n in numbers if n != number]
+                yield number, bundle_rules.duplicate_issue(number, str(url), others)
+        dangling = self._db.execute(
+            "SELECT entry, path, url FROM urn WHERE url NOT IN (SELECT url FROM seen)"
+            " ORDER BY entry LIMIT ?",
+            (limit,),
+        )
+        for number, path, url in dangling.fetchall():
+            yield int(number), bundle_rules.dangling_issue(str(path), str(url))
 
     def _get(self, url: str) -> str | None:
         row = self._db.execute("SELECT ref FROM target WHERE url = ?", (url,)).fetchone()
@@ -248,7 +302,7 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
     Raises InputRejected when the JSON is malformed anywhere, before any entry was taken in.
     """
     shape = _DocumentShape()
-    full_url = resource_type = resource_id = method = url = None
+    full_url = resource_type = resource_id = method = url = version = None
     try:
         events = ijson.parse(handle)
         for prefix, event, value in events:
@@ -264,14 +318,24 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
                     shape.entry_is_array = event == "start_array"
             elif prefix == "entry.item":
                 if event == "end_map":
+                    number = shape.entries - 1
                     target = _entry_target(full_url, resource_type, resource_id, method, url)
                     if target is not None and full_url is not None:
                         index.add(full_url, target)
+                    if full_url is not None:
+                        index.note(full_url, number, version)
+                    where = f"Bundle.entry[{number}]"
+                    if resource_type is not None:
+                        mismatch = bundle_rules.put_id_issue(where, resource_id, method, url)
+                        if mismatch is not None:
+                            shape.faults.setdefault(number, []).append(mismatch)
                 elif event not in ("map_key", "end_array"):
                     shape.entries += 1
-                    full_url = resource_type = resource_id = method = url = None
+                    full_url = resource_type = resource_id = method = url = version = None
             elif event == "string":
-                if prefix == "entry.item.fullUrl":
+                if prefix == "type":
+                    shape.bundle_type = value
+                elif prefix == "entry.item.fullUrl":
                     full_url = value
                 elif prefix == "entry.item.resource.resourceType":
                     resource_type = value
@@ -281,6 +345,19 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
                     method = value
                 elif prefix == "entry.item.request.url":
                     url = value
+                elif prefix == "entry.item.resource.meta.versionId":
+                    version = value
+                elif (
+                    value.startswith(bundle_rules.URN_UUID)
+                    and prefix.startswith("entry.item.resource.")
+                    and prefix.endswith(".reference")
+                ):
+                    # ijson's prefix has no array indexes: the FHIRPath names every item.
+                    path = prefix.removeprefix("entry.item.").replace(".item", "")
+                    index.note_urn(
+                        value, shape.entries - 1, f"Bundle.entry[{shape.entries - 1}].{path}"
+                    )
+                    shape.absolute_references = True
                 elif (
                     not shape.absolute_references and prefix.endswith(".reference") and ":" in value
                 ):
@@ -290,6 +367,9 @@ def _scan_document(handle: IO[bytes], index: _FullUrlIndex) -> _DocumentShape:
     except UnicodeDecodeError as exc:
         raise rejected("invalid", f"Malformed JSON: not UTF-8 ({exc})") from exc
     index.flush()
+    if shape.resource_type == "Bundle":
+        for number, issue in index.faults(shape.bundle_type):
+            shape.faults.setdefault(number, []).append(issue)
     return shape
 
 
@@ -350,12 +430,28 @@ def _document_body(
                 yield Record(0, "document", RecordKind.REJECTED, why, handle.tell())
             return
         lookup = index.lookup if shape.absolute_references else None
+        refusals = _refusals(shape)
         entries = ijson.items(handle, "entry.item", use_float=True)
         for number, entry in enumerate(entries):
             if number < start:
                 continue
             where = f"Bundle.entry[{number}]"
+            refusal = refusals(number)
+            if refusal is not None:
+                yield Record(number, where, RecordKind.REJECTED, refusal, handle.tell())
+                continue
             yield _entry_record(number, where, entry, lookup, handle.tell())
+
+
+def _refusals(shape: _DocumentShape) -> Callable[[int], InputRejected | None]:
+    """Entry number -> why the Bundle rules refuse it (parse.bundle_refusals' rule)."""
+    if not shape.faults:
+        return lambda number: None
+    if bundle_rules.refused_as_whole(shape.bundle_type):
+        every = InputRejected(bundle_rules.every_issue(shape.faults))
+        return lambda number: every
+    by_entry = {number: InputRejected(issues) for number, issues in shape.faults.items()}
+    return by_entry.get
 
 
 def _entry_record(
@@ -365,6 +461,9 @@ def _entry_record(
     lookup: Callable[[str], str | None] | None,
     offset: int,
 ) -> Record:
+    malformed = bundle_rules.entry_shell_issues(entry, number)
+    if malformed:
+        return Record(number, where, RecordKind.REJECTED, InputRejected(malformed), offset)
     found = _bundle_entry_resource(entry, where)
     if isinstance(found, InputRejected):
         return Record(number, where, RecordKind.REJECTED, found, offset)
