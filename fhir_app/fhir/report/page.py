@@ -52,6 +52,11 @@ def _environment() -> Environment:
     )
 
 
+def prepare() -> None:
+    """Load and compile the page template now (it is kept for the life of the process)."""
+    _environment().get_template(TEMPLATE)
+
+
 def section(view: ReportView, png: bytes) -> PatientSection:
     """A patient's section of the page, with its picture."""
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")

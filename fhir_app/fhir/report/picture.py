@@ -148,6 +148,22 @@ def render_png(picture: SpinePicture) -> bytes:
     return _render(picture)
 
 
+def prepare() -> None:
+    """Draw now the layers every picture is pasted from (the unreported spine and one canvas
+    per style: each category, and each run of neighbouring categories left open).
+
+    The bulk run calls it before forking its workers: drawn once in the parent, the layers are
+    shared by every worker instead of being drawn again in each (~0.3 s per worker).
+    """
+    _background()
+    _caption_font()
+    bands = [category for _, _, category in SINS_CATEGORY_BANDS]
+    for start in range(len(bands)):
+        for end in range(start + 1, len(bands) + 1):
+            run = tuple(bands[start:end])
+            _bodies(run, len(run) > 1)
+
+
 # Drawing is layered for speed: the unreported spine (labels, grey bodies, legend) is drawn once;
 # every level's body is drawn once per style (a category, or an open set of candidates) on the
 # whole canvas, so pasting a level's region gives the pixels drawing it in place would; each

@@ -36,6 +36,13 @@ def _attachment(content_type: str, data: bytes, title: str, creation: str) -> Js
     }
 
 
+def prepare() -> None:
+    """Build now what every report's page and picture reuse (the template, the picture's
+    layers), so that processes forked after this call share them (fhir_app.bulk)."""
+    page.prepare()
+    picture.prepare()
+
+
 def presented_form(
     outputs: Sequence[JsonObject], report: JsonObject, processor_version: str, creation: str
 ) -> list[JsonObject]:

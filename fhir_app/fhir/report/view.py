@@ -138,7 +138,17 @@ def _codings(concept: object) -> list[JsonObject]:
 
 
 def _has_code(concept: object, system: str, code: str) -> bool:
-    return any(c.get("system") == system and c.get("code") == code for c in _codings(concept))
+    # The hottest test of the view (every component of every output): no list built.
+    if not isinstance(concept, dict):
+        return False
+    for coding in concept.get("coding", []):
+        if (
+            isinstance(coding, dict)
+            and coding.get("code") == code
+            and coding.get("system") == system
+        ):
+            return True
+    return False
 
 
 def _code_of(concept: object, system: str) -> str | None:

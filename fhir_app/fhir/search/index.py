@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from fhir_app.fhir.search.dates import InvalidDate, date_range, period_range
@@ -44,25 +45,43 @@ def normalised(text: str) -> str:
     return " ".join(bare.casefold().split())
 
 
+# The steps of each path after its resource type, split once (the table's paths are few).
+_STEPS: Final[dict[str, tuple[str, ...]]] = {}
+_ABSENT: Final = object()
+
+
+def _steps(path: str) -> tuple[str, ...]:
+    steps = _STEPS.get(path)
+    if steps is None:
+        steps = _STEPS[path] = tuple(path.split(".")[1:])
+    return steps
+
+
 def values_at(resource: dict[str, Any], path: str) -> list[Any]:
     """The values of a simple path (`Observation.subject`, `ImagingStudy.series.modality`);
     lists are flattened; a choice element (`effective`) reads whichever `effective[x]` is set."""
     nodes: list[Any] = [resource]
-    for part in path.split(".")[1:]:
+    for part in _steps(path):
         found: list[Any] = []
         for node in nodes:
             if not isinstance(node, dict):
                 continue
-            if part in node:
-                values = [node[part]]
-            else:
-                values = [
-                    value
-                    for key, value in node.items()
-                    if key.startswith(part) and len(key) > len(part) and key[len(part)].isupper()
-                ]
-            for value in values:
-                found.extend(value if isinstance(value, list) else [value])
+            value = node.get(part, _ABSENT)
+            if value is not _ABSENT:
+                if isinstance(value, list):
+                    found.extend(value)
+                else:
+                    found.append(value)
+                continue
+            size = len(part)
+            for key, value in node.items():
+                if key.startswith(part) and len(key) > size and key[size].isupper():
+                    if isinstance(value, list):
+                        found.extend(value)
+                    else:
+                        found.append(value)
+        if not found:
+            return found
         nodes = found
     return nodes
 
@@ -99,7 +118,7 @@ def _tokens(value: Any) -> Iterator[tuple[str, str]]:
 def _date(value: Any) -> tuple[datetime, datetime] | None:
     try:
         if isinstance(value, str):
-            return date_range(value)
+            return _date_range(value)
         if isinstance(value, dict) and ("start" in value or "end" in value):
             start, end = value.get("start"), value.get("end")
             return period_range(
@@ -121,27 +140,45 @@ def _strings(value: Any) -> Iterator[str]:
                     yield text
 
 
+# Per resource type: (parameter name, index kind, the steps of each of its paths), built once.
+_PLANS: Final[dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]]] = {}
+
+
+def _plan(resource_type: str) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    plan = _PLANS.get(resource_type)
+    if plan is None:
+        plan = _PLANS[resource_type] = tuple(
+            (parameter.name, parameter.index, parameter.paths)
+            for parameter in PARAMETERS.get(resource_type, ())
+        )
+    return plan
+
+
+# Dates repeat across a patient's resources (and its outputs repeat its inputs' dates).
+_date_range: Final = lru_cache(maxsize=4096)(date_range)
+
+
 def index_rows(resource: dict[str, Any]) -> IndexRows:
     """The index rows of a resource, from the search parameters of its type."""
     tokens: set[tuple[str, str, str]] = set()
     references: set[tuple[str, str, str]] = set()
     dates: set[tuple[str, datetime, datetime]] = set()
     strings: set[tuple[str, str, str]] = set()
-    for parameter in PARAMETERS.get(str(resource.get("resourceType")), ()):
-        for path in parameter.paths:
+    for name, kind, paths in _plan(str(resource.get("resourceType"))):
+        for path in paths:
             for value in values_at(resource, path):
-                if parameter.index == "token":
-                    tokens.update((parameter.name, s, c) for s, c in _tokens(value))
-                elif parameter.index == "reference":
+                if kind == "token":
+                    tokens.update((name, s, c) for s, c in _tokens(value))
+                elif kind == "reference":
                     target = reference_target(value)
                     if target is not None:
-                        references.add((parameter.name, *target))
-                elif parameter.index == "date":
+                        references.add((name, *target))
+                elif kind == "date":
                     span = _date(value)
                     if span is not None:
-                        dates.add((parameter.name, *span))
-                elif parameter.index == "string":
-                    strings.update((parameter.name, normalised(t), t) for t in _strings(value))
+                        dates.add((name, *span))
+                elif kind == "string":
+                    strings.update((name, normalised(t), t) for t in _strings(value))
     return IndexRows(
         tuple(sorted(tokens)),
         tuple(sorted(references)),
