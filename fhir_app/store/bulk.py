@@ -241,8 +241,9 @@ _SERVED_START: Final = '{"resourceType":'
 def _served_line(content: str) -> bytes:
     """Stored JSON text as a compact NDJSON line with `resourceType`, `id`, `meta` first.
 
-    SQLite keeps the text as written (already so); PostgreSQL's JSONB text has its own key
-    order and spacing, and is parsed and written again.
+    Both databases keep the text as written (already so); a version stored as jsonb before
+    migration c4d8f2a6e9b1 comes back in jsonb's own key order and spacing, and is parsed and
+    written again.
     """
     if content.startswith(_SERVED_START):
         return content.encode()

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects.postgresql import JSON as PG_JSON
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -71,6 +72,9 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 # JSONB on PostgreSQL (indexable, compact), plain JSON text on SQLite.
 JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+# A stored resource: read and written whole, never queried inside (the search index tables are
+# what is queried), so PostgreSQL keeps it as the JSON text written (json), not parsed (jsonb).
+ResourceDocument = JSON().with_variant(PG_JSON(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -97,7 +101,7 @@ class ResourceVersion(Base):
     status: Mapped[str | None] = mapped_column(String(32))
     is_output: Mapped[bool] = mapped_column(Boolean)
     # The resource as served: id, meta.versionId and meta.lastUpdated set.
-    content: Mapped[dict[str, Any]]
+    content: Mapped[dict[str, Any]] = mapped_column(ResourceDocument)
     # The exact text received, for audit; None for outputs and deletions.
     raw: Mapped[str | None] = mapped_column(Text)
     # sha256 of the canonical content without the server-set meta: detects an identical resend.
