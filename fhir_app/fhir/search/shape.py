@@ -11,8 +11,6 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Final
 
-from fhir.resources.R4B import get_fhir_model_class
-
 SUBSETTED: Final = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
     "code": "SUBSETTED",
@@ -22,10 +20,18 @@ SUBSETTED: Final = {
 _KEPT: Final = frozenset({"resourceType", "id", "meta"})
 
 
+def _model(rtype: str) -> Any:
+    # Imported on first use: fhir.resources and pydantic take ~0.3 s to import, which every
+    # process start (a bulk run, a CLI command) would pay for a search it may never serve.
+    from fhir.resources.R4B import get_fhir_model_class
+
+    return get_fhir_model_class(rtype)
+
+
 @cache
 def summary_elements(rtype: str) -> frozenset[str]:
     """The top-level elements of `rtype` marked isSummary in R4."""
-    model = get_fhir_model_class(rtype)
+    model = _model(rtype)
     names = set()
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra
@@ -37,7 +43,7 @@ def summary_elements(rtype: str) -> frozenset[str]:
 @cache
 def mandatory_elements(rtype: str) -> frozenset[str]:
     """The top-level elements of `rtype` with a minimum cardinality of 1."""
-    model = get_fhir_model_class(rtype)
+    model = _model(rtype)
     names = set()
     for name, field in model.model_fields.items():
         extra = field.json_schema_extra
