@@ -8,28 +8,39 @@ level also carries its score in text, so no meaning rests on colour alone.
 Drawing with matplotlib (Agg) costs tens of milliseconds, so pictures are cached by what they show
 (`SpinePicture`): patients with the same reported levels and categories share one rendering. The
 PNG carries no timestamp or software version: the same picture is the same bytes.
+
+The layers every picture is pasted from (the unreported spine, each level's body in each style)
+ship drawn in `layers.npz` beside this module, so that a process (a bulk run, a server worker)
+neither imports matplotlib (~0.9 s) nor draws them (~0.4 s) before its first report. The file
+carries a fingerprint of everything the drawing depends on; when it does not match (this module
+or matplotlib changed), the layers are drawn as before, and a test says to write the file again:
+`python -m fhir_app.fhir.report.picture`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
 import io
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
 from fhir_app.domain.levels import SpinalRegion, VertebralLevel
 from fhir_app.domain.sins_answers import CATEGORY_WORDS, SINS_CATEGORY_BANDS, SinsCategory
 from fhir_app.fhir.report.view import ReportView
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
 WIDTH: Final = 300
 HEIGHT: Final = 900
@@ -149,19 +160,17 @@ def render_png(picture: SpinePicture) -> bytes:
 
 
 def prepare() -> None:
-    """Draw now the layers every picture is pasted from (the unreported spine and one canvas
-    per style: each category, and each run of neighbouring categories left open).
+    """Load now (from `layers.npz`, or by drawing them) the layers every picture is pasted
+    from (the unreported spine and one canvas per style: each category, and each run of
+    neighbouring categories left open), and the captions' font.
 
-    The bulk run calls it before forking its workers: drawn once in the parent, the layers are
-    shared by every worker instead of being drawn again in each (~0.3 s per worker).
+    The bulk run calls it before forking its workers: made once in the parent, the layers are
+    shared by every worker instead of being made again in each.
     """
     _background()
     _caption_font()
-    bands = [category for _, _, category in SINS_CATEGORY_BANDS]
-    for start in range(len(bands)):
-        for end in range(start + 1, len(bands) + 1):
-            run = tuple(bands[start:end])
-            _bodies(run, len(run) > 1)
+    for categories, is_open in _layer_styles():
+        _bodies(categories, is_open)
 
 
 # Drawing is layered for speed: the unreported spine (labels, grey bodies, legend) is drawn once;
@@ -178,6 +187,9 @@ _DRAWING: Final = threading.Lock()
 
 def _canvas(region: Box) -> tuple[Figure, Axes]:
     """A canvas of just `region`, whose data coordinates are the picture's pixels, y down."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(region.width / DPI, region.height / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
@@ -244,8 +256,70 @@ def _indexed(rgb: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dty
 _WHOLE: Final = Box(0, 0, WIDTH, HEIGHT)
 
 
+LAYERS_FILE: Final = Path(__file__).with_name("layers.npz")
+_BACKGROUND_LAYER: Final = "background"
+
+
+def _bodies_layer(categories: tuple[SinsCategory, ...], is_open: bool) -> str:
+    return "bodies-" + "-".join(c.name for c in categories) + ("-open" if is_open else "")
+
+
+def _layer_styles() -> list[tuple[tuple[SinsCategory, ...], bool]]:
+    """Every style a level is drawn in: one category, or a run of neighbouring ones left open."""
+    bands = [category for _, _, category in SINS_CATEGORY_BANDS]
+    styles = []
+    for start in range(len(bands)):
+        for end in range(start + 1, len(bands) + 1):
+            run = tuple(bands[start:end])
+            styles.append((run, len(run) > 1))
+    return styles
+
+
+def layers_fingerprint() -> str:
+    """What the drawn layers depend on: this module's code, matplotlib's version, and the words
+    and labels it draws (which come from the domain)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(importlib.metadata.version("matplotlib").encode())
+    digest.update(repr((legend_entries(), [level.label for level in VertebralLevel])).encode())
+    return digest.hexdigest()
+
+
+def draw_layers() -> dict[str, np.ndarray[Any, np.dtype[np.uint8]]]:
+    """Draw every layer with matplotlib (what `layers.npz` holds)."""
+    with _DRAWING:
+        layers = {_BACKGROUND_LAYER: _draw_background()}
+        for categories, is_open in _layer_styles():
+            layers[_bodies_layer(categories, is_open)] = _draw_bodies(categories, is_open)
+    return layers
+
+
+def write_layers(path: Path = LAYERS_FILE) -> None:
+    """Draw the layers and write them, with their fingerprint, to `path`."""
+    arrays: dict[str, Any] = {
+        "fingerprint": np.frombuffer(layers_fingerprint().encode(), dtype=np.uint8),
+        **draw_layers(),
+    }
+    with path.open("wb") as handle:
+        np.savez_compressed(handle, **arrays)
+
+
+@lru_cache(maxsize=1)
+def shipped_layers() -> dict[str, np.ndarray[Any, np.dtype[np.uint8]]]:
+    """The layers of `layers.npz` when its fingerprint matches; empty otherwise."""
+    try:
+        with np.load(LAYERS_FILE, allow_pickle=False) as stored:
+            found = {name: stored[name] for name in stored.files}
+    except (OSError, ValueError):
+        return {}
+    fingerprint = found.pop("fingerprint", np.zeros(0, dtype=np.uint8)).tobytes().decode()
+    return found if fingerprint == layers_fingerprint() else {}
+
+
 @lru_cache(maxsize=1)
 def _background() -> np.ndarray[Any, np.dtype[np.uint8]]:
+    shipped = shipped_layers().get(_BACKGROUND_LAYER)
+    if shipped is not None:
+        return shipped
     with _DRAWING:
         return _draw_background()
 
@@ -285,6 +359,9 @@ def _body(
 def _bodies(
     categories: tuple[SinsCategory, ...], is_open: bool
 ) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    shipped = shipped_layers().get(_bodies_layer(categories, is_open))
+    if shipped is not None:
+        return shipped
     with _DRAWING:
         return _draw_bodies(categories, is_open)
 
@@ -313,7 +390,12 @@ def _draw_bodies(
 @lru_cache(maxsize=1)
 def _caption_font() -> ImageFont.FreeTypeFont:
     # matplotlib's own DejaVu Sans Bold, at the size of its 8.5 pt at DPI: the labels' typeface.
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+    # Found without importing matplotlib (its package folder holds mpl-data).
+    spec = importlib.util.find_spec("matplotlib")
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise RuntimeError("matplotlib, whose DejaVu Sans font the picture uses, is not installed")
+    path = Path(locations[0]) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
     return ImageFont.truetype(str(path), size=round(8.5 * DPI / 72))
 
 
@@ -352,6 +434,8 @@ def _render(picture: SpinePicture) -> bytes:
 
 
 def _rect(box: Box, face: str, edge: str | None) -> Rectangle:
+    from matplotlib.patches import Rectangle
+
     return Rectangle(
         (box.left, box.top),
         box.width,
@@ -398,3 +482,8 @@ def _legend(axes: Axes) -> None:
             edge = NOT_REPORTED_EDGE if colour == NOT_REPORTED_COLOUR else "black"
             axes.add_artist(_rect(box, colour, edge))
         axes.text(box.right + 8, (box.top + box.bottom) / 2, words, ha="left", **_TEXT)
+
+
+if __name__ == "__main__":
+    write_layers()
+    sys.stdout.write(f"wrote {LAYERS_FILE} ({LAYERS_FILE.stat().st_size:,} bytes)\n")

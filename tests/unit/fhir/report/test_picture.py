@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zlib
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +155,61 @@ def test_the_png_is_deterministic_and_carries_no_time_or_software() -> None:
     assert first == second
     assert set(png_chunks(first)) <= {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
     assert zlib.crc32(first) == zlib.crc32(render_png(SEVERAL))
+
+
+def _clear_layer_caches() -> None:
+    for cached in (
+        picture.shipped_layers,
+        picture._background,
+        picture._bodies,
+        picture._render,
+    ):
+        cached.cache_clear()
+
+
+def test_the_shipped_layers_are_what_drawing_them_gives() -> None:
+    shipped = picture.shipped_layers()
+    assert shipped, (
+        "fhir_app/fhir/report/layers.npz is missing or stale (its fingerprint does not match "
+        "picture.py and matplotlib): write it again with `python -m fhir_app.fhir.report.picture`"
+    )
+    drawn = picture.draw_layers()
+    assert sorted(shipped) == sorted(drawn)
+    for name, layer in drawn.items():
+        assert layer.dtype == shipped[name].dtype
+        assert np.array_equal(layer, shipped[name]), name
+
+
+def test_stale_layers_are_drawn_again_into_the_same_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_file = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
+    stale = tmp_path / "layers.npz"
+    np.savez_compressed(
+        stale,
+        fingerprint=np.frombuffer(b"another drawing", dtype=np.uint8),
+        background=np.zeros((HEIGHT, WIDTH), dtype=np.uint8),
+    )
+    monkeypatch.setattr(picture, "LAYERS_FILE", stale)
+    _clear_layer_caches()
+    try:
+        assert picture.shipped_layers() == {}
+        drawn = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
+    finally:
+        monkeypatch.undo()
+        _clear_layer_caches()
+    assert np.array_equal(pixels(drawn), pixels(from_file))
+
+
+def test_a_process_renders_pictures_without_importing_matplotlib() -> None:
+    code = (
+        "import sys\n"
+        "from fhir_app.fhir.report import picture, presented\n"
+        "presented.prepare()\n"
+        "level = picture.DrawnLevel(picture.VertebralLevel.L1, "
+        "(picture.SinsCategory.UNSTABLE,), False, 'SINS 13')\n"
+        "assert picture.render_png(picture.SpinePicture((level,))).startswith(b'\\x89PNG')\n"
+        "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
