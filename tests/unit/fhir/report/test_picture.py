@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from report_support import outputs_of, report_of
 
@@ -151,6 +153,8 @@ def test_the_png_is_deterministic_and_carries_no_time_or_software() -> None:
     picture._bodies.cache_clear()
     picture._caption.cache_clear()
     picture._background.cache_clear()
+    picture._level_band.cache_clear()
+    picture._plain_band.cache_clear()
     second = picture._render.__wrapped__(SEVERAL)  # type: ignore[attr-defined]
     assert first == second
     assert set(png_chunks(first)) <= {b"IHDR", b"PLTE", b"IDAT", b"IEND"}
@@ -162,6 +166,8 @@ def _clear_layer_caches() -> None:
         picture.shipped_layers,
         picture._background,
         picture._bodies,
+        picture._level_band,
+        picture._plain_band,
         picture._render,
     ):
         cached.cache_clear()
@@ -213,3 +219,54 @@ def test_a_process_renders_pictures_without_importing_matplotlib() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@given(st.binary(max_size=3000), st.binary(max_size=70_000))
+def test_adler32_combine_is_the_checksum_of_the_joined_bytes(first: bytes, second: bytes) -> None:
+    combined = picture.adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second))
+    assert combined == zlib.adler32(first + second)
+
+
+_DRAWN = st.builds(
+    DrawnLevel,
+    level=st.sampled_from(list(VertebralLevel)),
+    categories=st.sampled_from(
+        [
+            (SinsCategory.STABLE,),
+            (SinsCategory.POTENTIALLY_UNSTABLE,),
+            (SinsCategory.UNSTABLE,),
+            (SinsCategory.STABLE, SinsCategory.POTENTIALLY_UNSTABLE),
+            (SinsCategory.POTENTIALLY_UNSTABLE, SinsCategory.UNSTABLE),
+            tuple(SinsCategory),
+        ]
+    ),
+    open=st.booleans(),
+    caption=st.sampled_from(["SINS 0", "SINS 9", "SINS 13 · ESCC 1b", "SINS 18 · ESCC 3"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_DRAWN, max_size=6, unique_by=lambda drawn: drawn.level))
+def test_the_png_written_band_by_band_is_the_picture_exactly(drawn: list[DrawnLevel]) -> None:
+    shown = SpinePicture(tuple(sorted(drawn, key=lambda d: d.level.order)))
+    png = render_png(shown)
+    expected = picture.pixels_of(shown)
+    # Every chunk's CRC holds, and the one zlib stream (adler32 included) inflates to the
+    # picture's scanlines, each with filter type 0.
+    position, idat = 8, b""
+    while position < len(png):
+        length = int.from_bytes(png[position : position + 4], "big")
+        kind = png[position + 4 : position + 8]
+        data = png[position + 8 : position + 8 + length]
+        crc = int.from_bytes(png[position + 8 + length : position + 12 + length], "big")
+        assert zlib.crc32(kind + data) == crc, kind
+        idat += data if kind == b"IDAT" else b""
+        position += 12 + length
+    scanlines = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(HEIGHT, WIDTH + 1)
+    assert not scanlines[:, 0].any()
+    assert np.array_equal(scanlines[:, 1:], expected)
+    assert int(expected.max()) < len(picture.PALETTE)
+    # And an image library reads the same indices and palette.
+    decoded = Image.open(io.BytesIO(png))
+    assert decoded.mode == "P"
+    assert np.array_equal(np.asarray(decoded), expected)
