@@ -18,7 +18,10 @@ With `--before REV`, the same end-to-end runs of an earlier commit (checked out 
 git worktree, its own code on PYTHONPATH, the virtualenv shared) on the same input file, each
 backend's before and after runs back to back, and the ratios now / before. Target: PostgreSQL at
 least 2x the commit before strict validation (307bf9a). `--repeat N` makes each end-to-end run N
-times (the two trees taking turns) and keeps the median: the machine may be shared.
+times (the two trees taking turns) and keeps the median: the machine may be shared. Beside each
+rate, the CPU seconds of that run: fhir-app's processes (itself and its workers) and the local
+PostgreSQL server's processes, which on 2 cores bound the rate more steadily than the wall clock of
+a shared machine does.
 
 Run: `.venv/bin/python bench/bulk.py [--resources 20000] [--backend sqlite --backend postgresql]
 [--before 307bf9a [--repeat 3]]`
@@ -281,10 +284,18 @@ def before_rows(result: BulkResult) -> list[list[str]]:
                 f"{old.rate:,.0f}",
                 f"{new.rate:,.0f}",
                 f"{ratio:.2f}",
+                _cpu(old.run),
+                _cpu(new.run),
                 target,
             ]
         )
     return rows
+
+
+def _cpu(run: ProcessRun) -> str:
+    """CPU seconds of a run: fhir-app's processes + the database server's."""
+    own, database = run.cpu_seconds, run.database_cpu_seconds
+    return f"{own + database:.1f} ({own:.1f} + {database:.1f})"
 
 
 def bulk_rows(result: BulkResult) -> list[list[str]]:
@@ -347,7 +358,14 @@ def print_bulk(result: BulkResult) -> None:
     print(markdown_table(BULK_HEADER, bulk_rows(result)))
     if result.before:
         before = result.before[0].tree
-        header = ("backend", f"before ({before}) resources/s", "now resources/s", "now / before")
+        header = (
+            "backend",
+            f"before ({before}) resources/s",
+            "now resources/s",
+            "now / before",
+            "before CPU s (fhir-app + database)",
+            "now CPU s (fhir-app + database)",
+        )
         print("\n" + markdown_table((*header, "target"), before_rows(result)))
     for e2e in [*result.before, *result.e2e]:
         if e2e.run is not None and not e2e.outputs_ok:

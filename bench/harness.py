@@ -128,6 +128,10 @@ class ProcessRun:
     stderr: str
     peak_rss_mb: float  # the largest single process of the tree (wait4 ru_maxrss)
     peak_tree_rss_mb: float  # the whole process tree, sampled every 50 ms from /proc
+    # CPU (user + system) of the process and the children it waited for (its workers), and of
+    # the local PostgreSQL server's processes meanwhile (sampled from /proc; 0 without one).
+    cpu_seconds: float = 0.0
+    database_cpu_seconds: float = 0.0
 
     def stderr_tail(self, lines: int = 5) -> str:
         """The last lines the process wrote to stderr."""
@@ -145,11 +149,15 @@ def run_measured(
         )
         peak_tree = 0
         done = threading.Event()
+        database_start = _postgres_cpu_ticks()
+        database_seen = dict(database_start)
 
         def sample() -> None:
             nonlocal peak_tree
             while not done.is_set():
                 peak_tree = max(peak_tree, _tree_rss_bytes(process.pid))
+                for pid, ticks in _postgres_cpu_ticks().items():
+                    database_seen[pid] = max(database_seen.get(pid, 0), ticks)
                 done.wait(sample_every)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -170,7 +178,31 @@ def run_measured(
         stderr,
         usage.ru_maxrss / 1024,
         peak_tree / (1024 * 1024),
+        usage.ru_utime + usage.ru_stime,
+        (sum(database_seen.values()) - sum(database_start.values())) / _TICKS_PER_SECOND,
     )
+
+
+_TICKS_PER_SECOND: Final = os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_ticks() -> dict[int, int]:
+    """utime + stime (clock ticks) of every process named `postgres` (the server and its
+    backends) now, by pid; a backend that ends between two samples loses its last ~50 ms."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as comm:
+                if comm.read().strip() != b"postgres":
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        found[int(entry)] = int(fields[11]) + int(fields[12])
+    return found
 
 
 def run_process(input_file: Path, out_dir: Path, database_url: str) -> ProcessRun:
