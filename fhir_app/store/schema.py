@@ -175,12 +175,8 @@ class SearchToken(Base):
     system: Mapped[str] = mapped_column(Text, primary_key=True)
     code: Mapped[str] = mapped_column(Text, primary_key=True)
 
+    # No foreign key to resource_current, like the index tables below (migration d2f6b8c1a4e7).
     __table_args__ = (
-        ForeignKeyConstraint(
-            ["resource_type", "resource_id"],
-            ["resource_current.resource_type", "resource_current.resource_id"],
-            ondelete="CASCADE",
-        ),
         # Search by code (any system) and by system|code.
         Index("ix_search_token_code", "resource_type", "param", "code", "system"),
     )

@@ -70,8 +70,7 @@ def test_in_memory_sqlite_is_one_database_for_every_unit_of_work() -> None:
 def test_foreign_keys_hold_on_every_backend(engine: Engine) -> None:
     with engine.connect() as connection, pytest.raises(IntegrityError):
         connection.exec_driver_sql(
-            "INSERT INTO search_token (resource_type, resource_id, param, system, code) "
-            "VALUES ('Observation', 'nobody', 'code', '', 'x')"
+            "INSERT INTO bulk_run_patient (run_key, patient_id) VALUES ('no such run', 'p')"
         )
 
 
