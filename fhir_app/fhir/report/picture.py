@@ -423,11 +423,17 @@ def pixels_of(picture: SpinePicture) -> np.ndarray[Any, np.dtype[np.uint8]]:
     with each drawn level's body and caption pasted in."""
     pixels = _background().copy()
     for drawn in picture.levels:
-        pixels[_slices(_body_region(drawn.level))] = _body(
-            drawn.level, drawn.categories, drawn.open
-        )
-        pixels[_slices(_caption_region(drawn.level))] = _caption(drawn.caption)
+        _paste(pixels, drawn, 0)
     return pixels
+
+
+def _paste(rows: np.ndarray[Any, np.dtype[np.uint8]], drawn: DrawnLevel, top: int) -> None:
+    """Paste a drawn level's body and caption into `rows`, the image's rows from `top` on."""
+    for region, pixels in (
+        (_body_region(drawn.level), _body(drawn.level, drawn.categories, drawn.open)),
+        (_caption_region(drawn.level), _caption(drawn.caption)),
+    ):
+        rows[region.top - top : region.bottom - top, region.left : region.right] = pixels
 
 
 # The PNG is written band by band. Every level owns the rows of its body and caption, and no
@@ -492,11 +498,7 @@ def _plain_band(top: int, bottom: int) -> _Band:
 @lru_cache(maxsize=4096)
 def _level_band(drawn: DrawnLevel, top: int, bottom: int) -> _Band:
     rows = _background()[top:bottom].copy()
-    for region, pixels in (
-        (_body_region(drawn.level), _body(drawn.level, drawn.categories, drawn.open)),
-        (_caption_region(drawn.level), _caption(drawn.caption)),
-    ):
-        rows[region.top - top : region.bottom - top, region.left : region.right] = pixels
+    _paste(rows, drawn, top)
     return _deflated(rows)
 
 
