@@ -157,8 +157,11 @@ def write_example(client: TestClient, example: Example) -> Outcome:
 def client(database_url: str, make_uow: Callable[[], UnitOfWork]) -> Iterator[TestClient]:
     """The API in process over the test database (SQLite and PostgreSQL)."""
     settings = Settings(database_url=database_url, auth_tokens=[])
-    with TestClient(create_app(settings, FhirService(make_uow))) as test_client:
+    app = create_app(settings, FhirService(make_uow))
+    with TestClient(app) as test_client:
         yield test_client
+    # Its AuditEvents stored before the database is dropped, and the writer thread stopped.
+    app.state.audit_writer.close()
 
 
 def test_the_package_holds_the_examples_we_count_on() -> None:

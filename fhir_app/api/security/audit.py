@@ -350,6 +350,8 @@ class AuditWriter:
     is stored, which the AuditEvent search does first, so a client finds its own interactions.
     Events still queued when the process dies are lost: the queue is kept short by writing at
     once, and at most MAX_QUEUED wait (past that the oldest are dropped, and the drop logged).
+    `close` stores what is queued and stops the thread, for an owner that stops serving (and may
+    then drop the database) while the process goes on, as the tests do.
     """
 
     MAX_BATCH = 500
@@ -362,6 +364,7 @@ class AuditWriter:
         self._in_flight = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closing = False
         self.dropped = 0
 
     def submit(self, row: AuditRow) -> None:
@@ -373,6 +376,7 @@ class AuditWriter:
                 log.error("AuditEvent queue full: %d events dropped so far", self.dropped)
             self._queue.append(row)
             if self._thread is None:
+                self._closing = False
                 self._thread = threading.Thread(
                     target=self._run, name="fhir-app-audit", daemon=True
                 )
@@ -390,11 +394,35 @@ class AuditWriter:
                 self._cond.wait(left)
         return True
 
+    def close(self, timeout: float = 10.0) -> bool:
+        """Store what is queued (waiting at most `timeout`), then stop the writer thread.
+
+        True when every event was stored; the ones still unstored at the timeout are dropped,
+        and the drop logged. A later `submit` starts a new thread.
+        """
+        stored = self.flush(timeout)
+        with self._cond:
+            thread = self._thread
+            self._closing = True
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join(timeout=self.RETRY_SECONDS + timeout)
+        with self._cond:
+            if self._thread is thread and (thread is None or not thread.is_alive()):
+                self._thread = None
+            if self._queue and self._thread is None:
+                self.dropped += len(self._queue)
+                log.error("AuditEvent writer closed: %d events not stored", len(self._queue))
+                self._queue.clear()
+        return stored
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._closing:
                     self._cond.wait()
+                if self._closing:
+                    return
                 batch = [
                     self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))
                 ]

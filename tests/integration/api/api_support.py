@@ -24,8 +24,13 @@ Serve = Callable[..., str]
 
 
 @contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 at a free port until the block ends; yields the /fhir base."""
+def live_server(app: Any, audit_timeout: float = 10.0) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 at a free port until the block ends; yields the /fhir base.
+
+    At the end the app's AuditEvent writer stores what is queued (waiting at most
+    `audit_timeout`) and stops: after the test its database is dropped, and a writer left
+    running would retry against it for the rest of the session.
+    """
     # proto=IPPROTO_TCP: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP,
     # and with Nagle on every small response waits ~40 ms for a delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -47,6 +52,14 @@ def live_server(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=20)
         sock.close()
+        close_audit_writer(app, audit_timeout)
+
+
+def close_audit_writer(app: Any, timeout: float = 10.0) -> None:
+    """Store the AuditEvents `app` still holds (waiting at most `timeout`), stop its writer."""
+    writer = getattr(app.state, "audit_writer", None)
+    if writer is not None:
+        writer.close(timeout)
 
 
 def example(name: str) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ from fhir.resources.R4B import get_fhir_model_class
 from security_support import IdentityProvider, bearer
 from support.validator import errors, require_medplum, validate_with_medplum
 
+from fhir_app.api.security.audit import AuditWriter
 from fhir_app.service import FhirService
+from fhir_app.store import AuditQuery, AuditRow, TransientStoreError, UnitOfWork
 
 ASYNC = {"Prefer": "respond-async"}
 
@@ -202,3 +206,51 @@ def medplum_available() -> bool:
     except pytest.skip.Exception:
         return False
     return True
+
+
+def writer_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "fhir-app-audit" and t.is_alive()}
+
+
+def audit_row(event_id: str) -> AuditRow:
+    return AuditRow(
+        event_id=event_id,
+        recorded=datetime(2026, 1, 15, 9, 30, tzinfo=UTC),
+        interaction="read",
+        action="R",
+        outcome="0",
+        client_id="closer",
+        subject=None,
+        entity_type="Observation",
+        patient_id=None,
+        content={"resourceType": "AuditEvent", "id": event_id},
+    )
+
+
+def test_closing_the_writer_stores_what_is_queued_and_stops_its_thread(
+    make_uow: Callable[[], UnitOfWork],
+) -> None:
+    before = writer_threads()  # those of other apps in this process
+    writer = AuditWriter(make_uow)
+    writer.submit(audit_row("a1"))
+    writer.submit(audit_row("a2"))
+    assert writer.close() is True
+    assert writer_threads() <= before
+    writer.submit(audit_row("a3"))  # a later event starts the writer again
+    assert writer.close() is True
+    with make_uow() as uow:
+        _, total = uow.audit.search(AuditQuery(agents=["closer"]), count=0, offset=0)
+    assert total == 3
+    assert writer.dropped == 0
+
+
+def test_closing_the_writer_on_a_database_that_refuses_drops_the_rest_and_stops() -> None:
+    def refused() -> UnitOfWork:
+        raise TransientStoreError("the database is gone")
+
+    before = writer_threads()
+    writer = AuditWriter(refused)
+    writer.submit(audit_row("b1"))
+    assert writer.close(timeout=0.2) is False
+    assert writer.dropped == 1
+    assert writer_threads() <= before

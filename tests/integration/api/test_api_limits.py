@@ -21,7 +21,7 @@ import httpx
 import orjson
 import pytest
 import uvicorn
-from api_support import example, post_json, row_counts
+from api_support import close_audit_writer, example, post_json, row_counts
 from sqlalchemy import Engine
 
 from fhir_app.api import create_app
@@ -69,6 +69,7 @@ def start(settings: Settings, service: FhirService) -> Iterator[Start]:
         def serve(**overrides: Any) -> tuple[str, int]:
             configured = settings.model_copy(update=overrides)
             app = create_app(configured, service)
+            stack.callback(close_audit_writer, app)  # once the server (entered next) stopped
             config = server_config(
                 app, configured, host="127.0.0.1", port=0, log_level="warning", access_log=False
             )

@@ -204,6 +204,7 @@ def client(database: str) -> Iterator[TestClient]:
     app = create_app(configured, FhirService(uow_factory(engine)))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+    app.state.audit_writer.close()
     engine.dispose()
 
 
