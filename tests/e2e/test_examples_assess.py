@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from support.ports import unclaimed_port
 from typer.testing import CliRunner
 
 from fhir_app.cli import app
@@ -311,14 +312,11 @@ def test_examples_are_generated_by_the_builder() -> None:
 def test_serve_with_two_workers_answers(tmp_path: Path) -> None:
     """`fhir-app serve --workers 2`: both processes build their app from the environment."""
     import os
-    import socket
     import time
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = unclaimed_port()  # not one another test's bind(0) may take before the server's
     env = {**os.environ, "FHIR_APP_DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}
     server = subprocess.Popen(
         [sys.executable, "-m", "fhir_app.cli", "serve", "--port", str(port), "--workers", "2"],

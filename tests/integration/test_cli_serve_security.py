@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support.ports import unclaimed_port
 from typer.testing import CliRunner
 
 from fhir_app.cli import app, serve_refusal
@@ -103,16 +103,9 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_serve_over_tls_with_an_access_log_without_patient_data(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    port = free_port()
+    port = unclaimed_port()
     root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,

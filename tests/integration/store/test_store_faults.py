@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+from support.ports import refused_port
 
 from fhir_app.store import (
     CommitOutcomeUnknown,
@@ -50,17 +51,15 @@ def write(uow: UnitOfWork, rid: str) -> None:
 
 
 def test_opening_a_connection_to_an_unreachable_database(database_url: str) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    engine = make_engine(make_url(database_url).set(host="127.0.0.1", port=port))
-    try:
-        started = time.monotonic()
-        with pytest.raises(TransientStoreError), uow_factory(engine)():
-            pass
-        assert time.monotonic() - started < 5
-    finally:
-        engine.dispose()
+    with refused_port() as port:
+        engine = make_engine(make_url(database_url).set(host="127.0.0.1", port=port))
+        try:
+            started = time.monotonic()
+            with pytest.raises(TransientStoreError), uow_factory(engine)():
+                pass
+            assert time.monotonic() - started < 5
+        finally:
+            engine.dispose()
 
 
 def test_a_connection_lost_mid_statement(
