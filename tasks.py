@@ -5,6 +5,11 @@
     python3 tasks.py test   # set up .venv, run every check CI runs
 
 Each creates `.venv` on first use and reinstalls only when pyproject.toml changed.
+
+`test` runs pytest in parallel workers (pytest-xdist): two per CPU, since a test spends much of
+its time waiting on PostgreSQL, a subprocess or a server; FHIR_APP_TEST_WORKERS sets the number.
+Arguments after `test` go to pytest, e.g. `python3 tasks.py test -n 0` for one process or
+`python3 tasks.py test -k audit`.
 """
 
 from __future__ import annotations
@@ -103,6 +108,15 @@ def run() -> None:
     sh(BIN / "fhir-app", "serve")
 
 
+def test_workers() -> int:
+    """How many pytest-xdist workers: FHIR_APP_TEST_WORKERS, else two per CPU of this process."""
+    configured = os.environ.get("FHIR_APP_TEST_WORKERS", "").strip()
+    if configured:
+        return int(configured)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 * (cpus or 1)
+
+
 def test() -> None:
     """Every check CI runs: lint, format, types, import layers, the test suite with coverage."""
     ensure_venv()
@@ -116,12 +130,16 @@ def test() -> None:
     sh(
         BIN / "pytest",
         "-q",
+        # Workers; tests of one xdist_group (the Spark session's) share one of them.
+        f"--numprocesses={test_workers()}",
+        "--dist=loadgroup",
         "--cov=fhir_app",
         "--cov-branch",
         "--cov-report=term",
         *sys.argv[2:],
     )
-    # The domain is the clinical heart: every branch of it must be exercised.
+    # The domain is the clinical heart: every branch of it must be exercised. (pytest-cov has
+    # combined the workers' data into .coverage.)
     sh(BIN / "coverage", "report", "--include=fhir_app/domain/*", "--fail-under=100")
 
 

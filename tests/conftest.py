@@ -13,6 +13,13 @@ PostgreSQL: the server at FHIR_APP_TEST_POSTGRES_URL (an admin URL; default
 `fhirapp_test_<random>`, dropped afterwards. Its tests carry the `postgres` marker
 (`-m "not postgres"` leaves them out) and are skipped when the server cannot be reached, except
 under CI=true, where that is a failure.
+
+Parallel workers: `python3 tasks.py test` runs the suite in pytest-xdist worker processes
+(`-n`, `--dist loadgroup`); a plain `pytest` runs it in one. Session fixtures are per worker (each
+migrates its own templates), so nothing here may be shared between tests but through a fresh
+name: databases get random names, files go under `tmp_path`, servers bind port 0 (or take a port
+from tests/support/ports.py), and a live server's AuditEvent writer is closed before its database
+is dropped. Tests that must share one expensive process carry `xdist_group` (the Spark session).
 """
 
 from __future__ import annotations

@@ -36,7 +36,9 @@ from fhir_app.bulk import BulkOptions, BulkProcessor, BulkResult
 from fhir_app.fhir import samples
 from fhir_app.store import bulk_uow_factory, make_engine
 
-pytestmark = pytest.mark.spark
+# One Spark session (a JVM) is started per process running these tests: under pytest-xdist
+# (--dist loadgroup) they all go to one worker.
+pytestmark = [pytest.mark.spark, pytest.mark.xdist_group("spark")]
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "patient-01-stable-blastic.json"
