@@ -6,10 +6,10 @@
 
 Each creates `.venv` on first use and reinstalls only when pyproject.toml changed.
 
-`test` runs pytest in parallel workers (pytest-xdist): two per CPU, since a test spends much of
-its time waiting on PostgreSQL, a subprocess or a server; FHIR_APP_TEST_WORKERS sets the number.
-Arguments after `test` go to pytest, e.g. `python3 tasks.py test -n 0` for one process or
-`python3 tasks.py test -k audit`.
+`test` runs pytest in parallel workers (pytest-xdist): two per CPU (at most 8), since a test spends
+much of its time waiting on PostgreSQL, a subprocess or a server; FHIR_APP_TEST_WORKERS sets the
+number. Arguments after `test` go to pytest: `python3 tasks.py test -n 0` runs the suite in one
+process, `python3 tasks.py test -k audit` a part of it.
 """
 
 from __future__ import annotations
@@ -109,12 +109,16 @@ def run() -> None:
 
 
 def test_workers() -> int:
-    """How many pytest-xdist workers: FHIR_APP_TEST_WORKERS, else two per CPU of this process."""
+    """How many pytest-xdist workers: FHIR_APP_TEST_WORKERS, else two per CPU of this process.
+
+    Two per CPU because a test often waits (on PostgreSQL, a subprocess, a server, a deadline);
+    at most 8, each holding its own PostgreSQL connections, templates and ~0.5 GB of memory.
+    """
     configured = os.environ.get("FHIR_APP_TEST_WORKERS", "").strip()
     if configured:
         return int(configured)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return 2 * (cpus or 1)
+    return min(2 * (cpus or 1), 8)
 
 
 def test() -> None:
