@@ -30,6 +30,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine
@@ -41,10 +42,33 @@ from fhir_app.store import UnitOfWork, make_engine, migrate, normalize_database_
 
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
+# Test files whose tests all run in one pytest-xdist worker, by group name: they share a module
+# fixture starting a heavy process (the Spark session's JVM), which a split would start in each
+# worker. The files also carry `pytest.mark.xdist_group(name)`, which is how pytest-xdist groups
+# under --dist loadgroup; with pytest 9.2 that mark alone no longer takes effect (pytest-xdist
+# 3.8.0 still renames the node ids, which pytest 9.2 ignores: pytest-xdist issue 1386), so the
+# scheduler below groups these by path as well.
+ONE_WORKER = {"tests/integration/spark/test_spark_process.py": "spark"}
+
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
 ]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadgroup, the files of ONE_WORKER each one unit of work (one worker)."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class OneWorkerGroups(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = ONE_WORKER.get(nodeid.split("::", 1)[0])
+            return group if group is not None else super()._split_scope(nodeid)
+
+    return OneWorkerGroups(config, log)
 
 
 @pytest.fixture(params=BACKENDS)
