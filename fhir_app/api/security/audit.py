@@ -408,8 +408,6 @@ class AuditWriter:
         if thread is not None:
             thread.join(timeout=self.RETRY_SECONDS + timeout)
         with self._cond:
-            if self._thread is thread and (thread is None or not thread.is_alive()):
-                self._thread = None
             if self._queue and self._thread is None:
                 self.dropped += len(self._queue)
                 log.error("AuditEvent writer closed: %d events not stored", len(self._queue))
@@ -422,6 +420,7 @@ class AuditWriter:
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if self._closing:
+                    self._thread = None  # a later submit starts a new one
                     return
                 batch = [
                     self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))
