@@ -19,7 +19,8 @@ Parallel workers: `python3 tasks.py test` runs the suite in pytest-xdist worker 
 migrates its own templates), so nothing here may be shared between tests but through a fresh
 name: databases get random names, files go under `tmp_path`, servers bind port 0 (or take a port
 from tests/support/ports.py), and a live server's AuditEvent writer is closed before its database
-is dropped. Tests that must share one expensive process carry `xdist_group` (the Spark session).
+is dropped. Tests that must share one expensive process run in one worker (ONE_WORKER below: the
+Spark session's).
 """
 
 from __future__ import annotations
