@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Final, Protocol
 
 from sqlalchemy import Connection, Table, delete
@@ -49,17 +50,35 @@ class IndexValues(Protocol):
 def index_table_rows(
     items: Iterable[tuple[str, str, IndexValues]],
 ) -> dict[Table, list[tuple[Any, ...]]]:
-    """The rows of every index table for (type, id, index) items, in the tables' column order;
-    duplicates removed (the primary keys cover every column but a string's normalised text)."""
-    rows: dict[Table, set[tuple[Any, ...]]] = defaultdict(set)
-    for rtype, rid, index in items:
-        rows[search_token_table].update((rtype, rid, *row) for row in index.tokens)
-        rows[search_reference_table].update((rtype, rid, *row) for row in index.references)
-        rows[search_date_table].update((rtype, rid, *row) for row in index.dates)
-        rows[search_string_table].update(
-            (rtype, rid, param, exact, value) for param, value, exact in index.strings
-        )
-    return {table: sorted(found) for table, found in rows.items() if found}
+    """The rows of every index table for (type, id, index) items, in the tables' column order,
+    sorted (primary key order), each row once; a resource given twice keeps its last index.
+
+    Duplicates go as neighbours after the sort (a string's primary key leaves out its normalised
+    text, a function of the text as written): no set of every row is built, which made this a
+    third of the main process's own work in a bulk chunk.
+    """
+    last = {(rtype, rid): index for rtype, rid, index in items}
+    tokens: list[tuple[Any, ...]] = []
+    references: list[tuple[Any, ...]] = []
+    dates: list[tuple[Any, ...]] = []
+    strings: list[tuple[Any, ...]] = []
+    for (rtype, rid), index in last.items():
+        tokens.extend([(rtype, rid, *row) for row in index.tokens])
+        references.extend([(rtype, rid, *row) for row in index.references])
+        dates.extend([(rtype, rid, *row) for row in index.dates])
+        strings.extend([(rtype, rid, param, exact, value) for param, value, exact in index.strings])
+    found = {
+        search_token_table: tokens,
+        search_reference_table: references,
+        search_date_table: dates,
+        search_string_table: strings,
+    }
+    return {table: _distinct_sorted(rows) for table, rows in found.items() if rows}
+
+
+def _distinct_sorted(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    rows.sort()
+    return [row for row, _ in groupby(rows)]
 
 
 def insert_index(connection: Connection, items: Iterable[tuple[str, str, IndexValues]]) -> None:
