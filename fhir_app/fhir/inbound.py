@@ -181,6 +181,16 @@ def _codes_in(concept: Any, system: str) -> list[str]:
     return found
 
 
+def _named_primaries(stated: list[str]) -> list[str]:
+    """The `primary-tumor` codes of one CodeableConcept, an unspecified primary left out beside a
+    named one. R4 lets the codings of a concept differ in granularity: a feed may send ICD-10-CM
+    C80.1 (malignant neoplasm, unspecified, mapped to `unknown-primary`) beside the SNOMED code of
+    the primary it names; the finer coding states the primary. Two named primaries still disagree.
+    """
+    named = [code for code in stated if code != UNKNOWN_PRIMARY]
+    return named if named else stated
+
+
 def _answer_reader(kind: FindingKind | None, answers: type[StrEnum], what: str) -> _Reader:
     """A valueCodeableConcept holding one `sins` answer of `answers`."""
     allowed = {a.value for a in answers}
@@ -407,6 +417,7 @@ def _read_primary_tumor(holder: JsonObject, path: str) -> _Reading:
         raise rejected(
             "code-invalid", f"{where} must be a code of {codes.CS_PRIMARY_TUMOR}; {got}", where
         )
+    stated = _named_primaries(stated)
     if len(stated) > 1:
         raise rejected(
             "code-invalid", f"{where} states several primary tumours: {', '.join(stated)}", where
@@ -868,6 +879,7 @@ def _condition_primary(raw: JsonObject) -> str | None:
             f"{where}: '{unknown[0]}' is not a code of {codes.CS_PRIMARY_TUMOR}",
             where,
         )
+    stated = _named_primaries(stated)
     if len(stated) > 1:
         raise rejected(
             "code-invalid", f"{where} states several primary tumours: {', '.join(stated)}", where

@@ -20,6 +20,7 @@ from fhir_app.fhir import samples
 from fhir_app.fhir.inbound import map_condition, map_observation
 from fhir_app.fhir.inputs import InputRejected, MappedCondition
 from fhir_app.fhir.parse import validate_resource
+from fhir_app.service import mapped as service_mapped
 
 RECEIVED = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -202,6 +203,61 @@ def test_a_primary_tumor_coding_outside_its_code_system_is_refused(
     (issue,) = caught.value.issues
     assert message in issue.diagnostics
     assert issue.expression == ("Condition.code",)
+
+
+PRIMARY_SYSTEM = "https://fhir-app.org/fhir/CodeSystem/primary-tumor"
+
+
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        (["unknown-primary", "breast"], "breast"),
+        (["breast", "unknown-primary"], "breast"),
+        (["unknown-primary"], "unknown-primary"),
+    ],
+)
+def test_an_unspecified_primary_yields_to_a_named_one_in_the_same_concept(
+    codes: list[str], expected: str
+) -> None:
+    """R4 codings of one concept may differ in granularity: the named primary is the finer one."""
+    raw = primary_condition("c1", "p1", "breast")
+    raw["code"]["coding"] = [{"system": PRIMARY_SYSTEM, "code": c} for c in codes]
+    assert mapped(raw).primary_tumor == expected
+    observation = samples.primary_tumor("o1", "p1", "breast", effective="2024-01-10")
+    observation["valueCodeableConcept"]["coding"] = raw["code"]["coding"]
+    validate_resource(observation)
+    read = map_observation(observation, resource_id="o1", version=1, received_at=RECEIVED)
+    assert read.primary_tumor == expected
+
+
+def test_two_named_primaries_still_disagree_beside_an_unspecified_one() -> None:
+    raw = primary_condition("c1", "p1", "breast")
+    raw["code"]["coding"] = [
+        {"system": PRIMARY_SYSTEM, "code": c} for c in ("unknown-primary", "breast", "prostate")
+    ]
+    with pytest.raises(InputRejected) as caught:
+        mapped(raw)
+    (issue,) = caught.value.issues
+    assert "several primary tumours: breast, prostate" in issue.diagnostics
+
+
+def test_icd10_unspecified_beside_a_snomed_primary_states_the_snomed_one() -> None:
+    """Through the shipped ConceptMap: C80.1 maps to unknown-primary, SNOMED 254837009 to breast."""
+    raw = primary_condition("c1", "p1", "breast")
+    raw["code"] = {
+        "coding": [
+            {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C80.1"},
+            {"system": "http://snomed.info/sct", "code": "254837009"},
+        ]
+    }
+    validate_resource(raw)
+    condition = service_mapped(raw, resource_id="c1", version_id=1, received_at=RECEIVED)
+    assert isinstance(condition, MappedCondition)
+    assert condition.primary_tumor == "breast"
+    raw["code"]["coding"] = raw["code"]["coding"][:1]
+    alone = service_mapped(raw, resource_id="c1", version_id=1, received_at=RECEIVED)
+    assert isinstance(alone, MappedCondition)
+    assert alone.primary_tumor == "unknown-primary"
 
 
 # --- Observations whatever their subject (CONTRACT 3, v2) ------------------------------------
