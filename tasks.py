@@ -116,6 +116,11 @@ def test_workers() -> int:
     """
     configured = os.environ.get("FHIR_APP_TEST_WORKERS", "").strip()
     if configured:
+        if not configured.isdigit():
+            sys.exit(
+                "FHIR_APP_TEST_WORKERS must be a number of workers (0: one process), "
+                f"not {configured!r}"
+            )
         return int(configured)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(2 * (cpus or 1), 8)
