@@ -50,16 +50,21 @@ def write(uow: UnitOfWork, rid: str) -> None:
     )
 
 
+def opening_fails_within(url: URL, seconds: float) -> None:
+    """Opening a unit of work on `url` fails as transient, in less than `seconds`."""
+    engine = make_engine(url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientStoreError), uow_factory(engine)():
+            pass
+        assert time.monotonic() - started < seconds
+    finally:
+        engine.dispose()
+
+
 def test_opening_a_connection_to_an_unreachable_database(database_url: str) -> None:
     with refused_port() as port:
-        engine = make_engine(make_url(database_url).set(host="127.0.0.1", port=port))
-        try:
-            started = time.monotonic()
-            with pytest.raises(TransientStoreError), uow_factory(engine)():
-                pass
-            assert time.monotonic() - started < 5
-        finally:
-            engine.dispose()
+        opening_fails_within(make_url(database_url).set(host="127.0.0.1", port=port), 5)
 
 
 def test_a_connection_lost_mid_statement(
@@ -156,14 +161,7 @@ def test_a_server_that_never_answers_times_out_promptly(database_url: str) -> No
         url = make_url(database_url).set(
             host="127.0.0.1", port=silent.getsockname()[1], query={"connect_timeout": "2"}
         )
-        engine = make_engine(url)
-        try:
-            started = time.monotonic()
-            with pytest.raises(TransientStoreError), uow_factory(engine)():
-                pass
-            assert time.monotonic() - started < 6
-        finally:
-            engine.dispose()
+        opening_fails_within(url, 6)
 
 
 def test_postgresql_connections_carry_the_timeouts(engine: Engine) -> None:
