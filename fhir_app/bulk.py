@@ -4,16 +4,18 @@ A registry hands over files of a million resources; this path takes them in stre
 memory), in chunked transactions, resumable after a crash, and derives every touched patient once:
 
 1. Ingest. The files are read record by record (fhir_app.fhir.stream). Chunks of records go to
-   worker processes, which parse, validate (fhir.resources: the largest single cost) and map
+   worker processes, which parse, validate (the schema gate of fhir_app.fhir.validation) and map
    them; the main process stores each checked chunk in one transaction together with what makes
    it resumable: the file position (`ingest_checkpoint`), the run's counters, touched patients
    and rejections, and the patients whose inputs changed (queued for derivation). Inputs without
    an id get one derived from their content, so a second run stores them at the same id.
 2. Derive. Every queued patient is derived once, from all of its current inputs, in batches: the
-   main process reads a batch, a worker derives it (the same `derive` as the REST path, with
-   versions decided against the outputs read), the main process stores the new versions and takes
-   the patients off the queue in one transaction. A first derivation is `final` or `preliminary`;
-   an unchanged one writes nothing.
+   main process hands out batches of queued patient ids; a worker reads the batch's inputs and
+   outputs on its own connection, derives it (the same `derive` as the REST path, with versions
+   decided against the outputs read), stores the new versions and takes the patients off the
+   queue in one transaction. The main process is then no serial step between the database and
+   the workers, and two batches' database work runs side by side. A first derivation is `final`
+   or `preliminary`; an unchanged one writes nothing.
 3. Write. `DIR/<ResourceType>.ndjson` with the current outputs of every patient the run touched
    and `DIR/OperationOutcome.ndjson` with every rejection in input order, then the run's state is
    removed. Killed anywhere, the same command resumes from the last commit and ends with the same
@@ -22,11 +24,13 @@ memory), in chunked transactions, resumable after a crash, and derives every tou
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import multiprocessing
 import os
 import signal
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,6 +95,8 @@ WRITE_ATTEMPTS: Final = 5
 # Namespace of the ids given to inputs without one (uuid5 of their canonical content).
 CONTENT_ID_NAMESPACE: Final = uuid.UUID("6f1d7a52-3c1e-5b7e-9a57-7a0c2f1b8e3d")
 OPERATION_OUTCOME: Final = "OperationOutcome"
+# prctl(2): the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG: Final = 1
 _PARTIAL_SUFFIX: Final = ".partial"
 
 
@@ -285,7 +291,7 @@ class _Derived:
 
 
 def derive_batch(task: _DeriveTask) -> _Derived:
-    """Derive a batch of patients (in a worker process)."""
+    """Derive a batch of patients from inputs and outputs read before (pure)."""
     versions: list[NewVersion] = []
     existing: list[tuple[str, str]] = []
     read: set[tuple[str, str, int]] = set()
@@ -298,6 +304,98 @@ def derive_batch(task: _DeriveTask) -> _Derived:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _DeriveJob:
+    """Patients queued for derivation, handed to whoever derives and stores them."""
+
+    patients: list[str]
+    settings: AppearanceSettings
+
+
+@dataclass(frozen=True, slots=True)
+class _DeriveDone:
+    patients: int
+    versions: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Store:
+    """What deriving and storing needs besides a job: the units of work and the clock."""
+
+    uow_factory: Callable[[], BulkUnitOfWork]
+    clock: Callable[[], datetime]
+
+
+# The store of the run, set in the parent before its workers fork (they inherit it: a factory of
+# connections and a clock do not travel through a pipe).
+_inherited_store: _Store | None = None
+
+
+def derive_job(job: _DeriveJob, store: _Store | None = None) -> _DeriveDone:
+    """Read, derive and store a batch of queued patients (in a worker process, on its own
+    connections, or in this one).
+
+    The inputs are read without the patients' derivation locks; under them, the batch goes in
+    only when the patients' current inputs are still the versions it read (so a REST write or
+    another run's chunk committed in between is never overwritten by outputs derived without
+    it). When they changed, the batch is read, derived and written again inside one locked
+    transaction.
+    """
+    store = store or _inherited_store
+    if store is None:  # pragma: no cover - BulkProcessor sets it before any worker starts
+        raise RuntimeError("derive_job needs the run's store")
+    try:
+        with store.uow_factory() as uow:
+            task = _read_task(uow, job.patients, job.settings, store.clock())
+        derived = derive_batch(task)
+        with store.uow_factory() as uow:
+            uow.bulk.commit_without_waiting()
+            uow.lock_patient_derivations(derived.patients)
+            if uow.bulk.input_versions(derived.patients) == derived.inputs:
+                uow.bulk.write_versions(derived.versions, existing=derived.existing)
+                uow.bulk.derivation_done(derived.patients)
+                uow.commit()
+                return _DeriveDone(len(derived.patients), len(derived.versions))
+    except TransientStoreError:
+        pass  # a lost race or a lost connection: the locked way below, with its retries
+
+    def again() -> _DeriveDone:
+        with store.uow_factory() as uow:
+            uow.bulk.commit_without_waiting()
+            uow.lock_patient_derivations(job.patients)
+            result = derive_batch(_read_task(uow, job.patients, job.settings, store.clock()))
+            uow.bulk.write_versions(result.versions, existing=result.existing)
+            uow.bulk.derivation_done(result.patients)
+            uow.commit()
+        return _DeriveDone(len(result.patients), len(result.versions))
+
+    return _retrying(again)
+
+
+def _read_task(
+    uow: BulkUnitOfWork, patients: list[str], settings: AppearanceSettings, now: datetime
+) -> _DeriveTask:
+    """The current inputs and outputs of these patients, grouped per patient."""
+    inputs_by: dict[str, list[InputRow]] = {p: [] for p in patients}
+    outputs_by: dict[str, list[OutputRow]] = {p: [] for p in patients}
+    for row in uow.bulk.inputs_of_patients(patients):
+        inputs_by[row.patient_id].append(row)
+    for output in uow.bulk.outputs_of_patients(patients):
+        outputs_by[output.patient_id].append(output)
+    return _DeriveTask([(p, inputs_by[p], outputs_by[p]) for p in patients], settings, now)
+
+
+def _retrying(action: Callable[[], R]) -> R:
+    """Run `action` again after a transient store error (a lost race, a busy database), up to
+    WRITE_ATTEMPTS times."""
+    for _ in range(WRITE_ATTEMPTS - 1):
+        try:
+            return action()
+        except TransientStoreError:
+            pass
+    return action()
+
+
 # --------------------------------------------------------------------------------- parallelism
 
 
@@ -305,17 +403,20 @@ class _Workers:
     """Worker processes mapping tasks in order, with a bounded number in flight, so that the
     reader never runs ahead of the writer by more than a few chunks (bounded memory)."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, store: _Store | None = None) -> None:
+        global _inherited_store
         self.count = count
+        self.forked = False  # whether the workers inherited `store`
         self._pool: Any = None
         if count > 0:
-            # fork: the workers start at once with fhir.resources already imported. The pool is
-            # made before any database connection exists, so none is shared with a child.
+            # fork: the workers start at once with what the parent prepared, and with the run's
+            # store (each opens connections of its own, see _worker_started).
             methods = multiprocessing.get_all_start_methods()
-            forking = "fork" in methods
-            if forking:
+            self.forked = "fork" in methods
+            if self.forked:
                 _prepare_for_workers()
-            context = multiprocessing.get_context("fork" if forking else None)
+                _inherited_store = store
+            context = multiprocessing.get_context("fork" if self.forked else None)
             self._pool = context.Pool(count, initializer=_worker_started)
 
     def map(self, function: Callable[[T], R], tasks: Iterable[T]) -> Iterator[R]:
@@ -369,8 +470,32 @@ def _prepare_for_workers() -> None:
 
 
 def _worker_started() -> None:
-    """Ctrl-C is the main process's to handle (it stops the pool); a worker ignores it."""
+    """Ctrl-C is the main process's to handle (it stops the pool); a worker ignores it. The
+    connections the parent had pooled stay the parent's: the worker opens its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    after_fork = getattr(_inherited_store and _inherited_store.uow_factory, "after_fork", None)
+    if after_fork is not None:
+        after_fork()
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the main process dies (even by SIGKILL). A
+    worker stores derivations itself, and an orphan would go on storing the batches still
+    queued to it beside the run that resumes the killed one."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # a kernel without it: a worker ends when its task pipe closes
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _shared_across_processes(uow_factory: Callable[[], BulkUnitOfWork]) -> bool:
+    """Whether worker processes may open connections of their own to this store."""
+    return bool(getattr(uow_factory, "shared_across_processes", False))
 
 
 def available_cpus() -> int:
@@ -424,7 +549,7 @@ class BulkProcessor:
     ) -> BulkResult:
         run_key = run_key_of(paths)
         total_bytes = sum(path.stat().st_size for path in paths)
-        workers = _Workers(self._worker_count(total_bytes))
+        workers = _Workers(self._worker_count(total_bytes), _Store(self.uow_factory, self.clock))
         try:
             with self.uow_factory() as uow:
                 uow.bulk.open_run(run_key, now=self.clock())
@@ -498,7 +623,7 @@ class BulkProcessor:
             done_before[source.index] = sum(s.path.stat().st_size for s in sources[: source.index])
         for checked in workers.map(check_chunk, self._tasks(sources, positions)):
             source = sources[checked.source_index]
-            self._retrying(partial(self._store_chunk, run_key, source, checked))
+            _retrying(partial(self._store_chunk, run_key, source, checked))
             progress.ingested(len(checked.items), done_before[source.index] + checked.offset)
 
     def _store_chunk(self, run_key: str, source: _Source, checked: _CheckedChunk) -> None:
@@ -590,95 +715,34 @@ class BulkProcessor:
         with self.uow_factory() as uow:
             pending = uow.bulk.pending_count()
         progress.derive_started(pending)
+        store = _Store(self.uow_factory, self.clock)
+        # Workers read and store their batches on their own connections, so the database work
+        # of a batch runs beside the derivation of the next; a store that lives in this process
+        # only (in-memory SQLite) derives here.
+        if workers.forked and _shared_across_processes(self.uow_factory):
+            derive: Callable[[_DeriveJob], _DeriveDone] = derive_job
+        else:
+            derive, workers = partial(derive_job, store=store), _Workers(0)
         # Passes until the queue is empty: a patient queued behind the keyset cursor by another
         # writer during a pass is picked up by the next one.
         while pending:
             pending = 0
-            for derived in workers.map(derive_batch, self._derive_tasks()):
-                self._store_derived(derived)
-                pending += len(derived.patients)
-                progress.derived(len(derived.patients))
+            for done in workers.map(derive, self._derive_jobs()):
+                self._written(done.versions)
+                pending += done.patients
+                progress.derived(done.patients)
 
-    def _derive_tasks(self) -> Iterator[_DeriveTask]:
+    def _derive_jobs(self) -> Iterator[_DeriveJob]:
         after: str | None = None
         while True:
-            task = self._read_batch(after)
-            if task is None:
-                return
-            after = task.patients[-1][0]
-            yield task
-
-    def _read_batch(self, after: str | None) -> _DeriveTask | None:
-        with self.uow_factory() as uow:
-            patients = uow.bulk.pending_patients(after=after, limit=self.options.derive_patients)
-            if not patients:
-                return None
-            inputs = uow.bulk.inputs_of_patients(patients)
-            outputs = uow.bulk.outputs_of_patients(patients)
-        inputs_by: dict[str, list[InputRow]] = {p: [] for p in patients}
-        outputs_by: dict[str, list[OutputRow]] = {p: [] for p in patients}
-        for row in inputs:
-            inputs_by[row.patient_id].append(row)
-        for output in outputs:
-            outputs_by[output.patient_id].append(output)
-        return _DeriveTask(
-            [(p, inputs_by[p], outputs_by[p]) for p in patients], self.settings, self.clock()
-        )
-
-    def _store_derived(self, derived: _Derived) -> None:
-        """Store a batch derived in a worker, under the patients' derivation locks.
-
-        The worker read the inputs without the locks; under them, the batch goes in only when the
-        patients' current inputs are still the versions it read (so a REST write or another run's
-        chunk committed in between is never overwritten by outputs derived without it). When they
-        changed, the batch is read, derived and written again here, inside one locked transaction.
-        """
-        with self.uow_factory() as uow:
-            uow.bulk.commit_without_waiting()
-            uow.lock_patient_derivations(derived.patients)
-            if uow.bulk.input_versions(derived.patients) == derived.inputs:
-                uow.bulk.write_versions(derived.versions, existing=derived.existing)
-                uow.bulk.derivation_done(derived.patients)
-                uow.commit()
-                self._written(len(derived.versions))
-                return
-
-        def again() -> None:
             with self.uow_factory() as uow:
-                uow.bulk.commit_without_waiting()
-                patients = derived.patients
-                uow.lock_patient_derivations(patients)
-                inputs = uow.bulk.inputs_of_patients(patients)
-                outputs = uow.bulk.outputs_of_patients(patients)
-                task = _DeriveTask(
-                    [
-                        (
-                            p,
-                            [r for r in inputs if r.patient_id == p],
-                            [r for r in outputs if r.patient_id == p],
-                        )
-                        for p in patients
-                    ],
-                    self.settings,
-                    self.clock(),
+                patients = uow.bulk.pending_patients(
+                    after=after, limit=self.options.derive_patients
                 )
-                result = derive_batch(task)
-                uow.bulk.write_versions(result.versions, existing=result.existing)
-                uow.bulk.derivation_done(result.patients)
-                uow.commit()
-            self._written(len(result.versions))
-
-        self._retrying(again)
-
-    @staticmethod
-    def _retrying(action: Callable[[], None]) -> None:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                action()
+            if not patients:
                 return
-            except TransientStoreError:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
+            after = patients[-1]
+            yield _DeriveJob(patients, self.settings)
 
     # ---- write -------------------------------------------------------------------------------
 

@@ -20,7 +20,13 @@ from fhir_app.store.repository import (
     fhir_instant,
 )
 from fhir_app.store.schema import metadata
-from fhir_app.store.uow import BulkUnitOfWork, UnitOfWork, bulk_uow_factory, uow_factory
+from fhir_app.store.uow import (
+    BulkUnitOfWork,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    bulk_uow_factory,
+    uow_factory,
+)
 from fhir_app.store.upgrade import alembic_config, migrate
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "StoredResource",
     "TransientStoreError",
     "UnitOfWork",
+    "UnitOfWorkFactory",
     "alembic_config",
     "bulk_uow_factory",
     "checkpoint_key",

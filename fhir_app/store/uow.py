@@ -6,7 +6,7 @@ import hashlib
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 
@@ -169,13 +169,31 @@ class UnitOfWork:
 BulkUnitOfWork = UnitOfWork
 
 
-def uow_factory(engine: Engine) -> Callable[[], UnitOfWork]:
+class UnitOfWorkFactory:
+    """Units of work on one engine, for the service layer to call per use case."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self.engine)
+
+    @property
+    def shared_across_processes(self) -> bool:
+        """Whether another process may open its own connections to the same database: not for
+        an in-memory SQLite database, which lives in this process only."""
+        url = self.engine.url
+        return url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:")
+
+    def after_fork(self) -> None:
+        """In a forked child: leave the parent's pooled connections to the parent (a socket or
+        SQLite handle used by two processes corrupts both) and open its own from now on."""
+        self.engine.dispose(close=False)
+
+
+def uow_factory(engine: Engine) -> UnitOfWorkFactory:
     """A factory of units of work on `engine`, for the service layer to call per use case."""
-
-    def new_unit_of_work() -> UnitOfWork:
-        return UnitOfWork(engine)
-
-    return new_unit_of_work
+    return UnitOfWorkFactory(engine)
 
 
 bulk_uow_factory = uow_factory

@@ -32,7 +32,13 @@ from fhir_app.cli import app
 from fhir_app.fhir import samples
 from fhir_app.fhir.inputs import JsonObject
 from fhir_app.service import FhirService, current_outputs
-from fhir_app.store import bulk_uow_factory, make_engine, normalize_database_url, uow_factory
+from fhir_app.store import (
+    UnitOfWork,
+    bulk_uow_factory,
+    make_engine,
+    normalize_database_url,
+    uow_factory,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -196,6 +202,52 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         done = CliRunner().invoke(app, ["process", *arguments], env={"FHIR_APP_DATABASE_URL": url})
         assert done.exit_code == 2, (arguments, done.output)
     assert not (tmp_path / "o").exists()
+
+
+# --- workers that store -------------------------------------------------------------------------
+
+
+def test_workers_store_on_connections_of_their_own_run_after_run(
+    database_url: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    """Worker processes derive and store batches on their own connections. The second run of the
+    same processor forks its workers while the parent's pool holds connections of the first
+    run: the workers must open their own (shared sockets would garble both sides)."""
+    lines = population_lines(tmp_path, 30, seed=5)
+    first_feed = ndjson(tmp_path / "first.ndjson", list(lines[: len(lines) // 2]))
+    second_feed = ndjson(tmp_path / "second.ndjson", list(lines[len(lines) // 2 :]))
+    bulk = processor(database_url, workers=2, chunk_records=20, derive_patients=3)
+    bulk.run([first_feed], tmp_path / "a1")
+    second = bulk.run([second_feed], tmp_path / "a2")
+    clean_url = migrated(empty_database_url)
+    clean = processor(clean_url, workers=0, chunk_records=20, derive_patients=3)
+    clean.run([first_feed], tmp_path / "b1")
+    expected = clean.run([second_feed], tmp_path / "b2")
+    assert (second.accepted, second.patients, second.written) == (
+        expected.accepted,
+        expected.patients,
+        expected.written,
+    )
+    assert output_files(tmp_path / "a2") == output_files(tmp_path / "b2")
+    assert database_content(database_url) == database_content(clean_url)
+
+
+def test_a_store_workers_cannot_open_derives_in_the_main_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A unit-of-work factory that does not say other processes may connect (an in-memory
+    database, a test double) keeps every database access in the main process."""
+    feed = ndjson(tmp_path / "feed.ndjson", list(population_lines(tmp_path, 8)))
+    engine = make_engine(database_url)
+    try:
+        bulk = BulkProcessor(lambda: UnitOfWork(engine), options=BulkOptions(workers=2))
+        result = bulk.run([feed], tmp_path / "out")
+    finally:
+        engine.dispose()
+    assert (result.patients, result.written["DiagnosticReport"]) == (8, 8)
+    reference = processor(database_url, workers=0).run([feed], tmp_path / "again")
+    assert output_files(tmp_path / "out") == output_files(tmp_path / "again")
+    assert reference.accepted == result.accepted
 
 
 # --- idempotence and ids -------------------------------------------------------------------------
