@@ -433,11 +433,14 @@ class _Workers:
             yield in_flight.popleft().get()
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers (and let go of the store they inherited)."""
+        global _inherited_store
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        if self.forked:
+            _inherited_store = None
 
 
 @contextmanager
