@@ -56,6 +56,7 @@ from fhir_app.service import (
     mapped,
     patient_of,
     search_index,
+    stored_of_patients,
     utcnow,
 )
 from fhir_app.store import (
@@ -376,13 +377,7 @@ def _read_task(
     uow: BulkUnitOfWork, patients: list[str], settings: AppearanceSettings, now: datetime
 ) -> _DeriveTask:
     """The current inputs and outputs of these patients, grouped per patient."""
-    inputs_by: dict[str, list[InputRow]] = {p: [] for p in patients}
-    outputs_by: dict[str, list[OutputRow]] = {p: [] for p in patients}
-    for row in uow.bulk.inputs_of_patients(patients):
-        inputs_by[row.patient_id].append(row)
-    for output in uow.bulk.outputs_of_patients(patients):
-        outputs_by[output.patient_id].append(output)
-    return _DeriveTask([(p, inputs_by[p], outputs_by[p]) for p in patients], settings, now)
+    return _DeriveTask(stored_of_patients(uow.bulk, patients), settings, now)
 
 
 def _retrying(action: Callable[[], R]) -> R:

@@ -496,6 +496,20 @@ class PlannedVersions:
         return served
 
 
+def stored_of_patients(
+    bulk: Any, patients: Sequence[str]
+) -> list[tuple[str, list[InputRow], list[OutputRow]]]:
+    """(patient, current inputs, current outputs) of each patient, in the order given, read in one
+    batch through a unit of work's `bulk` repository (what `derive_patient` takes)."""
+    inputs: dict[str, list[InputRow]] = {p: [] for p in patients}
+    outputs: dict[str, list[OutputRow]] = {p: [] for p in patients}
+    for row in bulk.inputs_of_patients(patients):
+        inputs[row.patient_id].append(row)
+    for output in bulk.outputs_of_patients(patients):
+        outputs[output.patient_id].append(output)
+    return [(p, inputs[p], outputs[p]) for p in patients]
+
+
 def derive_patient(
     patient: str,
     inputs: Sequence[InputRow],
@@ -1087,19 +1101,11 @@ class FhirService:
             return []
         uow.lock_patient_derivations(ordered)
         now = self.clock()
-        inputs: dict[str, list[InputRow]] = {p: [] for p in ordered}
-        outputs: dict[str, list[OutputRow]] = {p: [] for p in ordered}
-        for row in uow.bulk.inputs_of_patients(ordered):
-            inputs[row.patient_id].append(row)
-        for output in uow.bulk.outputs_of_patients(ordered):
-            outputs[output.patient_id].append(output)
         versions: list[NewVersion] = []
         existing: list[tuple[str, str]] = []
-        for patient in ordered:
-            versions.extend(
-                derive_patient(patient, inputs[patient], outputs[patient], self.settings, now)
-            )
-            existing.extend((row.resource_type, row.resource_id) for row in outputs[patient])
+        for patient, inputs, outputs in stored_of_patients(uow.bulk, ordered):
+            versions.extend(derive_patient(patient, inputs, outputs, self.settings, now))
+            existing.extend((row.resource_type, row.resource_id) for row in outputs)
         uow.bulk.write_versions(versions, existing=existing)
         return versions
 
