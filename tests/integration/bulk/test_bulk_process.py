@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from bulk_support import (
@@ -33,6 +33,7 @@ from fhir_app.fhir import samples
 from fhir_app.fhir.inputs import JsonObject
 from fhir_app.service import FhirService, current_outputs
 from fhir_app.store import (
+    TransientStoreError,
     UnitOfWork,
     bulk_uow_factory,
     make_engine,
@@ -248,6 +249,47 @@ def test_a_store_workers_cannot_open_derives_in_the_main_process(
     reference = processor(database_url, workers=0).run([feed], tmp_path / "again")
     assert output_files(tmp_path / "out") == output_files(tmp_path / "again")
     assert reference.accepted == result.accepted
+
+
+def test_a_derivation_whose_store_fails_transiently_is_derived_again_under_the_lock(
+    database_url: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    """A lost race or a dropped connection while a derived batch is stored (the first, unlocked
+    try) is no loss: the batch is read, derived and stored again inside one locked transaction."""
+    feed = ndjson(tmp_path / "feed.ndjson", list(population_lines(tmp_path, 6)))
+    engine = make_engine(database_url)
+    failures = [TransientStoreError("the connection was lost")] * 2
+
+    class FlakyBulk:
+        def __init__(self, bulk: Any) -> None:
+            self._bulk = bulk
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._bulk, name)
+
+        def write_versions(self, versions: Any, existing: Any) -> None:
+            if failures and any(v.is_output for v in versions):
+                raise failures.pop()
+            self._bulk.write_versions(versions, existing=existing)
+
+    class FlakyUnitOfWork(UnitOfWork):
+        def __enter__(self) -> Self:
+            super().__enter__()
+            self.bulk = FlakyBulk(self.bulk)  # type: ignore[assignment]
+            return self
+
+    try:
+        result = BulkProcessor(
+            lambda: FlakyUnitOfWork(engine), options=BulkOptions(workers=0, derive_patients=2)
+        ).run([feed], tmp_path / "out")
+    finally:
+        engine.dispose()
+    assert failures == []  # both failures were met
+    assert (result.patients, result.written["DiagnosticReport"]) == (6, 6)
+    clean_url = migrated(empty_database_url)
+    processor(clean_url, workers=0, derive_patients=2).run([feed], tmp_path / "clean")
+    assert output_files(tmp_path / "out") == output_files(tmp_path / "clean")
+    assert database_content(database_url) == database_content(clean_url)
 
 
 # --- idempotence and ids -------------------------------------------------------------------------
