@@ -306,14 +306,6 @@ def derive_batch(task: _DeriveTask) -> _Derived:
 
 
 @dataclass(frozen=True, slots=True)
-class _DeriveJob:
-    """Patients queued for derivation, handed to whoever derives and stores them."""
-
-    patients: list[str]
-    settings: AppearanceSettings
-
-
-@dataclass(frozen=True, slots=True)
 class _DeriveDone:
     patients: int
     versions: int
@@ -321,10 +313,12 @@ class _DeriveDone:
 
 @dataclass(frozen=True, slots=True)
 class _Store:
-    """What deriving and storing needs besides a job: the units of work and the clock."""
+    """What deriving and storing a batch of patients needs besides their ids, the same for the
+    whole run: the units of work, the clock and the appearance settings."""
 
     uow_factory: Callable[[], BulkUnitOfWork]
     clock: Callable[[], datetime]
+    settings: AppearanceSettings
 
 
 # The store of the run, set in the parent before its workers fork (they inherit it: a factory of
@@ -332,7 +326,7 @@ class _Store:
 _inherited_store: _Store | None = None
 
 
-def derive_job(job: _DeriveJob, store: _Store | None = None) -> _DeriveDone:
+def derive_job(patients: list[str], store: _Store | None = None) -> _DeriveDone:
     """Read, derive and store a batch of queued patients (in a worker process, on its own
     connections, or in this one).
 
@@ -347,7 +341,7 @@ def derive_job(job: _DeriveJob, store: _Store | None = None) -> _DeriveDone:
         raise RuntimeError("derive_job needs the run's store")
     try:
         with store.uow_factory() as uow:
-            task = _read_task(uow, job.patients, job.settings, store.clock())
+            task = _read_task(uow, patients, store)
         derived = derive_batch(task)
         with store.uow_factory() as uow:
             uow.bulk.commit_without_waiting()
@@ -363,8 +357,8 @@ def derive_job(job: _DeriveJob, store: _Store | None = None) -> _DeriveDone:
     def again() -> _DeriveDone:
         with store.uow_factory() as uow:
             uow.bulk.commit_without_waiting()
-            uow.lock_patient_derivations(job.patients)
-            result = derive_batch(_read_task(uow, job.patients, job.settings, store.clock()))
+            uow.lock_patient_derivations(patients)
+            result = derive_batch(_read_task(uow, patients, store))
             uow.bulk.write_versions(result.versions, existing=result.existing)
             uow.bulk.derivation_done(result.patients)
             uow.commit()
@@ -373,11 +367,9 @@ def derive_job(job: _DeriveJob, store: _Store | None = None) -> _DeriveDone:
     return _retrying(again)
 
 
-def _read_task(
-    uow: BulkUnitOfWork, patients: list[str], settings: AppearanceSettings, now: datetime
-) -> _DeriveTask:
+def _read_task(uow: BulkUnitOfWork, patients: list[str], store: _Store) -> _DeriveTask:
     """The current inputs and outputs of these patients, grouped per patient."""
-    return _DeriveTask(stored_of_patients(uow.bulk, patients), settings, now)
+    return _DeriveTask(stored_of_patients(uow.bulk, patients), store.settings, store.clock())
 
 
 def _retrying(action: Callable[[], R]) -> R:
@@ -547,7 +539,8 @@ class BulkProcessor:
     ) -> BulkResult:
         run_key = run_key_of(paths)
         total_bytes = sum(path.stat().st_size for path in paths)
-        workers = _Workers(self._worker_count(total_bytes), _Store(self.uow_factory, self.clock))
+        store = _Store(self.uow_factory, self.clock, self.settings)
+        workers = _Workers(self._worker_count(total_bytes), store)
         try:
             with self.uow_factory() as uow:
                 uow.bulk.open_run(run_key, now=self.clock())
@@ -557,7 +550,7 @@ class BulkProcessor:
                 uow.commit()
             progress.ingest_started(total_bytes)
             self._ingest(run_key, sources, positions, workers, progress)
-            self._derive_pending(workers, progress)
+            self._derive_pending(workers, store, progress)
         finally:
             workers.close()
         return self._write_out(run_key, sources, out, on_rejection)
@@ -709,16 +702,15 @@ class BulkProcessor:
 
     # ---- derive ------------------------------------------------------------------------------
 
-    def _derive_pending(self, workers: _Workers, progress: BulkProgress) -> None:
+    def _derive_pending(self, workers: _Workers, store: _Store, progress: BulkProgress) -> None:
         with self.uow_factory() as uow:
             pending = uow.bulk.pending_count()
         progress.derive_started(pending)
-        store = _Store(self.uow_factory, self.clock)
         # Workers read and store their batches on their own connections, so the database work
         # of a batch runs beside the derivation of the next; a store that lives in this process
         # only (in-memory SQLite) derives here.
         if workers.forked and _shared_across_processes(self.uow_factory):
-            derive: Callable[[_DeriveJob], _DeriveDone] = derive_job
+            derive: Callable[[list[str]], _DeriveDone] = derive_job
         else:
             derive, workers = partial(derive_job, store=store), _Workers(0)
         # Passes until the queue is empty: a patient queued behind the keyset cursor by another
@@ -730,7 +722,8 @@ class BulkProcessor:
                 pending += done.patients
                 progress.derived(done.patients)
 
-    def _derive_jobs(self) -> Iterator[_DeriveJob]:
+    def _derive_jobs(self) -> Iterator[list[str]]:
+        """Batches of queued patient ids, in id order."""
         after: str | None = None
         while True:
             with self.uow_factory() as uow:
@@ -740,7 +733,7 @@ class BulkProcessor:
             if not patients:
                 return
             after = patients[-1]
-            yield _DeriveJob(patients, self.settings)
+            yield patients
 
     # ---- write -------------------------------------------------------------------------------
 
