@@ -12,10 +12,13 @@ from enum import StrEnum
 
 from fhir_app.domain.findings import (
     CtAttenuation,
+    Finding,
     FindingKind,
     LevelFindings,
     T1Signal,
     T2Signal,
+    number,
+    same_time_sentence,
 )
 from fhir_app.domain.sins_answers import LesionAnswer
 
@@ -83,6 +86,9 @@ class SourceEvidence:
     allows: frozenset[LesionAnswer]
     reason: str
     heuristic: bool = False
+    # CONTRACT 3: the sentence when findings of this source at the same latest time disagree; the
+    # source then allows every appearance they allow.
+    tie: str | None = None
 
     @property
     def narrows(self) -> bool:
@@ -120,6 +126,8 @@ class AppearanceResult:
     evidence: tuple[SourceEvidence, ...]
     discordances: tuple[Discordance, ...]
     notes: tuple[str, ...]
+    # Every disagreement of findings at the same latest time (a source's, or treated-lesion).
+    ties: tuple[str, ...] = ()
 
     @property
     def determined(self) -> LesionAnswer | None:
@@ -135,35 +143,66 @@ class AppearanceResult:
 
 
 def _reading(findings: LevelFindings) -> SourceEvidence | None:
-    finding = findings.latest(FindingKind.APPEARANCE)
-    if finding is None:
+    tied = findings.latest(FindingKind.APPEARANCE)
+    if not tied:
         return None
-    assert isinstance(finding.value, LesionAnswer)
+    values = {f.value for f in tied}
+    assert values <= ALL_APPEARANCES
+    allows = frozenset(a for a in LesionAnswer if a in values)
+    readings = [a.value for a in ordered(allows)]
+    tie = (
+        same_time_sentence("lesion appearance readings", readings, words(allows))
+        if len(readings) > 1
+        else None
+    )
     return SourceEvidence(
-        EvidenceSource.READING,
-        frozenset({finding.value}),
-        f"reported as {finding.value.value}",
+        EvidenceSource.READING, allows, f"reported as {' and as '.join(readings)}", tie=tie
     )
 
 
-def ct_attenuation(findings: LevelFindings) -> CtAttenuation | None:
-    """The latest mean and the latest maximum CT attenuation of the level, in one value.
+@dataclass(frozen=True, slots=True)
+class CtMeasured:
+    """The latest mean and maximum CT attenuation of a level in HU, ascending.
+
+    One value each as a rule; several when findings at the same latest time disagree.
+    """
+
+    means: tuple[float, ...]
+    maxima: tuple[float, ...]
+
+
+def _latest_values(measured: list[Finding], values: list[float | None]) -> tuple[float, ...]:
+    """The distinct values of the latest findings that carry one (all of them on a time tie)."""
+    carried = [(f, v) for f, v in zip(measured, values, strict=True) if v is not None]
+    if not carried:
+        return ()
+    last = carried[-1][0]
+    return tuple(
+        sorted(
+            {
+                v
+                for f, v in carried
+                if (f.patient_wide, f.observed_at) == (last.patient_wide, last.observed_at)
+            }
+        )
+    )
+
+
+def ct_attenuation(findings: LevelFindings) -> CtMeasured | None:
+    """The latest mean and the latest maximum CT attenuation of the level.
 
     A feed may send the mean and the maximum as two Observations (DOMAIN.md 3: the method says
-    which); each statistic is taken from the latest finding that carries it.
+    which); each statistic is taken from the latest findings that carry it.
     """
     measured = findings.of_kind(FindingKind.CT_ATTENUATION)
     if not measured:
         return None
-    mean: float | None = None
-    peak: float | None = None
-    for finding in measured:  # oldest first, so the latest of each statistic stays
-        assert isinstance(finding.value, CtAttenuation)
-        if finding.value.mean_hu is not None:
-            mean = finding.value.mean_hu
-        if finding.value.max_hu is not None:
-            peak = finding.value.max_hu
-    return CtAttenuation(mean, peak)
+    values = [f.value for f in measured]
+    assert all(isinstance(v, CtAttenuation) for v in values)
+    return CtMeasured(
+        _latest_values(measured, [v.mean_hu for v in values]),  # type: ignore[union-attr]
+        _latest_values(measured, [v.max_hu for v in values]),  # type: ignore[union-attr]
+    )
 
 
 def _ct(
@@ -172,57 +211,82 @@ def _ct(
     attenuation = ct_attenuation(findings)
     if attenuation is None:
         return None
-    mean = attenuation.mean_hu
     if treated:
         return SourceEvidence(
             EvidenceSource.CT,
             ALL_APPEARANCES,
             "CT attenuation not used: treated lesion (new bone may form after treatment)",
         )
-    if mean is None:
+    if not attenuation.means:
         # Only a maximum: the soft-tissue / hyperdense heuristic is defined on the mean.
         return SourceEvidence(
             EvidenceSource.CT,
             ALL_APPEARANCES,
             "no mean CT attenuation (the appearance heuristic reads the mean, not the maximum)",
         )
-    if mean <= settings.lytic_max_hu:
-        allows, band = (
-            frozenset({LYTIC}),
-            f"<= {settings.lytic_max_hu:g} HU, soft-tissue attenuation",
-        )
-    elif mean >= settings.blastic_min_hu:
-        allows = frozenset({BLASTIC})
-        band = f">= {settings.blastic_min_hu:g} HU, hyperdense"
-    else:
-        allows = ALL_APPEARANCES
-        band = f"between {settings.lytic_max_hu:g} and {settings.blastic_min_hu:g} HU"
+    allows: frozenset[LesionAnswer] = frozenset()
+    bands = []
+    for mean in attenuation.means:
+        if mean <= settings.lytic_max_hu:
+            allows |= {LYTIC}
+            band = f"<= {number(settings.lytic_max_hu)} HU, soft-tissue attenuation"
+        elif mean >= settings.blastic_min_hu:
+            allows |= {BLASTIC}
+            band = f">= {number(settings.blastic_min_hu)} HU, hyperdense"
+        else:
+            allows = ALL_APPEARANCES
+            band = (
+                f"between {number(settings.lytic_max_hu)} and {number(settings.blastic_min_hu)} HU"
+            )
+        bands.append(f"{number(mean)} HU {band}")
+    stated = [
+        *(f"mean {number(v)} HU" for v in attenuation.means if len(attenuation.means) > 1),
+        *(f"maximum {number(v)} HU" for v in attenuation.maxima if len(attenuation.maxima) > 1),
+    ]
+    tie = (
+        same_time_sentence("CT attenuation", stated, words(allows) + " (by the CT heuristic)")
+        if stated
+        else None
+    )
     return SourceEvidence(
         EvidenceSource.CT,
         allows,
-        f"CT heuristic: mean attenuation {mean:g} HU {band}",
+        f"CT heuristic: mean attenuation {' and '.join(bands)}",
         heuristic=True,
+        tie=tie,
     )
 
 
+def _signal(tied: tuple[Finding, ...], order: list[T1Signal] | list[T2Signal]) -> list[str]:
+    values = {f.value for f in tied}
+    return [s.value for s in order if s in values]
+
+
+def _t2_words(signal: str) -> str:
+    return "heterogeneous" if signal == T2Signal.HETEROGENEOUS.value else f"{signal}intense"
+
+
 def _mri(findings: LevelFindings) -> SourceEvidence | None:
-    t1 = findings.latest(FindingKind.MRI_T1)
-    t2 = findings.latest(FindingKind.MRI_T2)
-    if t1 is None and t2 is None:
+    t1 = _signal(findings.latest(FindingKind.MRI_T1), list(T1Signal))
+    t2 = _signal(findings.latest(FindingKind.MRI_T2), list(T2Signal))
+    if not t1 and not t2:
         return None
     allows = ALL_APPEARANCES
     parts: list[str] = []
-    if t1 is not None:
-        assert isinstance(t1.value, T1Signal)
-        allows = allows & MRI_T1_ALLOWS[t1.value]
-        parts.append(f"T1 {t1.value.value}intense")
-    if t2 is not None:
-        assert isinstance(t2.value, T2Signal)
-        t2_allows = MRI_T2_ALLOWS[t2.value]
-        label = (
-            "heterogeneous" if t2.value is T2Signal.HETEROGENEOUS else f"{t2.value.value}intense"
+    stated: list[str] = []
+    if t1:
+        # Signals at the same time that disagree: each is possible, so their appearances join.
+        allows = allows & frozenset().union(*(MRI_T1_ALLOWS[T1Signal(s)] for s in t1))
+        parts.append(f"T1 {' and '.join(f'{s}intense' for s in t1)}")
+        if len(t1) > 1:
+            stated.append(parts[-1])
+    if t2:
+        t2_allows: frozenset[LesionAnswer] = frozenset().union(
+            *(MRI_T2_ALLOWS[T2Signal(s)] for s in t2)
         )
-        parts.append(f"T2 {label}")
+        parts.append(f"T2 {' and '.join(_t2_words(s) for s in t2)}")
+        if len(t2) > 1:
+            stated.append(parts[-1])
         if not allows & t2_allows:
             return SourceEvidence(
                 EvidenceSource.MRI,
@@ -230,7 +294,8 @@ def _mri(findings: LevelFindings) -> SourceEvidence | None:
                 f"MRI {' and '.join(parts)}: T1 and T2 allow no common appearance, MRI left open",
             )
         allows = allows & t2_allows
-    return SourceEvidence(EvidenceSource.MRI, allows, f"MRI {', '.join(parts)}")
+    tie = same_time_sentence("MRI signal", stated, words(allows)) if stated else None
+    return SourceEvidence(EvidenceSource.MRI, allows, f"MRI {', '.join(parts)}", tie=tie)
 
 
 # DOMAIN.md 3 (v2): SINS reads the bone lesion on CT, and the component has the lowest
@@ -250,9 +315,23 @@ def mri_only_sentence(deciding: SourceEvidence) -> str:
 
 
 def is_treated(findings: LevelFindings) -> bool:
-    """True when the latest treated-lesion finding says radiotherapy or chemotherapy treated it."""
-    finding = findings.latest(FindingKind.TREATED)
-    return finding is not None and finding.value is True
+    """True when the latest treated-lesion finding says radiotherapy or chemotherapy treated it.
+
+    Findings at the same latest time that disagree count as treated: the CT heuristic and the
+    bone-island rule are then not relied on (the cautious reading), and `treated_tie` says so.
+    """
+    return any(f.value is True for f in findings.latest(FindingKind.TREATED))
+
+
+def treated_tie(findings: LevelFindings) -> str | None:
+    """The sentence when treated-lesion findings at the same latest time disagree."""
+    if len({f.value for f in findings.latest(FindingKind.TREATED)}) < 2:
+        return None
+    return (
+        "Discordant treated-lesion findings: findings at the same time state treated and not "
+        "treated; none is later, so the lesion is read as treated (its CT density is not relied "
+        "on)."
+    )
 
 
 def assess_appearance(
@@ -286,7 +365,14 @@ def assess_appearance(
     else:
         allows = ALL_APPEARANCES
     enhancement = findings.latest(FindingKind.CONTRAST_ENHANCEMENT)
-    if enhancement is not None and enhancement.value is True and LYTIC in allows:
+    # Support only when every latest enhancement finding reports it (it narrows nothing anyway).
+    if enhancement and all(f.value is True for f in enhancement) and LYTIC in allows:
         notes.append("Contrast enhancement present, which supports an osteolytic lesion.")
     notes.extend(e.reason + "." for e in evidence if not e.narrows)
-    return AppearanceResult(allows, deciding, evidence, tuple(discordances), tuple(notes))
+    ties = [e.tie for e in evidence if e.tie is not None]
+    treated_words = treated_tie(findings)
+    if treated_words is not None:
+        ties.append(treated_words)
+    return AppearanceResult(
+        allows, deciding, evidence, tuple(discordances), tuple(notes), tuple(ties)
+    )

@@ -11,9 +11,13 @@ from fhir_app.domain.classification import TREATED_NOTE, Classification, classif
 from fhir_app.domain.escc import GROUP_WORDS, EsccGrade, escc_row
 from fhir_app.domain.findings import LevelFindings
 from fhir_app.domain.levels import VertebralLevel
-from fhir_app.domain.noms import NomsInputs, level_grade, noms_inputs
+from fhir_app.domain.noms import NomsInputs, escc_discordance, level_grade, noms_inputs
 from fhir_app.domain.sins import SinsScore, score_sins
-from fhir_app.domain.sins_answers import COMPONENT_WORDS, SURGICAL_CONSULTATION_MIN_TOTAL
+from fhir_app.domain.sins_answers import (
+    COMPONENT_WORDS,
+    SURGICAL_CONSULTATION_MIN_TOTAL,
+    SinsComponent,
+)
 
 
 class CaveatKind(StrEnum):
@@ -64,6 +68,11 @@ class LevelAssessment:
         """The level's ESCC grade (DOMAIN.md 6); None when no finding states one."""
         return level_grade(self.findings)
 
+    @property
+    def escc_discordance(self) -> str | None:
+        """The sentence when the level's latest ESCC grades disagree (the highest is kept)."""
+        return escc_discordance(self.findings)
+
     def escc_words(self) -> str | None:
         """`ESCC grade 2 (high grade)`, or None when the grade is unknown."""
         grade = self.escc
@@ -90,6 +99,16 @@ class LevelAssessment:
                     f"{discordance.other.source.value})",
                 )
             )
+        # Same-time disagreements of appearance evidence that no component carries already.
+        bone_lesion = self.sins.component(SinsComponent.BONE_LESION).discordance or ""
+        for tie in appearance.ties:
+            if tie not in bone_lesion:
+                result.append(
+                    Caveat(CaveatKind.DISCORDANCE, tie, "discordant findings at the same time")
+                )
+        escc = self.escc_discordance
+        if escc is not None:
+            result.append(Caveat(CaveatKind.DISCORDANCE, escc, "discordant ESCC grade"))
         if self.classification.bone_island is not None:
             result.append(
                 Caveat(
@@ -118,7 +137,12 @@ class LevelAssessment:
             )
         missing = self.sins.missing_sentence()
         if missing is not None:
-            names = ", ".join(COMPONENT_WORDS[c].lower() for c in self.sins.deciding_components)
+            names = ", ".join(
+                ("discordant " if c.discordance is not None else "")
+                + COMPONENT_WORDS[c.component].lower()
+                for c in self.sins.components
+                if c.open
+            )
             result.append(Caveat(CaveatKind.MISSING, missing, f"open at 6/7: {names}"))
         return tuple(result)
 
@@ -157,11 +181,12 @@ def assess_level(
 
 
 def most_unstable_first(assessments: list[LevelAssessment]) -> list[LevelAssessment]:
-    """Levels ordered most unstable first: by lowest possible total, then highest, then C1→S5.
+    """Levels ordered most unstable first: by highest possible total, then lowest, then C1→S5.
 
-    DESIGN: the lowest possible total is what the findings guarantee, so it ranks first.
+    DESIGN (noms.MOST_UNSTABLE_RULE, stated in the output): a level that may be unstable is never
+    ranked behind one that is certainly stable; the lowest total breaks ties.
     """
-    return sorted(assessments, key=lambda a: (-a.sins.low, -a.sins.high, a.level.order))
+    return sorted(assessments, key=lambda a: (-a.sins.high, -a.sins.low, a.level.order))
 
 
 @dataclass(frozen=True, slots=True)

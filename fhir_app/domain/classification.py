@@ -15,7 +15,7 @@ from fhir_app.domain.appearance import (
     is_treated,
     words,
 )
-from fhir_app.domain.findings import FindingKind, LevelFindings, PatientContext, Sex
+from fhir_app.domain.findings import FindingKind, LevelFindings, PatientContext, Sex, number
 from fhir_app.domain.sins_answers import CollapseAnswer, LesionAnswer
 
 # Primary tumours by appearance, most typical first, then by how often the primary reaches the
@@ -168,23 +168,62 @@ class Classification:
 
 
 def bone_island_sentence(
-    findings: LevelFindings, treated: bool, settings: AppearanceSettings
+    findings: LevelFindings,
+    appearance: AppearanceResult,
+    treated: bool,
+    settings: AppearanceSettings,
 ) -> str | None:
-    """The bone-island flag: an untreated lesion denser than the Ulano et al. thresholds."""
+    """The bone-island flag: an untreated sclerotic lesion denser than the Ulano et al. thresholds.
+
+    DOMAIN.md 3: the rule is about sclerotic lesions, so it applies only when the appearance is
+    determined blastic. On a time tie every tied value must pass (the flag lowers suspicion).
+    """
     attenuation = ct_attenuation(findings)
-    if attenuation is None or treated:
+    if attenuation is None or treated or appearance.determined is not BLASTIC:
         return None
-    mean, peak = attenuation.mean_hu, attenuation.max_hu
     reasons = []
-    if mean is not None and mean > settings.bone_island_mean_hu:
-        reasons.append(f"mean {mean:g} HU > {settings.bone_island_mean_hu:g} HU")
-    if peak is not None and peak > settings.bone_island_max_hu:
-        reasons.append(f"maximum {peak:g} HU > {settings.bone_island_max_hu:g} HU")
+    if attenuation.means and min(attenuation.means) > settings.bone_island_mean_hu:
+        reasons.append(f"mean {_hu(attenuation.means)} > {number(settings.bone_island_mean_hu)} HU")
+    if attenuation.maxima and min(attenuation.maxima) > settings.bone_island_max_hu:
+        reasons.append(
+            f"maximum {_hu(attenuation.maxima)} > {number(settings.bone_island_max_hu)} HU"
+        )
     if not reasons:
         return None
     return (
         f"Dense sclerotic lesion ({', '.join(reasons)}) favours a bone island (enostosis) over an "
         "osteoblastic metastasis (Ulano et al., AJR 2016: sensitivity 95%, specificity 96%)."
+    )
+
+
+def _hu(values: tuple[float, ...]) -> str:
+    return " and ".join(f"{number(v)} HU" for v in values)
+
+
+def dense_not_sclerotic_sentence(
+    findings: LevelFindings,
+    appearance: AppearanceResult,
+    treated: bool,
+    settings: AppearanceSettings,
+) -> str | None:
+    """A neutral note: the density passes the bone-island threshold but the lesion is not shown
+    to be sclerotic (appearance not determined blastic), so the rule is not applied."""
+    attenuation = ct_attenuation(findings)
+    if attenuation is None or treated or appearance.determined is BLASTIC:
+        return None
+    dense = [
+        f"{name} {_hu(values)} > {number(threshold)} HU"
+        for name, values, threshold in (
+            ("mean", attenuation.means, settings.bone_island_mean_hu),
+            ("maximum", attenuation.maxima, settings.bone_island_max_hu),
+        )
+        if values and max(values) > threshold
+    ]
+    if not dense:
+        return None
+    return (
+        f"Bone-island rule not applied: the attenuation ({', '.join(dense)}) is dense, but the "
+        f"lesion is not shown to be sclerotic (appearance {words(appearance.allows)})."
     )
 
 
@@ -221,9 +260,18 @@ def age_at(context: PatientContext, moment: datetime | None) -> tuple[int, int] 
     return years(context.birth_latest), years(context.birth_earliest)
 
 
-def _study_moment(findings: LevelFindings) -> datetime | None:
+def _study_moment(findings: LevelFindings) -> tuple[datetime, str] | None:
+    """DOMAIN.md 4a: the study date (the latest study of the level), and the words of it.
+
+    Without a known study date, the latest finding of the level stands in, and the words say so.
+    """
+    if findings.study_started is not None:
+        return findings.study_started, f"the study date {findings.study_started.date()}"
     times = [f.observed_at for f in findings.findings if not f.patient_wide]
-    return max(times) if times else None
+    if not times:
+        return None
+    latest = max(times)
+    return latest, f"{latest.date()}, the latest finding (no study date known)"
 
 
 def primaries_in_context(
@@ -241,7 +289,8 @@ def primaries_in_context(
     remarks: list[tuple[str, str]] = []
     by_sex: list[str] = []
     by_age: list[str] = []
-    ages = age_at(context, _study_moment(findings))
+    moment = _study_moment(findings)
+    ages = age_at(context, moment[0] if moment is not None else None)
     for primary in row:
         if primary == known:
             continue
@@ -264,9 +313,10 @@ def primaries_in_context(
         )
     if by_age:
         assert ages is not None
+        assert moment is not None
         aged = str(ages[0]) if ages[0] == ages[1] else f"{ages[0]}-{ages[1]}"
         left_out.append(
-            f"Left out for a patient aged {aged} at the study: {', '.join(by_age)} "
+            f"Left out for a patient aged {aged} on {moment[1]}: {', '.join(by_age)} "
             f"(childhood tumours, listed only under {ADULT_AGE})."
         )
     sentence = None
@@ -279,10 +329,14 @@ def primaries_in_context(
 
 def collapsed(findings: LevelFindings) -> bool:
     """DOMAIN.md 5 (v2): height loss above 0, or a stated collapse of < 50% or > 50%."""
-    loss = findings.latest(FindingKind.HEIGHT_LOSS)
-    stated = findings.latest(FindingKind.COLLAPSE)
-    measured = loss is not None and isinstance(loss.value, float) and loss.value > 0
-    return measured or (stated is not None and stated.value in COLLAPSED_ANSWERS)
+    # Findings at the same latest time that disagree: any one of them that reports a collapse
+    # keeps the benign alternative in the differential.
+    measured = any(
+        isinstance(f.value, float) and f.value > 0 for f in findings.latest(FindingKind.HEIGHT_LOSS)
+    )
+    return measured or any(
+        f.value in COLLAPSED_ANSWERS for f in findings.latest(FindingKind.COLLAPSE)
+    )
 
 
 def classify(
@@ -305,10 +359,8 @@ def classify(
     left_out: tuple[str, ...] = ()
     consistent: str | None = None
     differential: tuple[str, ...] = ()
-    # The density rule is about sclerotic lesions: a lesion that cannot be blastic is not flagged.
-    bone_island = (
-        bone_island_sentence(findings, treated, settings) if BLASTIC in appearance.allows else None
-    )
+    bone_island = bone_island_sentence(findings, appearance, treated, settings)
+    dense = dense_not_sclerotic_sentence(findings, appearance, treated, settings)
     if determined is None:
         notes.append(
             f"Appearance open ({words(appearance.allows)}): likely primaries and the differential "
@@ -319,7 +371,7 @@ def classify(
             LIKELY_PRIMARIES[determined], findings
         )
         differential = DIFFERENTIAL[determined]
-        if bone_island is not None and determined is BLASTIC:
+        if bone_island is not None:
             # The density rule makes the enostosis the leading alternative.
             differential = ("bone-island", *(d for d in differential if d != "bone-island"))
     if collapsed(findings):
@@ -327,7 +379,8 @@ def classify(
     atypical = atypical_sentence(findings.primary_tumor, appearance.allows)
     notes.extend(d.sentence() for d in appearance.discordances)
     notes.extend(appearance.notes)
-    for sentence in (consistent, atypical, *left_out, bone_island):
+    notes.extend(appearance.ties)
+    for sentence in (consistent, atypical, *left_out, bone_island, dense):
         if sentence is not None:
             notes.append(sentence)
     unknown_age = [code for code, text in remarks if text == CHILDHOOD_AGE_UNKNOWN]

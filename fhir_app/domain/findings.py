@@ -153,6 +153,7 @@ class LevelFindings:
 
     `lesion_levels` is how many lesion levels the patient has: a pain report without a level
     narrows a level only as far as DOMAIN.md 2 (v2) allows when there are several.
+    `study_started` is the start of the latest imaging study of the level (age at the study).
     """
 
     findings: tuple[Finding, ...] = ()
@@ -160,13 +161,45 @@ class LevelFindings:
     sources: tuple[str, ...] = field(default=())
     context: PatientContext = field(default=PatientContext())
     lesion_levels: int = 1
+    # When the latest ImagingStudy the level's findings were read from started (DOMAIN.md 4a: age
+    # at the study date); None when no such study or no start is known.
+    study_started: datetime | None = None
 
     def of_kind(self, kind: FindingKind) -> list[Finding]:
         """The findings of one kind, oldest first, level-specific after patient-wide ones."""
         selected = [f for f in self.findings if f.kind is kind]
         return sorted(selected, key=lambda f: (not f.patient_wide, f.observed_at, f.source))
 
-    def latest(self, kind: FindingKind) -> Finding | None:
-        """The finding of one kind that wins: level-specific over patient-wide, then the latest."""
+    def latest(self, kind: FindingKind) -> tuple[Finding, ...]:
+        """The findings of one kind that win: level-specific over patient-wide, then the latest.
+
+        CONTRACT 3: the latest wins per component. Findings at the same latest time all win, since
+        none is later: the rules then allow every answer they allow (a resource id never decides).
+        Empty when no finding of the kind exists.
+        """
         selected = self.of_kind(kind)
-        return selected[-1] if selected else None
+        if not selected:
+            return ()
+        last = selected[-1]
+        return tuple(
+            f
+            for f in selected
+            if f.patient_wide == last.patient_wide and f.observed_at == last.observed_at
+        )
+
+
+def number(value: float) -> str:
+    """A measured value in words, never rounded: `50`, `50.0000001`, `-12.5`.
+
+    The shortest text that reads back as the same float (Python's repr), so a value that a rule
+    puts above a threshold is never printed as the threshold itself.
+    """
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def same_time_sentence(what: str, stated: list[str], remains: str) -> str:
+    """The discordance of findings at the same latest time that disagree (CONTRACT 3)."""
+    return (
+        f"Discordant {what}: findings at the same time state {' and '.join(stated)}; none is "
+        f"later, so {remains} remain possible."
+    )

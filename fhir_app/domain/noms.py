@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from fhir_app.domain.escc import GROUP_WORDS, EsccGrade, EsccGroup, escc_row, highest_grade
+from fhir_app.domain.escc import (
+    GROUP_WORDS,
+    EsccGrade,
+    EsccGroup,
+    escc_rank,
+    escc_row,
+    highest_grade,
+)
 from fhir_app.domain.findings import Finding, FindingKind, LevelFindings
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins import SinsScore
@@ -98,10 +105,30 @@ def radiosensitivity_of(primary: str) -> RadiosensitivityRow:
     return _BY_PRIMARY.get(primary, RadiosensitivityRow(primary, _NC, NOT_CLASSIFIED_SOURCE))
 
 
+def _latest_grades(findings: LevelFindings) -> list[EsccGrade]:
+    grades = {f.value for f in findings.latest(FindingKind.ESCC) if isinstance(f.value, EsccGrade)}
+    return sorted(grades, key=escc_rank)
+
+
 def level_grade(findings: LevelFindings) -> EsccGrade | None:
-    """The ESCC grade of a level: its latest `escc-grade` finding; None without one."""
-    latest = findings.latest(FindingKind.ESCC)
-    return latest.value if latest is not None and isinstance(latest.value, EsccGrade) else None
+    """The ESCC grade of a level: its latest `escc-grade` finding; None without one.
+
+    DESIGN: latest findings at the same time that disagree give the highest of their grades (the
+    conservative reading: a compression is never played down), and `escc_discordance` says so.
+    """
+    return highest_grade(_latest_grades(findings))
+
+
+def escc_discordance(findings: LevelFindings) -> str | None:
+    """The sentence when ESCC grades of a level at the same latest time disagree."""
+    grades = _latest_grades(findings)
+    if len(grades) < 2:
+        return None
+    return (
+        f"Discordant ESCC grades: findings at the same time state "
+        f"{' and '.join(g.value for g in grades)}; none is later, so the highest "
+        f"({grades[-1].value}) is reported (conservative)."
+    )
 
 
 def myelopathy_of(findings: Iterable[Finding]) -> bool | None:
@@ -109,12 +136,17 @@ def myelopathy_of(findings: Iterable[Finding]) -> bool | None:
     stated = [f for f in findings if f.kind is FindingKind.MYELOPATHY]
     if not stated:
         return None
-    latest = max(stated, key=lambda f: (f.observed_at, f.source))
-    return latest.value is True
+    # Reports at the same latest time that disagree: myelopathy counts as reported (cautious).
+    latest = max(f.observed_at for f in stated)
+    return any(f.value is True for f in stated if f.observed_at == latest)
 
 
 NOT_ASSESSED: Final = "not assessed (systemic disease and fitness are not derived by fhir-app)"
 MECHANICAL_INSTABILITY: Final = "mechanical instability to be considered"
+# DESIGN (DOMAIN.md 2: the summary names the most unstable level; no rule says how to rank
+# ranges): the level that can reach the highest SINS ranks first, so that a level that may be
+# unstable is never hidden behind one that is certainly stable. Stated wherever M is.
+MOST_UNSTABLE_RULE: Final = "most unstable level by highest possible SINS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +199,15 @@ class NomsInputs:
         return f"{row.primary} primary: {RADIOSENSITIVITY_WORDS[row.radiosensitivity]}"
 
     def mechanical_words(self) -> str:
-        """M: the most unstable level's SINS category (or range) from the SINS assessment."""
+        """M: the most unstable level's SINS category (or range) from the SINS assessment.
+
+        The words name the DESIGN rule that picks the level (highest possible SINS first).
+        """
         if self.mechanical is None:
             return "no lesion level"
         level, sins = self.mechanical
         score = f"SINS {sins.total}" if sins.total is not None else f"SINS {sins.low}-{sins.high}"
-        text = f"{level.label} {score} ({sins.category_words()})"
+        text = f"{MOST_UNSTABLE_RULE}: {level.label} {score} ({sins.category_words()})"
         if sins.surgical_consultation:
             text += f": {MECHANICAL_INSTABILITY}"
         return text

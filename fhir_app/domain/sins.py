@@ -8,7 +8,7 @@ category is determined only when every completion falls in one category. Unknown
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import product
+from itertools import groupby, product
 
 from fhir_app.domain.appearance import AppearanceResult, words
 from fhir_app.domain.findings import (
@@ -17,6 +17,8 @@ from fhir_app.domain.findings import (
     LevelFindings,
     PosteriorElementInvolvement,
     Side,
+    number,
+    same_time_sentence,
 )
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins_answers import (
@@ -116,15 +118,39 @@ def _unknown(component: SinsComponent) -> ComponentResult:
     )
 
 
-def _stated(component: SinsComponent, finding: Finding) -> ComponentResult:
-    assert finding.value in SINS_POINTS[component]
-    scope = " (stated for the patient, not for this level)" if finding.patient_wide else ""
+def _answers(component: SinsComponent, tied: tuple[Finding, ...]) -> list[SinsAnswer]:
+    """The distinct answers of findings at the same time, in the order of the points table."""
+    values = {f.value for f in tied}
+    return [a for a in SINS_POINTS[component] if a in values]
+
+
+def _stated(component: SinsComponent, tied: tuple[Finding, ...]) -> ComponentResult:
+    """A component stated by findings at the same latest time; disagreeing ones allow each."""
+    answers = _answers(component, tied)
+    assert len(answers) == len({f.value for f in tied})  # every value is an answer of the table
+    patient_wide = tied[0].patient_wide
+    scope = " (stated for the patient, not for this level)" if patient_wide else ""
+    sources = tuple(f.source for f in tied)
+    if len(answers) == 1:
+        return _component(
+            component,
+            frozenset(answers),
+            "Stated in the findings" + scope + ".",
+            sources=sources,
+            patient_level=patient_wide,
+        )
+    sentence = same_time_sentence(
+        COMPONENT_WORDS[component].lower() + scope,
+        [str(a.value) for a in answers],
+        " or ".join(str(a.value) for a in answers),
+    )
     return _component(
         component,
-        frozenset({finding.value}),  # type: ignore[arg-type]
-        "Stated in the findings" + scope + ".",
-        sources=(finding.source,),
-        patient_level=finding.patient_wide,
+        frozenset(answers),
+        sentence,
+        sources=sources,
+        discordance=sentence,
+        patient_level=patient_wide,
     )
 
 
@@ -140,34 +166,48 @@ PATIENT_PAIN_ALLOWS: dict[PainAnswer, frozenset[PainAnswer]] = {
 
 
 def _pain(findings: LevelFindings) -> ComponentResult:
-    finding = findings.latest(FindingKind.PAIN)
-    if finding is None:
+    tied = findings.latest(FindingKind.PAIN)
+    if not tied:
         return _unknown(SinsComponent.PAIN)
-    if not finding.patient_wide:
-        return _stated(SinsComponent.PAIN, finding)
-    assert isinstance(finding.value, PainAnswer)
+    if not tied[0].patient_wide:
+        return _stated(SinsComponent.PAIN, tied)
+    values = {f.value for f in tied}
+    reported = [a for a in PainAnswer if a in values]
+    assert len(reported) == len(values)
+    stated = " and ".join(a.value for a in reported)
+    sources = tuple(f.source for f in tied)
     if findings.lesion_levels <= 1:
-        return _component(
-            SinsComponent.PAIN,
-            frozenset({finding.value}),
-            f"Pain reported for the patient ({finding.value.value}), who has one lesion level: "
-            "taken as the pain of this lesion.",
-            sources=(finding.source,),
-            patient_level=True,
+        allows = frozenset(reported)
+        text = (
+            f"Pain reported for the patient ({stated}), who has one lesion level: "
+            "taken as the pain of this lesion."
         )
-    allows = PATIENT_PAIN_ALLOWS[finding.value]
-    left = (
-        "which lesion hurts is unknown, so every answer remains"
-        if allows == frozenset(PainAnswer)
-        else f"it leaves {' or '.join(a.value for a in PainAnswer if a in allows)} here"
-    )
+    else:
+        allows = frozenset().union(*(PATIENT_PAIN_ALLOWS[a] for a in reported))
+        left = (
+            "which lesion hurts is unknown, so every answer remains"
+            if allows == frozenset(PainAnswer)
+            else f"it leaves {' or '.join(a.value for a in PainAnswer if a in allows)} here"
+        )
+        # No count in the words: a level added or withdrawn elsewhere changes nothing here.
+        text = (
+            f"Pain reported for the patient ({stated}), not for this level; the "
+            f"patient has several lesion levels and {left}."
+        )
+    discordance = None
+    if len(reported) > 1:
+        discordance = same_time_sentence(
+            "pain reported for the patient",
+            [a.value for a in reported],
+            " or ".join(a.value for a in PainAnswer if a in allows),
+        )
+        text = f"{discordance} {text}"
     return _component(
         SinsComponent.PAIN,
         allows,
-        # No count in the words: a level added or withdrawn elsewhere changes nothing here.
-        f"Pain reported for the patient ({finding.value.value}), not for this level; the "
-        f"patient has several lesion levels and {left}.",
-        sources=(finding.source,),
+        text,
+        sources=sources,
+        discordance=discordance,
         patient_level=True,
     )
 
@@ -183,28 +223,32 @@ def _location(level: VertebralLevel) -> ComponentResult:
 def _simple(
     findings: LevelFindings, kind: FindingKind, component: SinsComponent
 ) -> ComponentResult:
-    finding = findings.latest(kind)
-    return _unknown(component) if finding is None else _stated(component, finding)
+    tied = findings.latest(kind)
+    return _stated(component, tied) if tied else _unknown(component)
 
 
 def _bone_lesion(appearance: AppearanceResult) -> ComponentResult:
-    if appearance.decided_by is None:
-        return (
-            _unknown(SinsComponent.BONE_LESION)
-            if not appearance.evidence
-            else _component(
-                SinsComponent.BONE_LESION,
-                appearance.allows,
-                "The imaging evidence leaves the appearance open.",
-            )
+    deciding = appearance.decided_by
+    if deciding is None:
+        if not appearance.evidence:
+            return _unknown(SinsComponent.BONE_LESION)
+        # Findings at the same time that disagree may be what leaves the appearance open.
+        ties = " ".join(e.tie for e in appearance.evidence if e.tie is not None) or None
+        return _component(
+            SinsComponent.BONE_LESION,
+            appearance.allows,
+            "The imaging evidence leaves the appearance open." + (f" {ties}" if ties else ""),
+            discordance=ties,
         )
     # DOMAIN.md 3 (v2): SINS reads the bone lesion on CT; an MRI-only appearance says so here too.
     inferred = " Inferred from MRI signal alone, not read on CT." if appearance.mri_only else ""
+    tie = f" {deciding.tie}" if deciding.tie is not None else ""
     return _component(
         SinsComponent.BONE_LESION,
         appearance.allows,
-        f"{appearance.decided_by.reason[0].upper()}{appearance.decided_by.reason[1:]}"
-        f" ({words(appearance.allows)}).{inferred}",
+        f"{deciding.reason[0].upper()}{deciding.reason[1:]}"
+        f" ({words(appearance.allows)}).{inferred}{tie}",
+        discordance=deciding.tie,
     )
 
 
@@ -229,95 +273,187 @@ def collapse_from_measurements(
     return frozenset(CollapseAnswer) - {CollapseAnswer.NONE_GT_50_INVOLVED}
 
 
-def _measured(findings: LevelFindings, kind: FindingKind) -> tuple[float | None, str | None]:
-    finding = findings.latest(kind)
-    if finding is None:
-        return None, None
-    assert isinstance(finding.value, float)
-    return finding.value, finding.source
+def _measured(findings: LevelFindings, kind: FindingKind) -> tuple[tuple[float, ...], list[str]]:
+    """The distinct values of the latest findings of a measurement (several on a time tie)."""
+    tied = findings.latest(kind)
+    values: set[float] = set()
+    for finding in tied:
+        assert isinstance(finding.value, float)
+        values.add(finding.value)
+    return tuple(sorted(values)), [f.source for f in tied]
+
+
+def _values(name: str, values: tuple[float, ...]) -> str:
+    """`height loss 60%`, or `height loss 30% and 60%` for disagreeing findings."""
+    return f"{name} {' and '.join(f'{number(v)}%' for v in values)}"
 
 
 def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
-    loss, loss_source = _measured(findings, FindingKind.HEIGHT_LOSS)
-    involvement, inv_source = _measured(findings, FindingKind.BODY_INVOLVEMENT)
-    sources = tuple(s for s in (loss_source, inv_source) if s is not None)
-    measured = collapse_from_measurements(loss, involvement)
-    stated = findings.latest(FindingKind.COLLAPSE)
+    losses, loss_sources = _measured(findings, FindingKind.HEIGHT_LOSS)
+    involvements, inv_sources = _measured(findings, FindingKind.BODY_INVOLVEMENT)
+    sources = (*loss_sources, *inv_sources)
+    # Findings at the same latest time that disagree: every combination of them is possible.
+    measured = frozenset().union(
+        *(
+            collapse_from_measurements(loss, involvement)
+            for loss in (losses or (None,))
+            for involvement in (involvements or (None,))
+        )
+    )
+    tied = findings.latest(FindingKind.COLLAPSE)
+    stated = frozenset(_answers(SinsComponent.COLLAPSE, tied))
     parts = []
-    if loss is not None:
-        parts.append(f"height loss {loss:g}%")
-    if involvement is not None:
-        parts.append(f"body involvement {involvement:g}%")
-    if stated is not None:
-        assert isinstance(stated.value, CollapseAnswer)
-        if sources and stated.value not in measured:
-            # DOMAIN.md 2 (v2): neither side wins; the component allows both.
-            sentence = (
-                f"Discordant collapse: stated as {stated.value.value}, but the measurements "
-                f"({' and '.join(parts)}) indicate "
-                f"{' or '.join(a.value for a in CollapseAnswer if a in measured)}; "
-                "both remain possible."
-            )
-            notes.append(sentence)
-            return _component(
-                SinsComponent.COLLAPSE,
-                measured | {stated.value},
-                sentence,
-                sources=(stated.source, *sources),
-                discordance=sentence,
-            )
-        return _stated(SinsComponent.COLLAPSE, stated)
-    if not sources:
+    if losses:
+        parts.append(_values("height loss", losses))
+    if involvements:
+        parts.append(_values("body involvement", involvements))
+    ties = []
+    if len(stated) > 1:
+        ties.append("stated as " + " and as ".join(a.value for a in CollapseAnswer if a in stated))
+    if len(losses) > 1:
+        ties.append(_values("height loss", losses))
+    if len(involvements) > 1:
+        ties.append(_values("body involvement", involvements))
+    if stated and sources and not stated <= measured:
+        # DOMAIN.md 2 (v2): neither side wins; the component allows both.
+        sentence = (
+            f"Discordant collapse: stated as "
+            f"{' or '.join(a.value for a in CollapseAnswer if a in stated)}, but the measurements "
+            f"({' and '.join(parts)}) indicate "
+            f"{' or '.join(a.value for a in CollapseAnswer if a in measured)}; "
+            "both remain possible."
+        )
+        if ties:
+            sentence += f" Findings at the same time disagree: {'; '.join(ties)}."
+        notes.append(sentence)
+        return _component(
+            SinsComponent.COLLAPSE,
+            measured | stated,
+            sentence,
+            sources=(*(f.source for f in tied), *sources),
+            discordance=sentence,
+        )
+    if not stated and not sources:
         return _unknown(SinsComponent.COLLAPSE)
+    allows = stated or measured
+    if ties:
+        sentence = same_time_sentence(
+            "vertebral body collapse",
+            ties,
+            " or ".join(a.value for a in CollapseAnswer if a in allows),
+        )
+        notes.append(sentence)
+        return _component(
+            SinsComponent.COLLAPSE,
+            allows,
+            sentence,
+            sources=(*(f.source for f in tied), *sources),
+            discordance=sentence,
+        )
+    if stated:
+        return _stated(SinsComponent.COLLAPSE, tied)
     return _component(
         SinsComponent.COLLAPSE, measured, f"From {' and '.join(parts)}.", sources=sources
     )
 
 
-def _posterolateral(findings: LevelFindings, notes: list[str]) -> ComponentResult:
-    stated = findings.latest(FindingKind.POSTEROLATERAL)
-    involvement = findings.of_kind(FindingKind.POSTERIOR_ELEMENT)
-    # DESIGN: sides add up across findings (left + right = bilateral); a later explicit "none"
-    # supersedes the sides reported before it.
-    sides: set[Side] = set()
+def _sides_words(sides: frozenset[Side]) -> str:
+    return " and ".join(sorted(s.value for s in sides)) or "no side"
+
+
+def _posterior_sides(
+    findings: LevelFindings,
+) -> tuple[frozenset[frozenset[Side]], list[str], list[str]]:
+    """The sets of involved sides the posterior-element findings still allow.
+
+    DESIGN: sides add up across findings (left + right = bilateral); a later explicit "none"
+    supersedes the sides reported before it. Findings at one time that disagree (a side and an
+    explicit none) leave both outcomes possible. Returns the possible side sets, the sources
+    and the words of every same-time disagreement.
+    """
+    states: frozenset[frozenset[Side]] = frozenset({frozenset()})
     sources: list[str] = []
-    for finding in involvement:
-        assert isinstance(finding.value, PosteriorElementInvolvement)
-        if not finding.value.sides:
-            sides.clear()
-            sources.clear()
-        sides |= finding.value.sides
-        sources.append(finding.source)
+    ties: list[str] = []
+    involvement = findings.of_kind(FindingKind.POSTERIOR_ELEMENT)
+    for _, group in groupby(involvement, key=lambda f: (f.patient_wide, f.observed_at)):
+        same_time = list(group)
+        values = [f.value for f in same_time]
+        assert all(isinstance(v, PosteriorElementInvolvement) for v in values)
+        side_sets = {v.sides for v in values}  # type: ignore[union-attr]
+        sides = frozenset().union(*side_sets)
+        if frozenset() in side_sets:
+            # An explicit none clears what came before; a side at the same time may be later.
+            states = frozenset({frozenset(), sides})
+            sources = [f.source for f in same_time]
+            ties = []
+            if sides:
+                stated = sorted("none" if not v else f"on the {_sides_words(v)}" for v in side_sets)
+                ties.append(f"posterior-element involvement {' and '.join(stated)}")
+        else:
+            states = frozenset(s | sides for s in states)
+            sources.extend(f.source for f in same_time)
+    return states, sources, ties
+
+
+def _posterolateral_of(sides: frozenset[Side]) -> PosterolateralAnswer:
     if len(sides) == 2:
-        measured = PosterolateralAnswer.BILATERAL
-    elif sides:
-        measured = PosterolateralAnswer.UNILATERAL
-    else:
-        measured = PosterolateralAnswer.NONE
-    side_words = " and ".join(sorted(s.value for s in sides)) or "no side"
-    if stated is not None:
-        assert isinstance(stated.value, PosterolateralAnswer)
-        if involvement and stated.value is not measured:
-            # DOMAIN.md 2 (v2): neither side wins; the component allows both.
-            sentence = (
-                f"Discordant posterolateral involvement: stated as {stated.value.value}, but the "
-                f"posterior-element findings ({side_words}) indicate {measured.value}; "
-                "both remain possible."
-            )
-            notes.append(sentence)
-            return _component(
-                SinsComponent.POSTEROLATERAL,
-                frozenset({stated.value, measured}),
-                sentence,
-                sources=(stated.source, *sources),
-                discordance=sentence,
-            )
-        return _stated(SinsComponent.POSTEROLATERAL, stated)
-    if not involvement:
+        return PosterolateralAnswer.BILATERAL
+    return PosterolateralAnswer.UNILATERAL if sides else PosterolateralAnswer.NONE
+
+
+def _posterolateral(findings: LevelFindings, notes: list[str]) -> ComponentResult:
+    tied = findings.latest(FindingKind.POSTEROLATERAL)
+    stated = frozenset(_answers(SinsComponent.POSTEROLATERAL, tied))
+    involved = bool(findings.of_kind(FindingKind.POSTERIOR_ELEMENT))
+    states, sources, ties = _posterior_sides(findings)
+    measured = frozenset(_posterolateral_of(s) for s in states)
+    side_words = " or ".join(_sides_words(s) for s in sorted(states, key=_sides_words))
+    if len(stated) > 1:
+        ties.insert(
+            0,
+            "stated as " + " and as ".join(a.value for a in PosterolateralAnswer if a in stated),
+        )
+    measured_words = " or ".join(a.value for a in PosterolateralAnswer if a in measured)
+    if stated and involved and not stated <= measured:
+        # DOMAIN.md 2 (v2): neither side wins; the component allows both.
+        sentence = (
+            f"Discordant posterolateral involvement: stated as "
+            f"{' or '.join(a.value for a in PosterolateralAnswer if a in stated)}, but the "
+            f"posterior-element findings ({side_words}) indicate {measured_words}; "
+            "both remain possible."
+        )
+        if ties:
+            sentence += f" Findings at the same time disagree: {'; '.join(ties)}."
+        notes.append(sentence)
+        return _component(
+            SinsComponent.POSTEROLATERAL,
+            stated | measured,
+            sentence,
+            sources=(*(f.source for f in tied), *sources),
+            discordance=sentence,
+        )
+    if not stated and not involved:
         return _unknown(SinsComponent.POSTEROLATERAL)
+    allows = stated or measured
+    if ties:
+        sentence = same_time_sentence(
+            "posterolateral involvement",
+            ties,
+            " or ".join(a.value for a in PosterolateralAnswer if a in allows),
+        )
+        notes.append(sentence)
+        return _component(
+            SinsComponent.POSTEROLATERAL,
+            allows,
+            sentence,
+            sources=(*(f.source for f in tied), *sources),
+            discordance=sentence,
+        )
+    if stated:
+        return _stated(SinsComponent.POSTEROLATERAL, tied)
     return _component(
         SinsComponent.POSTEROLATERAL,
-        frozenset({measured}),
+        measured,
         f"Posterior elements involved: {side_words}.",
         sources=tuple(sources),
     )
@@ -393,14 +529,40 @@ class SinsScore:
         """The result of one component."""
         return next(c for c in self.components if c.component is component)
 
+    def _open_names(self, discordant: bool) -> str:
+        return ", ".join(
+            COMPONENT_WORDS[c.component].lower()
+            for c in self.components
+            if c.open and (c.discordance is not None) is discordant
+        )
+
+    def open_reason(self) -> str:
+        """Why the total is a range: findings missing, findings that disagree, or both."""
+        reasons = [
+            words
+            for words, names in (
+                ("incomplete", self._open_names(discordant=False)),
+                ("discordant", self._open_names(discordant=True)),
+            )
+            if names
+        ]
+        return " and ".join(reasons) + " findings"
+
     def missing_sentence(self) -> str | None:
-        """What must be found out to decide the consultation, when the range crosses 6/7."""
+        """What must be found out to decide the consultation, when the range crosses 6/7.
+
+        Components open because their findings disagree are named as discordant, not missing.
+        """
         if not self.crosses_consultation_threshold:
             return None
-        names = ", ".join(COMPONENT_WORDS[c].lower() for c in self.deciding_components)
+        deciders = []
+        if names := self._open_names(discordant=False):
+            deciders.append(f"findings on {names}")
+        if names := self._open_names(discordant=True):
+            deciders.append(f"resolving the discordant findings on {names}")
         return (
             f"SINS {self.low}-{self.high} spans the surgical-consultation threshold (7); "
-            f"findings on {names} would decide it."
+            f"{' and '.join(deciders)} would decide it."
         )
 
     def category_words(self) -> str:
@@ -415,7 +577,7 @@ class SinsScore:
         head = (
             f"SINS {self.total}"
             if self.total is not None
-            else f"SINS {self.low}-{self.high} (incomplete findings)"
+            else f"SINS {self.low}-{self.high} ({self.open_reason()})"
         )
         category = self.category_words()
         lines = [f"{self.level.label}: {head}, {category}."]

@@ -49,7 +49,7 @@ def _items(sentences: Iterable[str]) -> str:
 def _score(sins: SinsScore) -> str:
     if sins.total is not None:
         return f"SINS {sins.total}"
-    return f"SINS {sins.low}-{sins.high} (incomplete findings)"
+    return f"SINS {sins.low}-{sins.high} ({sins.open_reason()})"
 
 
 def _category(sins: SinsScore) -> str:

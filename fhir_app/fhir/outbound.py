@@ -482,6 +482,8 @@ def _risk_assessment(
             f" {grade_words(grade)} at {assessment.level.label}; SINS is the mechanical (M) and "
             "ESCC the neurologic (N) input of NOMS."
         )
+        if assessment.escc_discordance is not None:
+            rationale += f" {assessment.escc_discordance}"
     prediction["rationale"] = rationale
     resource: JsonObject = {
         "resourceType": "RiskAssessment",

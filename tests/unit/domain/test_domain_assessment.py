@@ -118,8 +118,8 @@ def test_summary_orders_most_unstable_first_and_concludes() -> None:
         "S3 blastic, SINS 0 (stable). "
         "Surgical consultation recommended: SINS 7 or more at L1, C4. "
         "NOMS inputs: N ESCC grade unknown (no escc-grade finding); myelopathy not reported; "
-        "O no known primary; M L1 SINS 18 (unstable): mechanical instability to be "
-        "considered; S not assessed."
+        "O no known primary; M most unstable level by highest possible SINS: L1 SINS 18 "
+        "(unstable): mechanical instability to be considered; S not assessed."
     )
 
 
@@ -128,7 +128,8 @@ def test_summary_without_consultation_has_no_recommendation() -> None:
     assert not summary.surgical_consultation
     assert summary.conclusion() == (
         "S3 blastic, SINS 0 (stable). NOMS inputs: N ESCC grade unknown (no escc-grade finding); "
-        "myelopathy not reported; O no known primary; M S3 SINS 0 (stable); S not assessed."
+        "myelopathy not reported; O no known primary; M most unstable level by highest possible "
+        "SINS: S3 SINS 0 (stable); S not assessed."
     )
 
 
@@ -153,8 +154,9 @@ def test_ties_break_on_highest_total_then_cranio_caudal() -> None:
     assert [a.level.label for a in ordered] == ["T3", "T8", "T9", "T4"]
 
 
-def test_lowest_total_ranks_before_highest_total() -> None:
-    """A guaranteed 7 ranks before a possible 16 (DESIGN in most_unstable_first)."""
+def test_highest_possible_total_ranks_first() -> None:
+    """A possible 16 ranks before a guaranteed 7 (DESIGN in most_unstable_first): a level that
+    may be unstable is never hidden behind one that is not."""
     guaranteed = assess(
         VertebralLevel.C4,
         finding(FindingKind.PAIN, PainAnswer.MECHANICAL),
@@ -166,10 +168,33 @@ def test_lowest_total_ranks_before_highest_total() -> None:
     possible = assess(VertebralLevel.T7)
     assert (guaranteed.sins.low, guaranteed.sins.high) == (7, 7)
     assert (possible.sins.low, possible.sins.high) == (1, 16)
-    assert [a.level for a in most_unstable_first([possible, guaranteed])] == [
-        VertebralLevel.C4,
+    assert [a.level for a in most_unstable_first([guaranteed, possible])] == [
         VertebralLevel.T7,
+        VertebralLevel.C4,
     ]
+
+
+def test_a_level_that_may_be_unstable_is_named_before_a_certainly_stable_one() -> None:
+    """Audit finding 2: L1 at exactly SINS 6 and T5 at 3-16 (only an appearance known)."""
+    stable_six = level_findings(
+        finding(FindingKind.PAIN, PainAnswer.MECHANICAL),
+        finding(FindingKind.APPEARANCE, LesionAnswer.BLASTIC),
+        finding(FindingKind.ALIGNMENT, AlignmentAnswer.NORMAL),
+        finding(FindingKind.HEIGHT_LOSS, 0.0),
+        finding(FindingKind.BODY_INVOLVEMENT, 10.0),
+        finding(FindingKind.POSTEROLATERAL, PosterolateralAnswer.NONE),
+    )
+    open_level = level_findings(finding(FindingKind.APPEARANCE, LesionAnswer.LYTIC))
+    summary = summarise({VertebralLevel.L1: stable_six, VertebralLevel.T5: open_level})
+    assert [a.level.label for a in summary.levels] == ["T5", "L1"]
+    assert summary.levels[1].sins.total == 6
+    assert summary.noms.mechanical_words() == (
+        "most unstable level by highest possible SINS: T5 SINS 3-16 "
+        "(category open: stable or potentially unstable or unstable)"
+    )
+    assert summary.conclusion().startswith("T5 lytic, SINS 3-16")
+    # The surgical-consultation rule is unchanged: the lowest possible total decides it.
+    assert not summary.surgical_consultation
 
 
 def test_summary_uses_the_settings() -> None:

@@ -162,13 +162,18 @@ LEVELS = st.sampled_from(VertebralLevel)
 # The oracle, from DOMAIN.md and CONTRACT.md 3 (latest wins; level-specific over patient-wide).
 
 
-def _rank(f: Finding) -> tuple[bool, datetime, str]:
-    return (not f.patient_wide, f.observed_at, f.source)
+def _rank(f: Finding) -> tuple[bool, datetime]:
+    # No resource id: CONTRACT 3 orders by time only, so findings at the same time all count.
+    return (not f.patient_wide, f.observed_at)
 
 
-def winner(findings: LevelFindings, kind: FindingKind) -> Finding | None:
-    """The finding of a kind that counts."""
-    return max((f for f in findings.findings if f.kind is kind), key=_rank, default=None)
+def winners(findings: LevelFindings, kind: FindingKind) -> list[Finding]:
+    """The findings of a kind that count: the latest, all of them on a time tie."""
+    found = [f for f in findings.findings if f.kind is kind]
+    if not found:
+        return []
+    top = max(_rank(f) for f in found)
+    return [f for f in found if _rank(f) == top]
 
 
 def _code(value: FindingValue) -> str:
@@ -176,45 +181,59 @@ def _code(value: FindingValue) -> str:
     return value
 
 
+def _codes(findings: list[Finding]) -> frozenset[str]:
+    return frozenset(_code(f.value) for f in findings)
+
+
 def _has(findings: LevelFindings, *kinds: FindingKind) -> bool:
     return any(f.kind in kinds for f in findings.findings)
 
 
-def ct_statistic(findings: LevelFindings, statistic: str) -> float | None:
-    """DOMAIN.md 3: the latest mean (or maximum) CT attenuation, each statistic on its own."""
+def ct_statistic(findings: LevelFindings, statistic: str) -> list[float]:
+    """DOMAIN.md 3: the latest mean (or maximum) CT attenuation, each statistic on its own; all
+    the values at the latest time when several findings share it."""
     measured = [
-        f
+        (f, f.value.mean_hu if statistic == "mean" else f.value.max_hu)
         for f in findings.findings
-        if f.kind is FindingKind.CT_ATTENUATION
-        and isinstance(f.value, CtAttenuation)
-        and (f.value.mean_hu if statistic == "mean" else f.value.max_hu) is not None
+        if f.kind is FindingKind.CT_ATTENUATION and isinstance(f.value, CtAttenuation)
     ]
-    latest = max(measured, key=_rank, default=None)
-    if latest is None:
-        return None
-    assert isinstance(latest.value, CtAttenuation)
-    return latest.value.mean_hu if statistic == "mean" else latest.value.max_hu
+    carried = [(f, v) for f, v in measured if v is not None]
+    if not carried:
+        return []
+    top = max(_rank(f) for f, _ in carried)
+    return [v for f, v in carried if _rank(f) == top]
+
+
+def treated_level(findings: LevelFindings) -> bool:
+    """A treated-lesion tie reads as treated (the cautious reading)."""
+    return any(f.value is True for f in winners(findings, FindingKind.TREATED))
 
 
 def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str]]]:
-    """The narrowing sources in precedence order: reading, CT of an untreated lesion, MRI."""
+    """The narrowing sources in precedence order: reading, CT of an untreated lesion, MRI.
+
+    Findings of a source at the same latest time allow the union of what each allows."""
     sources: list[tuple[str, frozenset[str]]] = []
-    reading = winner(findings, FindingKind.APPEARANCE)
-    if reading is not None:
-        sources.append(("reading", frozenset({_code(reading.value)})))
-    treated = winner(findings, FindingKind.TREATED)
-    if not (treated is not None and treated.value is True):
-        mean = ct_statistic(findings, "mean")
-        if mean is not None and mean <= DOC_CT_LYTIC_MAX_HU:
-            sources.append(("ct", frozenset({"lytic"})))
-        elif mean is not None and mean >= DOC_CT_BLASTIC_MIN_HU:
-            sources.append(("ct", frozenset({"blastic"})))
+    reading = winners(findings, FindingKind.APPEARANCE)
+    if reading and _codes(reading) != ALL_APPEARANCE_CODES:
+        sources.append(("reading", _codes(reading)))
+    if not treated_level(findings):
+        ct: set[str] = set()
+        for mean in ct_statistic(findings, "mean"):
+            if mean <= DOC_CT_LYTIC_MAX_HU:
+                ct.add("lytic")
+            elif mean >= DOC_CT_BLASTIC_MIN_HU:
+                ct.add("blastic")
+            else:
+                ct |= ALL_APPEARANCE_CODES
+        if ct and ct != ALL_APPEARANCE_CODES:
+            sources.append(("ct", frozenset(ct)))
     allowed = ALL_APPEARANCE_CODES
-    t1, t2 = winner(findings, FindingKind.MRI_T1), winner(findings, FindingKind.MRI_T2)
-    if t1 is not None:
-        allowed &= DOC_T1_ALLOWS[_code(t1.value)]
-    if t2 is not None:
-        allowed &= DOC_T2_ALLOWS[_code(t2.value)]
+    t1, t2 = winners(findings, FindingKind.MRI_T1), winners(findings, FindingKind.MRI_T2)
+    if t1:
+        allowed &= frozenset().union(*(DOC_T1_ALLOWS[_code(f.value)] for f in t1))
+    if t2:
+        allowed &= frozenset().union(*(DOC_T2_ALLOWS[_code(f.value)] for f in t2))
     if allowed and allowed != ALL_APPEARANCE_CODES:  # contradictory T1/T2 narrows nothing
         sources.append(("mri", allowed))
     return sources
@@ -222,23 +241,28 @@ def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str
 
 def expected_collapse(findings: LevelFindings) -> frozenset[str]:
     """DOMAIN.md 2 (v2): a stated answer that the measurements contradict allows both."""
-    stated = winner(findings, FindingKind.COLLAPSE)
+    stated = _codes(winners(findings, FindingKind.COLLAPSE))
     measured = measured_collapse(findings)
-    if stated is None:
+    if not stated:
         return measured
     if not _has(findings, FindingKind.HEIGHT_LOSS, FindingKind.BODY_INVOLVEMENT):
-        return frozenset({_code(stated.value)})
-    if _code(stated.value) in measured:
-        return frozenset({_code(stated.value)})
-    return measured | {_code(stated.value)}
+        return stated
+    if stated <= measured:
+        return stated
+    return measured | stated
 
 
 def measured_collapse(findings: LevelFindings) -> frozenset[str]:
+    """Every combination of the latest height loss and involvement (several on a time tie)."""
+    losses = [f.value for f in winners(findings, FindingKind.HEIGHT_LOSS)] or [None]
+    involvements = [f.value for f in winners(findings, FindingKind.BODY_INVOLVEMENT)] or [None]
+    return frozenset().union(
+        *(measured_collapse_of(loss, inv) for loss in losses for inv in involvements)
+    )
+
+
+def measured_collapse_of(loss: FindingValue | None, inv: FindingValue | None) -> frozenset[str]:
     every = frozenset(DOC_POINTS["collapse"])
-    loss_finding = winner(findings, FindingKind.HEIGHT_LOSS)
-    inv_finding = winner(findings, FindingKind.BODY_INVOLVEMENT)
-    loss = None if loss_finding is None else loss_finding.value
-    inv = None if inv_finding is None else inv_finding.value
     if loss is None and inv is None:
         return every
     assert loss is None or isinstance(loss, float)
@@ -257,20 +281,27 @@ def measured_collapse(findings: LevelFindings) -> frozenset[str]:
 
 
 def expected_posterolateral(findings: LevelFindings) -> frozenset[str]:
-    stated = winner(findings, FindingKind.POSTEROLATERAL)
-    reports = sorted(
-        (f for f in findings.findings if f.kind is FindingKind.POSTERIOR_ELEMENT), key=_rank
-    )
+    stated = _codes(winners(findings, FindingKind.POSTEROLATERAL))
+    reports = [f for f in findings.findings if f.kind is FindingKind.POSTERIOR_ELEMENT]
     if not reports:
-        every = frozenset(DOC_POINTS["posterolateral"])
-        return every if stated is None else frozenset({_code(stated.value)})
-    sides: set[Side] = set()
-    for report in reports:
-        assert isinstance(report.value, PosteriorElementInvolvement)
-        sides = set(report.value.sides) if not report.value.sides else sides | report.value.sides
-    measured = ["no-posterolateral", "unilateral", "bilateral"][len(sides)]
+        return stated or frozenset(DOC_POINTS["posterolateral"])
+    # Sides add up; an explicit none clears what came before. At one time, sides add up with
+    # each other, and a none beside them leaves both outcomes (none, or those sides) possible.
+    possible: set[frozenset[Side]] = {frozenset()}
+    for moment in sorted({_rank(f) for f in reports}):
+        group = [f.value for f in reports if _rank(f) == moment]
+        assert all(isinstance(v, PosteriorElementInvolvement) for v in group)
+        sides = frozenset(s for v in group for s in v.sides)  # type: ignore[union-attr]
+        if any(not v.sides for v in group):  # type: ignore[union-attr]
+            possible = {frozenset(), sides}
+        else:
+            possible = {p | sides for p in possible}
+    names = ["no-posterolateral", "unilateral", "bilateral"]
+    measured = frozenset(names[len(p)] for p in possible)
     # DOMAIN.md 2 (v2): a stated answer the findings contradict allows both.
-    return frozenset({measured} if stated is None else {measured, _code(stated.value)})
+    if not stated:
+        return measured
+    return stated if stated <= measured else stated | measured
 
 
 # DOMAIN.md 2 (v2): what a pain report for a patient with several lesion levels leaves possible.
@@ -282,12 +313,12 @@ DOC_PATIENT_PAIN: dict[str, frozenset[str]] = {
 
 
 def expected_pain(findings: LevelFindings) -> frozenset[str]:
-    found = winner(findings, FindingKind.PAIN)
-    if found is None:
+    found = winners(findings, FindingKind.PAIN)
+    if not found:
         return frozenset(DOC_POINTS["pain"])
-    if found.patient_wide and findings.lesion_levels > 1:
-        return DOC_PATIENT_PAIN[_code(found.value)]
-    return frozenset({_code(found.value)})
+    if found[0].patient_wide and findings.lesion_levels > 1:
+        return frozenset().union(*(DOC_PATIENT_PAIN[_code(f.value)] for f in found))
+    return _codes(found)
 
 
 def expected_components(
@@ -296,10 +327,7 @@ def expected_components(
     """Component code -> the answer codes the findings allow."""
 
     def simple(kind: FindingKind, component: str) -> frozenset[str]:
-        found = winner(findings, kind)
-        return (
-            frozenset(DOC_POINTS[component]) if found is None else frozenset({_code(found.value)})
-        )
+        return _codes(winners(findings, kind)) or frozenset(DOC_POINTS[component])
 
     sources = appearance_sources(findings)
     return {
@@ -444,7 +472,7 @@ def test_an_outranked_finding_changes_nothing(
     were. Posterior-element reports add up by design and are checked separately."""
     present = sorted({f.kind for f in findings.findings if f.kind in OUTRANKABLE})
     kind = data.draw(st.sampled_from(present or OUTRANKABLE))
-    current = winner(findings, kind)
+    current = next(iter(winners(findings, kind)), None)
     if current is None:  # give the kind a finding that counts first
         current = data.draw(raw_findings([kind]))
         current = replace(current, source="Observation/current")
@@ -496,9 +524,9 @@ def test_a_later_explicit_none_supersedes_every_side_before_it(
         "z-older",
         patient_wide=patient_wide,
     )
-    stated = winner(findings, FindingKind.POSTEROLATERAL)
+    stated = _codes(winners(findings, FindingKind.POSTEROLATERAL))
     # DOMAIN.md 2 (v2): a stated answer that disagrees with the findings is kept beside them.
-    expected = {"no-posterolateral"} | (set() if stated is None else {_code(stated.value)})
+    expected = {"no-posterolateral"} | stated
     for extra in ((none,), (none, older)):
         with_extra = replace(findings, findings=(*findings.findings, *extra))
         assert _allowed(assess_level(level, with_extra))["posterolateral"] == expected
@@ -530,8 +558,9 @@ def test_level_specific_pain_always_beats_patient_wide_pain(
     level_specific = [
         f for f in with_both.findings if f.kind is FindingKind.PAIN and not f.patient_wide
     ]
-    latest = max(level_specific, key=lambda f: (f.observed_at, f.source))
-    assert pain.answer is latest.value
+    # The latest level-specific reports; several at the same time allow each of their answers.
+    last = max(f.observed_at for f in level_specific)
+    assert set(pain.allows) == {f.value for f in level_specific if f.observed_at == last}
     assert "stated for the patient" not in pain.explanation
 
 
@@ -600,8 +629,8 @@ def check_appearance(findings: LevelFindings) -> None:
         assert sentence in classification.notes
     heuristic_note = any(n.startswith("Appearance from a heuristic:") for n in appearance.notes)
     assert heuristic_note is (deciding is not None and deciding.source.value == "ct")
-    enhancement = winner(findings, FindingKind.CONTRAST_ENHANCEMENT)
-    enhanced = enhancement is not None and enhancement.value is True
+    enhancement = winners(findings, FindingKind.CONTRAST_ENHANCEMENT)
+    enhanced = bool(enhancement) and all(f.value is True for f in enhancement)
     contrast_note = "Contrast enhancement present, which supports an osteolytic lesion."
     assert (contrast_note in appearance.notes) is (
         enhanced and LesionAnswer.LYTIC in appearance.allows
@@ -627,17 +656,16 @@ def check_classification(findings: LevelFindings) -> None:
     else:
         assert classification.likely_primaries == ()
         assert list(classification.differential) == fracture
-    treated_finding = winner(findings, FindingKind.TREATED)
-    treated = treated_finding is not None and treated_finding.value is True
+    treated = treated_level(findings)
     assert classification.treated is treated
-    # Bone island (DOMAIN.md 3): an untreated lesion that may be sclerotic, denser than the
-    # Ulano et al. thresholds (mean and maximum, each the latest of its statistic).
-    mean, peak = ct_statistic(findings, "mean"), ct_statistic(findings, "max")
-    dense = (mean is not None and mean > DOC_BONE_ISLAND_MEAN_HU) or (
-        peak is not None and peak > DOC_BONE_ISLAND_MAX_HU
+    # Bone island (DOMAIN.md 3): an untreated sclerotic lesion (appearance determined blastic),
+    # denser than the Ulano et al. thresholds (mean and maximum, each the latest of its
+    # statistic; on a time tie every tied value must pass, since the flag lowers suspicion).
+    means, peaks = ct_statistic(findings, "mean"), ct_statistic(findings, "max")
+    dense = (bool(means) and min(means) > DOC_BONE_ISLAND_MEAN_HU) or (
+        bool(peaks) and min(peaks) > DOC_BONE_ISLAND_MAX_HU
     )
-    flagged = dense and not treated and "blastic" in allowed
-    assert (classification.bone_island is not None) is flagged
+    flagged = dense and not treated and allowed == {"blastic"}
     if flagged and allowed == {"blastic"}:
         assert classification.differential[0] == "bone-island"
     elif len(allowed) == 1:
@@ -655,10 +683,10 @@ def check_classification(findings: LevelFindings) -> None:
 
 def collapsed_level(findings: LevelFindings) -> bool:
     """DOMAIN.md 5 (v2): height loss above 0, or a stated collapse of < 50% or > 50%."""
-    loss = winner(findings, FindingKind.HEIGHT_LOSS)
-    stated = winner(findings, FindingKind.COLLAPSE)
-    return (loss is not None and isinstance(loss.value, float) and loss.value > 0) or (
-        stated is not None and _code(stated.value) in ("collapse-lt-50", "collapse-gt-50")
+    losses = winners(findings, FindingKind.HEIGHT_LOSS)
+    stated = _codes(winners(findings, FindingKind.COLLAPSE))
+    return any(isinstance(f.value, float) and f.value > 0 for f in losses) or bool(
+        stated & {"collapse-lt-50", "collapse-gt-50"}
     )
 
 
@@ -753,7 +781,8 @@ def test_category_and_consultation_over_any_set_of_possible_totals(
 def test_summary_is_most_unstable_first(patient: dict[VertebralLevel, LevelFindings]) -> None:
     summary = summarise(patient)
     assert {a.level for a in summary.levels} == set(patient)
-    keys = [(-a.sins.low, -a.sins.high, a.level.order) for a in summary.levels]
+    # DESIGN: the highest possible total first, then the lowest, then C1 to S5.
+    keys = [(-a.sins.high, -a.sins.low, a.level.order) for a in summary.levels]
     assert keys == sorted(keys)
     conclusion = summary.conclusion()
     if not patient:

@@ -212,7 +212,11 @@ CAVEAT_ROWS = [
     ),
     (
         CaveatKind.BONE_ISLAND,
-        [finding(FindingKind.CT_ATTENUATION, CtAttenuation(None, 1200.0))],
+        # A maximum alone says nothing of sclerosis: the reading makes the lesion blastic.
+        [
+            finding(FindingKind.APPEARANCE, LesionAnswer.BLASTIC),
+            finding(FindingKind.CT_ATTENUATION, CtAttenuation(None, 1200.0)),
+        ],
         "bone island favoured",
     ),
     (CaveatKind.TREATED, [finding(FindingKind.TREATED, True)], "treated lesion"),
