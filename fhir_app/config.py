@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     audit_events: bool = Field(
         default=True, description="Record an AuditEvent for every REST interaction."
     )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Reverse proxies trusted for X-Forwarded-For / X-Forwarded-Proto (uvicorn's "
+        "forwarded_allow_ips: comma-separated addresses or networks, `*` for any). Empty (the "
+        "default): no proxy is trusted, the client address is the TCP peer's.",
+    )
 
     @model_validator(mode="after")
     def _smart_complete(self) -> Settings:

@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fhir_app.api.negotiation import Negotiated, negotiated
 from fhir_app.api.request_body import ReceivedJson, received_json
 from fhir_app.api.security.guarded import GuardedService
-from fhir_app.api.security.principal import Authenticator, Principal
+from fhir_app.api.security.principal import Authenticator, Principal, forwarding_headers
 from fhir_app.config import Settings
 from fhir_app.service import FhirService
 
@@ -52,7 +52,9 @@ def authenticated(request: Request) -> Principal:
     assert isinstance(authenticator, Authenticator)
     client = request.client.host if request.client else "unknown"
     request.state.fhir_base = fhir_base(request)
-    principal = authenticator.authenticate(request.headers.get("authorization"), client)
+    principal = authenticator.authenticate(
+        request.headers.get("authorization"), client, forwarded=forwarding_headers(request.headers)
+    )
     request.state.principal = principal
     return principal
 

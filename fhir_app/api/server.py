@@ -174,6 +174,10 @@ def server_config(
     (TLS files, logging configuration).
     """
     protocol = functools.partial(LimitedH11Protocol, limits=ConnectionLimits.of(settings))
+    # Forwarding headers are trusted only from the proxies the site names: uvicorn's default
+    # trusts them from 127.0.0.1, so any local process (or a same-host proxy) could set the
+    # client address the audit records, the throttle counts and static tokens are bound to.
+    trusted = settings.forwarded_allow_ips.strip()
     return uvicorn.Config(
         app,
         host=host,
@@ -184,6 +188,8 @@ def server_config(
         access_log=access_log,
         http=cast(type[asyncio.Protocol], protocol),
         backlog=settings.listen_backlog,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted,
         **options,
     )
 

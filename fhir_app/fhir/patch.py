@@ -82,14 +82,26 @@ def apply_json_patch(resource: JsonObject, operations: list[JsonObject]) -> Json
                     "resource the patch is sent to",
                     _fhirpath(rtype, pointer),
                 )
-    try:
-        patched = jsonpatch.JsonPatch(operations).apply(copy.deepcopy(resource))
-    except jsonpatch.InvalidJsonPatch as exc:
-        raise _refused("invalid", f"not a JSON Patch: {exc}") from exc
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise _refused("processing", f"a JSON Patch test failed: {exc}") from exc
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
-        raise _refused("processing", f"the JSON Patch cannot be applied: {exc}") from exc
+    # One operation at a time, to name the one that fails. The messages of jsonpatch and
+    # jsonpointer quote the stored values (and their Python types): the caller may have no
+    # right to read them (an update-only scope), so they name the operation and path only.
+    patched: Any = copy.deepcopy(resource)
+    for index, operation in enumerate(operations):
+        where = f"JSON Patch operation {index} ({operation['op']} {operation['path']})"
+        try:
+            patched = jsonpatch.JsonPatch([operation]).apply(patched, in_place=True)
+        except jsonpatch.InvalidJsonPatch as exc:
+            raise _refused("invalid", f"{where} is not a JSON Patch operation") from exc
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise _refused(
+                "processing", f"{where}: the test failed", _fhirpath(rtype, operation["path"])
+            ) from exc
+        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
+            raise _refused(
+                "processing",
+                f"{where} cannot be applied: the path does not exist or does not fit",
+                _fhirpath(rtype, operation["path"]),
+            ) from exc
     if not isinstance(patched, dict):  # pragma: no cover - paths at the root are refused above
         raise _refused("processing", "the patched document is not a resource")
     return patched

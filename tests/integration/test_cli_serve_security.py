@@ -21,7 +21,8 @@ from cryptography.x509.oid import NameOID
 from support.ports import unclaimed_port
 from typer.testing import CliRunner
 
-from fhir_app.cli import app, serve_refusal
+from fhir_app.api.server import server_config
+from fhir_app.cli import app, serve_refusal, serve_warnings
 from fhir_app.config import Settings, get_settings
 
 LONG = "k" * 40
@@ -53,6 +54,25 @@ def test_serve_refusals(host: str, overrides: dict[str, object], refused: str | 
     else:
         assert reason is not None
         assert refused in reason
+
+
+def test_serve_warns_when_the_token_endpoint_is_not_configured() -> None:
+    [warning] = serve_warnings(Settings(**SMART))  # type: ignore[arg-type]
+    assert "FHIR_APP_SMART_TOKEN_URL" in warning
+    assert "\n" not in warning
+    configured = Settings(**SMART, smart_token_url="https://idp.invalid/token")  # type: ignore[arg-type]
+    assert serve_warnings(configured) == []
+    assert serve_warnings(Settings(auth_tokens=[LONG])) == []
+
+
+def test_serve_trusts_no_proxy_headers_unless_configured() -> None:
+    default = server_config(object(), Settings(), host="127.0.0.1", port=8080)
+    assert default.proxy_headers is False
+    proxied = server_config(
+        object(), Settings(forwarded_allow_ips="10.0.0.5"), host="127.0.0.1", port=8080
+    )
+    assert proxied.proxy_headers is True
+    assert proxied.forwarded_allow_ips == "10.0.0.5"
 
 
 def test_serve_exits_2_on_a_refusal(tmp_path: Path) -> None:

@@ -3,13 +3,26 @@
 `AuditMiddleware` writes the event when the response starts, so a client that has its answer can
 already find the event. What it holds:
 - type `rest`, subtype the FHIR interaction (read, vread, history-instance, history-type,
-  history-system, search-type, create, update, patch, delete, transaction, operation), action
-  C/R/U/D/E;
+  history-system, search-type, create, update, patch, delete, batch, transaction, operation),
+  action C/R/U/D/E;
 - outcome 0 (success), 4 (refused: any 4xx, 401 and 403 included) or 8 (server error);
 - agents: the client (its client id; the token subject as the user agent when there is one) with
   its network address, and the server;
 - source: this server; entities: the resource (type and id) or the search (its type and the
-  query with the values of patient-identifying parameters removed), and the patient (when one).
+  query with the values of patient-identifying parameters removed: a `POST _search` form's
+  criteria and a conditional create's `If-None-Exist` too), and the patient (when one).
+
+A transaction or batch is recorded as one event for the Bundle (subtype `transaction` or
+`batch`, outcome of the HTTP answer) and one event per entry, as if the entry had been its own
+request: its interaction and action (a GET entry `read`/`R`, a POST `create`/`C`...), its
+resource (`Type/id`, the id a create was given) or query, its patient and its own outcome (an
+entry answered 404 is outcome 4). Why per entry rather than one event listing every entry: the
+trail is searched by entity type, outcome, agent and patient (a patient-context client sees its
+patient's events only), and each of those is one value per event; an event per entry keeps a
+batch's read of `Observation/x`, or its failed entries, findable like the same request sent
+alone. Each entry's event names the Bundle's event (`entity.detail` `bundle-event`).
+A request the router refuses with 405 (a write of the AuditEvents, a method a path does not
+take) is recorded too, with the caller its credentials name when they are valid.
 Nothing identifying a patient is logged: the event goes to the database only.
 """
 
@@ -22,14 +35,17 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fhir_app.api.security.principal import Principal
+from fhir_app.api.security.guarded import EntryRecord, GuardedService
+from fhir_app.api.security.principal import Authenticator, Principal, forwarding_headers
 from fhir_app.fhir.inputs import JsonObject
 from fhir_app.service import FhirService
 from fhir_app.store import AuditRow, fhir_instant
@@ -82,6 +98,18 @@ INTERACTIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("GET", "/fhir/AuditEvent"): ("search-type", "E"),
     ("GET", "/fhir/AuditEvent/{event_id}"): ("read", "R"),
 }
+# What a method would have done, for a request refused with 405 (still audited).
+METHOD_INTERACTIONS: dict[str, tuple[str, str]] = {
+    "GET": ("read", "R"),
+    "POST": ("create", "C"),
+    "PUT": ("update", "U"),
+    "PATCH": ("patch", "U"),
+    "DELETE": ("delete", "D"),
+}
+SEARCH_BY_POST = "/fhir/{resource_type}/_search"
+FORM = "application/x-www-form-urlencoded"
+# How much of a `POST _search` form is kept for its AuditEvent's query.
+MAX_AUDITED_FORM = 64 * 1024
 # Interactions whose query says what was asked: recorded (patient-identifying values removed).
 QUERY_INTERACTIONS = frozenset({"search-type", "history-type", "history-system"})
 # Routes of other modules that read patient data with the same auth: audited as reads.
@@ -97,7 +125,11 @@ def outcome_code(status: int) -> str:
 
 def redacted_query(query_string: bytes) -> str:
     """The query with the values of patient-identifying parameters left out (`patient=`)."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    return redacted_pairs(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
+def redacted_pairs(pairs: Iterable[tuple[str, str]]) -> str:
+    """Query parameters as text, the values of patient-identifying ones left out."""
     # By the parameter's name without its modifier (`subject:Patient`).
     kept = [
         (name, "" if name.partition(":")[0] in IDENTIFYING_PARAMETERS else value)
@@ -127,6 +159,7 @@ def audit_event(
     client_address: str | None,
     server: str,
     now: datetime,
+    part_of: str | None = None,
 ) -> JsonObject:
     """The AuditEvent resource of one interaction."""
     requestor: JsonObject = {
@@ -174,16 +207,22 @@ def audit_event(
                 "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
             }
         )
-    elif what.query is not None:
+    if what.query is not None:
+        # The type searched, not the route's template (`/fhir/Observation`).
+        path = what.path.replace("{resource_type}", what.resource_type or "{resource_type}")
+        path = path.replace("{compartment_type}", what.resource_type or "{compartment_type}")
         entity: JsonObject = {
             "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
             "role": {"system": OBJECT_ROLE, "code": "24", "display": "Query"},
-            "description": f"{what.path}?{what.query}" if what.query else what.path,
+            "description": f"{path}?{what.query}" if what.query else path,
             "query": base64.b64encode(what.query.encode()).decode(),
         }
         if what.resource_type:
             entity["what"] = {"type": what.resource_type}
         entities.append(entity)
+    if part_of is not None:
+        for entity in entities:
+            entity["detail"] = [{"type": "bundle-event", "valueString": f"AuditEvent/{part_of}"}]
     for patient in sorted(set(patients)):
         entities.append(
             {
@@ -213,8 +252,9 @@ def audit_event(
     return event
 
 
-def interaction_of(scope: Scope) -> Interaction | None:
-    """The audited interaction of a routed request, or None (metadata, unknown routes)."""
+def interaction_of(scope: Scope, status: int = 200) -> Interaction | None:
+    """The audited interaction of a routed request, or None (metadata, unknown routes); a
+    request refused with 405 as what its method would have done."""
     route = scope.get("route")
     template = getattr(route, "path", None)
     method = scope.get("method", "")
@@ -227,6 +267,8 @@ def interaction_of(scope: Scope) -> Interaction | None:
     if known is None:
         if template.startswith(EXTRA_READ_PREFIXES) and method == "GET":
             known = ("read", "R")
+        elif status == 405:
+            known = METHOD_INTERACTIONS.get(method, ("operation", "E"))
         else:
             return None
     interaction, action = known
@@ -252,7 +294,44 @@ def interaction_of(scope: Scope) -> Interaction | None:
         or (rid is None and method in ("PUT", "DELETE"))  # conditional: the query names it
     ):
         query = redacted_query(scope.get("query_string", b""))
+    elif interaction == "create" and rid is None:
+        # A conditional create searches: its criteria (If-None-Exist, or the query).
+        criteria = Headers(scope=scope).get("if-none-exist") or scope.get("query_string", b"")
+        if criteria:
+            text = criteria.encode("latin-1") if isinstance(criteria, str) else criteria
+            query = redacted_query(text)
     return Interaction(interaction, action, rtype, rid, query, template)
+
+
+def entry_interaction(record: EntryRecord) -> Interaction:
+    """The interaction of one entry of a transaction or batch, as if it were its own request."""
+    segments = [s for s in record.path.split("/") if s]
+    rtype, rid = record.resource_type, record.resource_id
+    pairs = parse_qsl(record.query, keep_blank_values=True) if record.query else []
+    query = redacted_pairs(pairs) if record.query is not None else None
+    path = "/fhir/" + "/".join(segments)
+    method = "GET" if record.method == "HEAD" else record.method
+    if method != "GET":
+        interaction, action = METHOD_INTERACTIONS.get(method, ("operation", "E"))
+    elif segments in ([], ["_history"]):
+        interaction, action, query = "history-system", "R", query or ""
+    elif len(segments) == 1:
+        interaction, action, query = "search-type", "E", query or ""
+    elif segments[1:] == ["_history"]:
+        interaction, action, query = "history-type", "R", query or ""
+    elif len(segments) == 2:
+        interaction, action = "read", "R"
+    elif segments[2:] == ["_history"]:
+        interaction, action = "history-instance", "R"
+    elif segments[2] == "_history":
+        interaction, action = "vread", "R"
+    elif segments[2] == "$everything":
+        interaction, action, path = "operation", "E", "/fhir/Patient/{patient_id}/$everything"
+    else:  # a compartment search, Patient/{id}/{type}: the patient's id is left out
+        rtype, rid = segments[2], None
+        interaction, action, query = "search-type", "E", query or ""
+        path = "/fhir/Patient/{patient_id}/{compartment_type}"
+    return Interaction(interaction, action, rtype, rid, query, path)
 
 
 def audit_patient(principal: Principal | None, patients: set[str]) -> str | None:
@@ -274,34 +353,51 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         recorded = False
+        form = bytearray()
+        searched_by_post = scope.get("method") == "POST" and scope.get("path", "").endswith(
+            "/_search"
+        )
+
+        async def receive_kept() -> Message:
+            # The criteria of `POST _search` are in its form: kept for the event's query.
+            message = await receive()
+            if message["type"] == "http.request" and len(form) < MAX_AUDITED_FORM:
+                form.extend(message.get("body", b"")[: MAX_AUDITED_FORM - len(form)])
+            return message
 
         async def send_recorded(message: Message) -> None:
             nonlocal recorded
             if message["type"] == "http.response.start" and not recorded:
                 recorded = True
-                await self._record(scope, int(message["status"]))
+                await self._record(scope, int(message["status"]), bytes(form))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_recorded)
+            await self.app(scope, receive_kept if searched_by_post else receive, send_recorded)
         except Exception:
             if not recorded:
                 recorded = True
-                await self._record(scope, 500)
+                await self._record(scope, 500, bytes(form))
             raise
 
-    async def _record(self, scope: Scope, status: int) -> None:
+    async def _record(self, scope: Scope, status: int, form: bytes = b"") -> None:
         app = scope.get("app")
         state = getattr(app, "state", None)
         settings = getattr(state, "settings", None)
         if settings is None or not settings.audit_events:
             return
-        what = interaction_of(scope)
+        what = interaction_of(scope, status)
         if what is None:
             return
         request_state: dict[str, Any] = scope.get("state") or {}
         principal = request_state.get("principal")
         guarded = request_state.get("guarded")
+        if principal is None and status == 405:
+            principal = await identified(scope, getattr(state, "authenticator", None))
+        if what.path == SEARCH_BY_POST and form:
+            what = with_form(what, scope, form)
+        if isinstance(guarded, GuardedService) and guarded.bundle_type is not None:
+            what = replace(what, interaction=guarded.bundle_type)
         patients: set[str] = set(getattr(guarded, "patients", set()))
         if isinstance(principal, Principal) and principal.patient is not None:
             patients = {principal.patient}
@@ -324,20 +420,70 @@ class AuditMiddleware:
         if not isinstance(writer, AuditWriter):
             return
         caller = principal if isinstance(principal, Principal) else None
-        writer.submit(
-            AuditRow(
-                event_id=event["id"],
-                recorded=datetime.fromisoformat(event["recorded"]),
-                interaction=what.interaction,
-                action=what.action,
-                outcome=event["outcome"],
-                client_id=event["agent"][0]["who"]["identifier"]["value"],
-                subject=caller.subject if caller else None,
-                entity_type=what.resource_type,
-                patient_id=audit_patient(caller, patients),
-                content=event,
+        writer.submit(audit_row(what, event, caller, patients))
+        if not isinstance(guarded, GuardedService):
+            return
+        for record in guarded.entries:
+            entry_patients = record.patients
+            if caller is not None and caller.patient is not None:
+                entry_patients = {caller.patient}
+            entry_what = entry_interaction(record)
+            entry_event = audit_event(
+                entry_what,
+                status=record.status or status,
+                principal=caller,
+                patients=entry_patients,
+                client_address=client[0] if client else None,
+                server=str(server),
+                now=datetime.now(UTC),
+                part_of=event["id"],
             )
-        )
+            writer.submit(audit_row(entry_what, entry_event, caller, entry_patients))
+
+
+def audit_row(
+    what: Interaction, event: JsonObject, caller: Principal | None, patients: set[str]
+) -> AuditRow:
+    """The stored row of an AuditEvent (with the columns its search filters on)."""
+    return AuditRow(
+        event_id=event["id"],
+        recorded=datetime.fromisoformat(event["recorded"]),
+        interaction=what.interaction,
+        action=what.action,
+        outcome=event["outcome"],
+        client_id=event["agent"][0]["who"]["identifier"]["value"],
+        subject=caller.subject if caller else None,
+        entity_type=what.resource_type,
+        patient_id=audit_patient(caller, patients),
+        content=event,
+    )
+
+
+async def identified(scope: Scope, authenticator: object) -> Principal | None:
+    """The caller of a request no route authenticated (the router's 405), when its
+    credentials are valid; verifying them may read the JWKS, so off the event loop."""
+    if not isinstance(authenticator, Authenticator):
+        return None
+    headers = Headers(scope=scope)
+    client = scope.get("client")
+    return await run_in_threadpool(
+        authenticator.identify,
+        headers.get("authorization"),
+        client[0] if client else "unknown",
+        forwarded=forwarding_headers(headers),
+    )
+
+
+def with_form(what: Interaction, scope: Scope, form: bytes) -> Interaction:
+    """A `POST _search` with the criteria of its form added to those of its query."""
+    media = Headers(scope=scope).get("content-type", FORM).split(";")[0].strip().lower()
+    if media != FORM:
+        return what
+    pairs = [
+        *parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
+        *parse_qsl(form.decode("utf-8", errors="replace"), keep_blank_values=True),
+    ]
+    return replace(what, query=redacted_pairs(pairs))
 
 
 class AuditWriter:

@@ -1,5 +1,11 @@
-"""Routes of the security layer: `/.well-known/smart-configuration` (public) and the AuditEvent
-search and read (`system/AuditEvent.rs`; never writable: 405)."""
+"""Routes of the security layer: the SMART discovery document (public; at the host root and at
+the FHIR base, `/fhir/.well-known/smart-configuration`, where SMART App Launch 2.x clients look)
+and the AuditEvent search and read (`system/AuditEvent.rs`; never writable: 405).
+
+The discovery document and `rest.security` say only what is configured: without an identity
+provider (no `smart_jwks`: static tokens or no authentication) no SMART grant, capability or
+security service is advertised.
+"""
 
 from __future__ import annotations
 
@@ -78,7 +84,14 @@ def scopes_supported() -> list[str]:
 
 
 def smart_configuration(settings: Settings) -> JsonObject:
-    """The SMART App Launch 2.x discovery document of this server's identity provider."""
+    """The SMART App Launch 2.x discovery document of this server's identity provider; without
+    one (no `smart_jwks`) no SMART capability, scope or grant is true, so none is listed."""
+    if not settings.smart_jwks:
+        return {
+            "capabilities": [],
+            "grant_types_supported": [],
+            "code_challenge_methods_supported": [],
+        }
     document: JsonObject = {
         "capabilities": CAPABILITIES,
         "scopes_supported": scopes_supported(),
@@ -99,7 +112,15 @@ def smart_configuration(settings: Settings) -> JsonObject:
 
 
 def rest_security(settings: Settings) -> JsonObject:
-    """CapabilityStatement.rest.security: SMART-on-FHIR, with the OAuth URIs when configured."""
+    """CapabilityStatement.rest.security: SMART-on-FHIR, with the OAuth URIs when configured;
+    without an identity provider, no security service (static tokens are for loopback only)."""
+    if not settings.smart_jwks:
+        described = (
+            "Static bearer tokens for local use (loopback only)"
+            if settings.auth_tokens
+            else "No authentication (loopback only unless explicitly allowed)"
+        )
+        return {"cors": False, "description": f"{described}; no SMART on FHIR identity provider"}
     security: JsonObject = {"cors": False, "service": [SMART_SERVICE]}
     uris = [
         {"url": name, "valueUri": value}
@@ -120,6 +141,7 @@ def rest_security(settings: Settings) -> JsonObject:
 
 
 @well_known.get("/.well-known/smart-configuration")
+@well_known.get("/fhir/.well-known/smart-configuration")
 def smart_configuration_route(settings: SettingsDep) -> Response:
     """The SMART discovery document (public, like the CapabilityStatement)."""
     return FhirJsonResponse(smart_configuration(settings), media_type="application/json")

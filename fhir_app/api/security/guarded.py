@@ -12,26 +12,38 @@ entry is refused whole, before anything is stored); its GET entries are checked 
 they are read, through this service. A missing permission is 403 naming the scope that would
 allow it.
 
+Search is what reveals stored content besides read: a conditional create (`If-None-Exist`, or
+criteria in the query or in a Bundle entry's `ifNoneExist`) searches, so it needs `s` as well as
+`c`. A write answers with the stored resource only when the caller may read it (`r` on the
+type): a create that stored the caller's own content answers it, but a conditional create that
+matched, an update and a patch (even one that changes nothing) answer, without `r`, an
+OperationOutcome saying what is stored, not the content.
+
 With a patient context (the token's `patient` claim), the caller sees and writes only resources
 whose patient is that patient (`patient_of`: the Patient itself, or the subject/patient
 reference): reads of other patients' resources are 404 (their existence is not confirmed),
 searches (and the resources they include) are bounded to the patient, history (at every level)
 leaves out versions of other patients, `$everything` of another patient is 404, and a write of
 another patient's resource (or over one, or a patch that moves one to another patient) is 403.
-A conditional update or delete over REST is refused when its criteria match another patient's
-resource; in a Bundle they cannot be checked before they match, so a patient-context caller
-cannot send them there.
+A deleted resource still belongs to the patient of its last version: another patient's is 404
+to read and 403 to write (a caller cannot re-create it under its own patient). `$validate` runs
+the same patient checks as the write it tries. A conditional create, update or delete over REST
+whose criteria match another patient's resource is refused with a 403 that names no resource
+(nor how many match); in a Bundle they cannot be checked before they match, so a
+patient-context caller cannot send them there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from fhir_app.api.security.principal import Principal
-from fhir_app.fhir.bundle import bundle_entries
+from fhir_app.fhir.bundle import BundleEntry, bundle_entries
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
+from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
 from fhir_app.fhir.search import ReferenceValue, SearchQuery
 from fhir_app.searching import SearchResult
@@ -50,6 +62,9 @@ from fhir_app.service import (
 
 PATIENT_PARAMETERS = ("subject", "patient")
 STORED_TYPES = INPUT_TYPES | OUTPUT_TYPES
+# Versions are stored as 32-bit integers: a larger one names no version (404, not a crash).
+MAX_VERSION_ID = 2**31 - 1
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def forbidden(principal: Principal, rtype: str, permission: str) -> ServiceError:
@@ -68,6 +83,26 @@ def outside_compartment(what: str) -> ServiceError:
     return ServiceError.of(403, "forbidden", f"{what} is outside the patient context of the token")
 
 
+def not_known(what: str) -> ServiceError:
+    """404, as for a resource that does not exist (its existence is not confirmed)."""
+    return ServiceError.of(404, "not-found", f"{what} is not known")
+
+
+@dataclass(slots=True)
+class EntryRecord:
+    """What one entry of a transaction or batch did, for its AuditEvent: the method, the
+    resource (type and id, when known) or the query it read, its HTTP status and patients."""
+
+    index: int
+    method: str
+    resource_type: str | None
+    resource_id: str | None
+    path: str
+    query: str | None
+    status: int
+    patients: set[str] = field(default_factory=set)
+
+
 class GuardedService(FhirService):
     """A FhirService that checks one caller's scopes and patient context on every call.
 
@@ -80,6 +115,9 @@ class GuardedService(FhirService):
         self.inner = inner
         self.principal = principal
         self.patients: set[str] = set()
+        # For the AuditEvents: the Bundle's type, and what each of its entries did.
+        self.bundle_type: str | None = None
+        self.entries: list[EntryRecord] = []
 
     # ---- checks ------------------------------------------------------------------------------
 
@@ -104,23 +142,60 @@ class GuardedService(FhirService):
             raise outside_compartment(f"A {rtype} of another patient (or of none)")
 
     def _existing_writable(self, rtype: str, rid: str) -> None:
-        """403 when the resource at rtype/rid exists and belongs to another patient."""
-        if self.principal.patient is None:
+        """403 when the resource at rtype/rid exists, or existed, for another patient: a
+        deleted version keeps the patient of the version it ends, and its id stays that
+        patient's (a re-creation would mix two patients in one history)."""
+        if not self._owned_by_other(rtype, rid):
             return
+        raise outside_compartment(f"{rtype}/{rid}")
+
+    def _owned_by_other(self, rtype: str, rid: str) -> bool:
+        """True when a patient-context caller's patient is not the one of rtype/rid's current
+        version (deleted or not)."""
+        if self.principal.patient is None:
+            return False
         with self.uow_factory() as uow:
             row = uow.resources.current(rtype, rid)
-        if row is not None and not row.deleted and row.patient_id != self.principal.patient:
-            raise outside_compartment(f"{rtype}/{rid}")
+        return row is not None and row.patient_id != self.principal.patient
+
+    def _readable_result(self, result: WriteResult) -> WriteResult:
+        """The result of a write as this caller may see it: the stored resource only with `r`
+        on its type, unless the write created it from the caller's own content (201).
+        Otherwise an OperationOutcome stands for it (a no-op patch or a matched conditional
+        create must not be a read)."""
+        if (
+            result.status == 201
+            or result.resource is None
+            or self.principal.allows(result.resource_type, "r")
+        ):
+            return result
+        return replace(result, resource=self.withheld(result.resource_type, result.resource_id))
+
+    def withheld(self, rtype: str, rid: str) -> JsonObject:
+        """The OperationOutcome that stands for a stored resource the caller may not read."""
+        text = (
+            f"{rtype}/{rid} is stored; its content is not returned: reading it needs the scope "
+            f"{self.principal.needed_scope(rtype, 'r')}"
+        )
+        return operation_outcome([Issue("information", "informational", text)])
 
     # ---- reads -------------------------------------------------------------------------------
 
     def read(self, rtype: str, rid: str, version_id: int | None = None) -> StoredResource:
         """The resource when the caller may read it; 404 outside its patient context."""
         self.require(rtype, "r")
-        row = self.inner.read(rtype, rid, version_id)
+        what = f"{rtype}/{rid}" + (f"/_history/{version_id}" if version_id else "")
+        if version_id is not None and not 0 < version_id <= MAX_VERSION_ID:
+            raise not_known(what)
+        try:
+            row = self.inner.read(rtype, rid, version_id)
+        except ServiceError as exc:
+            # 410 says the resource existed: not for another patient's.
+            if exc.status == 410 and self._owned_by_other(rtype, rid):
+                raise not_known(what) from None
+            raise
         if not self._visible(row):
-            what = f"{rtype}/{rid}" + (f"/_history/{version_id}" if version_id else "")
-            raise ServiceError.of(404, "not-found", f"{what} is not known")
+            raise not_known(what)
         self._note(row.patient_id)
         return row
 
@@ -170,20 +245,17 @@ class GuardedService(FhirService):
     def create(
         self, rtype: str, raw: JsonObject, *, if_none_exist: str | None = None
     ) -> WriteResult:
-        """Create, when the caller may create this type for this patient."""
+        """Create, when the caller may create this type for this patient; a conditional
+        create (`if_none_exist`) searches, so it needs `s` too, and answers a match's content
+        only when the caller may read it (`r`)."""
         self.require(rtype, "c")
+        if if_none_exist is not None:
+            self.require(rtype, "s")
         self._writable(rtype, raw)
         self._note(patient_of(raw))
-        if if_none_exist is not None and self.principal.patient is not None:
-            # A match is answered with the matching resource: it must be the caller's to see.
-            self._check_conditional(rtype, if_none_exist)
-        return self.inner.create(rtype, raw, if_none_exist=if_none_exist)
-
-    def _check_conditional(self, rtype: str, criteria: str) -> None:
-        rows, _total = self.inner.matches(rtype, parse_criteria(criteria), count=2)
-        for row in rows:
-            if not self._visible(row):
-                raise outside_compartment(f"The If-None-Exist match {rtype}/{row.resource_id}")
+        if if_none_exist is not None:
+            self._check_matches(rtype, if_none_exist, "If-None-Exist")
+        return self._readable_result(self.inner.create(rtype, raw, if_none_exist=if_none_exist))
 
     def update(
         self, rtype: str, rid: str, raw: JsonObject, *, if_match: str | None = None
@@ -193,7 +265,7 @@ class GuardedService(FhirService):
         self._writable(rtype, raw)
         self._existing_writable(rtype, rid)
         self._note(patient_of(raw))
-        return self.inner.update(rtype, rid, raw, if_match=if_match)
+        return self._readable_result(self.inner.update(rtype, rid, raw, if_match=if_match))
 
     def delete(self, rtype: str, rid: str) -> WriteResult:
         """Delete, when the caller may delete this type and this patient's resources."""
@@ -205,13 +277,13 @@ class GuardedService(FhirService):
 
     def _check_matches(self, rtype: str, criteria: str, what: str) -> None:
         """403 when the criteria match a resource outside the caller's patient context: the
-        conditional write would act on it."""
+        conditional write would act on it (or answer it). The 403 names neither the match
+        nor how many there are."""
         if self.principal.patient is None:
             return
         rows, _total = self.inner.matches(rtype, parse_criteria(criteria, what), count=2)
-        for row in rows:
-            if not self._visible(row):
-                raise outside_compartment(f"The {what} match {rtype}/{row.resource_id}")
+        if any(not self._visible(row) for row in rows):
+            raise outside_compartment(f"What the {what} criteria match")
 
     def update_conditional(
         self, rtype: str, criteria: str, raw: JsonObject, *, if_match: str | None = None
@@ -222,7 +294,9 @@ class GuardedService(FhirService):
         self._writable(rtype, raw)
         self._check_matches(rtype, criteria, f"PUT {rtype}?")
         self._note(patient_of(raw))
-        return self.inner.update_conditional(rtype, criteria, raw, if_match=if_match)
+        return self._readable_result(
+            self.inner.update_conditional(rtype, criteria, raw, if_match=if_match)
+        )
 
     def delete_conditional(self, rtype: str, criteria: str) -> WriteResult:
         """A conditional delete needs `d` and `s` (it searches first)."""
@@ -249,7 +323,7 @@ class GuardedService(FhirService):
             self._note(patient_of(patched))
             return patched
 
-        return self.inner.patch(rtype, rid, checked, if_match=if_match)
+        return self._readable_result(self.inner.patch(rtype, rid, checked, if_match=if_match))
 
     def history_page(
         self,
@@ -265,6 +339,42 @@ class GuardedService(FhirService):
         """History the caller may read: `r` on the instance's type; `r` and `s` on a type (the
         history of a type lists its resources like a search); at system level only the types
         with both (403 when none). A patient-context caller sees its patient's versions only."""
+        bounds = self._history_bounds(rtype, rid, types, patient)
+        if bounds is None:
+            return []
+        types, bounded = bounds
+        rows = self.inner.history_page(
+            rtype, rid, since=since, before=before, count=count, types=types, patient=bounded
+        )
+        for row in rows:
+            self._note(row.patient_id)
+        return rows
+
+    def history_total(
+        self,
+        rtype: str | None,
+        rid: str | None = None,
+        *,
+        since: datetime | None = None,
+        types: Sequence[str] | None = None,
+        patient: str | None = None,
+    ) -> int:
+        """The number of versions `history_page` shows this caller: the same checks and bounds."""
+        bounds = self._history_bounds(rtype, rid, types, patient)
+        if bounds is None:
+            return 0
+        types, bounded = bounds
+        return self.inner.history_total(rtype, rid, since=since, types=types, patient=bounded)
+
+    def _history_bounds(
+        self,
+        rtype: str | None,
+        rid: str | None,
+        types: Sequence[str] | None,
+        patient: str | None,
+    ) -> tuple[Sequence[str] | None, str | None] | None:
+        """The checks of a history (see `history_page`): the types and the patient it is bounded
+        to, or None when it can hold nothing for this caller."""
         if rid is not None and rtype is not None:
             self.require(rtype, "r")
         elif rtype is not None:
@@ -275,15 +385,9 @@ class GuardedService(FhirService):
             types = [t for t in candidates if self._lists(t)]
             if not types:
                 raise forbidden(self.principal, "*", "rs")
-        bounded = self.principal.patient or patient
         if self.principal.patient is not None and patient not in (None, self.principal.patient):
-            return []
-        rows = self.inner.history_page(
-            rtype, rid, since=since, before=before, count=count, types=types, patient=bounded
-        )
-        for row in rows:
-            self._note(row.patient_id)
-        return rows
+            return None
+        return types, self.principal.patient or patient
 
     def _lists(self, rtype: str) -> bool:
         return self.principal.allows(rtype, "r") and self.principal.allows(rtype, "s")
@@ -299,31 +403,113 @@ class GuardedService(FhirService):
     ) -> list[StoredResource]:
         """`Patient/{id}/$everything`: `r` on the Patient; only the types the caller may read
         (`r`) are returned; another patient than the token's is 404."""
+        readable = self._everything_types(patient, types)
+        return self.inner.everything(patient, since=since, after=after, count=count, types=readable)
+
+    def everything_total(
+        self,
+        patient: str,
+        *,
+        since: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> int:
+        """The number of resources `everything` shows this caller: the same checks and bounds."""
+        readable = self._everything_types(patient, types)
+        return self.inner.everything_total(patient, since=since, types=readable)
+
+    def _everything_types(self, patient: str, types: Sequence[str] | None) -> list[str]:
+        """The checks of `$everything` (see `everything`): the types this caller reads in it."""
         self.require("Patient", "r")
         if self.principal.patient is not None and patient != self.principal.patient:
             raise ServiceError.of(404, "not-found", f"Patient/{patient} is not known")
         candidates = types if types is not None else sorted(STORED_TYPES)
-        readable = [t for t in candidates if self.principal.allows(t, "r")]
         self._note(patient)
-        return self.inner.everything(patient, since=since, after=after, count=count, types=readable)
+        return [t for t in candidates if self.principal.allows(t, "r")]
 
     def validate(self, rtype: str, raw: JsonObject, rid: str | None = None) -> list[Issue]:
         """`$validate` stores and reveals nothing, but it is a write's dry run: it needs the
         permission of the write it checks (`c`, or `u` for an instance) on the type."""
         self.require(rtype, "u" if rid is not None else "c")
+        # The patient checks of the write too: `$validate` answers what the write would.
+        self._writable(rtype, raw)
+        if rid is not None:
+            self._existing_writable(rtype, rid)
         return self.inner.validate(rtype, raw, rid)
 
     def transaction(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
         """A transaction whose every write entry the caller may perform; its read entries go
         through `reader`, which the API builds over this guarded service."""
+        self.bundle_type = "transaction"
         self._check_entries(bundle)
-        return self.inner.transaction(bundle, reader)
+        read_patients: dict[int, set[str]] = {}
+        answer = self.inner.transaction(bundle, self._tracked(reader, read_patients))
+        return self._entries_seen(bundle, answer, read_patients)
 
     def batch(self, bundle: JsonObject, reader: EntryReader | None = None) -> JsonObject:
         """A batch whose every write entry the caller may perform (refused whole otherwise);
         read entries are checked one by one as `reader` performs them."""
+        self.bundle_type = "batch"
         self._check_entries(bundle)
-        return self.inner.batch(bundle, reader)
+        read_patients: dict[int, set[str]] = {}
+        answer = self.inner.batch(bundle, self._tracked(reader, read_patients))
+        return self._entries_seen(bundle, answer, read_patients)
+
+    def _tracked(self, reader: EntryReader | None, seen: dict[int, set[str]]) -> EntryReader | None:
+        """`reader`, noting the patients each entry's read touched (for its AuditEvent)."""
+        if reader is None:
+            return None
+
+        def read(entry: BundleEntry) -> JsonObject:
+            outer, self.patients = self.patients, set()
+            try:
+                return reader(entry)
+            finally:
+                seen[entry.index] = self.patients
+                self.patients = outer | self.patients
+
+        return read
+
+    def _entries_seen(
+        self, bundle: JsonObject, answer: JsonObject, read_patients: dict[int, set[str]]
+    ) -> JsonObject:
+        """Record what each entry did (`entries`), and withhold the stored resources the
+        caller may not read from the write entries' answers (as `_readable_result`)."""
+        responses = answer.get("entry") or []
+        for entry in bundle_entries(bundle):
+            if entry.index >= len(responses):
+                break
+            answered = responses[entry.index]
+            response = answered.get("response") or {}
+            method = (entry.method or "").upper()
+            record = entry_record(entry, response)
+            resource = answered.get("resource")
+            if method in WRITE_METHODS:
+                if entry.resource is not None and method in ("POST", "PUT"):
+                    record.patients.add(patient_of(entry.resource) or "")
+                if isinstance(resource, dict):
+                    record.patients.add(patient_of(resource) or "")
+                if method == "DELETE" and record.resource_type and record.resource_id:
+                    record.patients.add(self._patient_of_stored(record) or "")
+                record.patients.discard("")
+                if (
+                    isinstance(resource, dict)
+                    and record.resource_type
+                    and not str(response.get("status", "")).startswith("201")
+                    and not self.principal.allows(record.resource_type, "r")
+                ):
+                    del answered["resource"]
+                    response["outcome"] = self.withheld(
+                        record.resource_type, record.resource_id or ""
+                    )
+            else:
+                record.patients = read_patients.get(entry.index, set())
+            self.entries.append(record)
+        return answer
+
+    def _patient_of_stored(self, record: EntryRecord) -> str | None:
+        with self.uow_factory() as uow:
+            row = uow.resources.current(str(record.resource_type), str(record.resource_id))
+        return row.patient_id if row is not None else None
 
     def _check_entries(self, bundle: JsonObject) -> None:
         """The permission of each entry, parsed as the service parses it (FhirService._entry)."""
@@ -342,6 +528,12 @@ class GuardedService(FhirService):
                 continue  # the service refuses the method itself
             for rtype in sorted(types):
                 self.require(rtype, permission)
+                # Conditional entries search first (as over REST): `s`, and `c` for a
+                # conditional update (it may create).
+                if entry.if_none_exist is not None or "?" in url:
+                    self.require(rtype, "s")
+                if method == "PUT" and "?" in url:
+                    self.require(rtype, "c")
             if self.principal.patient is None:
                 continue
             if "?" in url or entry.if_none_exist is not None:
@@ -364,3 +556,32 @@ class GuardedService(FhirService):
         except (InputRejected, ServiceError):
             return  # the service refuses the entry itself, naming it
         self._writable(rtype, patched)
+
+
+def entry_record(entry: BundleEntry, response: JsonObject) -> EntryRecord:
+    """What an entry acted on, from its request url (and, for a write, the `location` of its
+    answer: the id a create was given)."""
+    status_text = str(response.get("status", "")).strip().split(" ")[0]
+    status = int(status_text) if status_text.isdigit() else 0
+    parts = urlsplit((entry.url or "").strip())
+    path = parts.path
+    if parts.scheme or parts.netloc:
+        path = path.split("/fhir", 1)[-1]
+    segments = [s for s in path.strip("/").split("/") if s]
+    location = str(response.get("location") or "")
+    if location and (entry.method or "").upper() in WRITE_METHODS:
+        segments = [s for s in urlsplit(location).path.strip("/").split("/") if s][-4:][:2]
+    rtype = segments[0] if segments and segments[0][:1].isupper() else None
+    rid = segments[1] if len(segments) > 1 and not segments[1].startswith(("_", "$")) else None
+    query = parts.query if parts.query or (rid is None and rtype is not None) else None
+    if entry.if_none_exist is not None:
+        query = entry.if_none_exist  # a conditional create searched
+    return EntryRecord(
+        index=entry.index,
+        method=(entry.method or "").upper(),
+        resource_type=rtype,
+        resource_id=rid,
+        path="/".join(segments),
+        query=query,
+        status=status,
+    )

@@ -3,14 +3,22 @@
 Three ways in, chosen by the settings:
 - `smart_jwks` set: a bearer JWT signed by the site's identity provider, with SMART scopes;
 - `auth_tokens` set: static tokens (local use on loopback; `serve` refuses them elsewhere), each
-  with every permission (`system/*.cruds`), told apart as `static-token-<n>`;
+  with every permission (`system/*.cruds`), told apart as `static-token-<n>`; accepted only
+  from a loopback client address on a request without `Forwarded` / `X-Forwarded-For` (a
+  request relayed by a proxy on the same host comes from the network);
 - neither: an open server (loopback only, unless explicitly allowed), every permission.
 Both may be set: a JWT-shaped credential is verified as a JWT, anything else as a static token.
+
+Failed authentications are counted per client address (`FailureThrottle`); past the limit the
+failing ones are answered 429, while valid credentials from the same address are still served
+(one bad client behind a NAT or proxy must not lock out the others).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +78,8 @@ def principal_of_claims(claims: dict[str, Any]) -> Principal:
     subject = claims.get("sub")
     client = claims.get("client_id") or claims.get("azp") or subject
     scope = claims.get("scope", "")
+    if isinstance(scope, list) and not all(isinstance(item, str) for item in scope):
+        raise InvalidToken("the scope claim is neither a string nor a list of strings")
     scopes = Scopes.parse(scope if isinstance(scope, str | list) else "")
     patient = claims.get("patient")
     if isinstance(patient, str) and patient:
@@ -103,32 +113,62 @@ class Authenticator:
         """No authentication configured."""
         return not self.static_tokens and self.jwks is None
 
-    def authenticate(self, authorization: str | None, client: str) -> Principal:
-        """The caller, or ApiError 401 (missing or bad credentials) / 429 (throttled)."""
+    def authenticate(
+        self, authorization: str | None, client: str, *, forwarded: bool = False
+    ) -> Principal:
+        """The caller, or ApiError 401 (missing or bad credentials) / 429 (failing credentials
+        from a client address past the failure limit). `forwarded`: the request carries
+        forwarding headers (static tokens are then refused)."""
         if self.open:
             return OPEN
-        wait = self.throttle.retry_after(client)
-        if wait is not None:
-            raise throttled(wait)
         scheme, _, credentials = (authorization or "").strip().partition(" ")
         credentials = credentials.strip()
         if scheme.lower() != "bearer" or not credentials:
-            self.throttle.failed(client)
-            raise unauthorised("Authentication required: send Authorization: Bearer <token>")
+            raise self._failed(
+                client, unauthorised("Authentication required: send Authorization: Bearer <token>")
+            )
         try:
-            return self._principal(credentials)
+            return self._principal(credentials, local=is_loopback(client) and not forwarded)
         except InvalidToken as error:
-            self.throttle.failed(client)
-            raise unauthorised(
-                f"The bearer token is not accepted: {error}", "invalid_token"
-            ) from None
+            refusal = unauthorised(f"The bearer token is not accepted: {error}", "invalid_token")
+            raise self._failed(client, refusal) from None
 
-    def _principal(self, credentials: str) -> Principal:
+    def _failed(self, client: str, refusal: ApiError) -> ApiError:
+        """`refusal` (counted as a failure of `client`), or 429 when `client` is past the
+        limit (not counted: its failures leave the window on time)."""
+        wait = self.throttle.retry_after(client)
+        if wait is not None:
+            return throttled(wait)
+        self.throttle.failed(client)
+        return refusal
+
+    def identify(
+        self, authorization: str | None, client: str, *, forwarded: bool
+    ) -> Principal | None:
+        """Who sent a request that no route authenticated (a 405 of the router), for its
+        AuditEvent: the caller of valid credentials, else None. Nothing is counted."""
+        if self.open:
+            return OPEN
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return None
+        try:
+            return self._principal(credentials.strip(), local=is_loopback(client) and not forwarded)
+        except InvalidToken:
+            return None
+
+    def _principal(self, credentials: str, *, local: bool) -> Principal:
         if self.jwks is not None and self.rules is not None and looks_like_jwt(credentials):
             return principal_of_claims(verify(credentials, self.jwks, self.rules))
         index = static_token_index(credentials, self.static_tokens)
         if index is None:
             raise InvalidToken("unknown token")
+        if not local:
+            # Local use only: not from the network, nor relayed by a proxy on this host.
+            raise InvalidToken(
+                "static tokens are accepted from loopback only, on requests without "
+                "Forwarded or X-Forwarded-For headers"
+            )
         return Principal(client_id=f"static-token-{index + 1}", subject=None, scopes=ALL)
 
 
@@ -140,3 +180,18 @@ def static_token_index(presented: str, accepted: list[str]) -> int | None:
         if hmac.compare_digest(given, token.encode()) and found is None:
             found = index
     return found
+
+
+def is_loopback(address: str) -> bool:
+    """True for a loopback IP address (an IPv4-mapped IPv6 one included)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return bool((mapped or ip).is_loopback)
+
+
+def forwarding_headers(headers: Mapping[str, str]) -> bool:
+    """True when a request says it was relayed (`Forwarded`, `X-Forwarded-For`)."""
+    return "forwarded" in headers or "x-forwarded-for" in headers

@@ -1,9 +1,11 @@
 """Failed authentication counted per client address in a sliding window: 429 past the limit.
 
-A client that sends `limit` bad credentials within `window` seconds is answered 429 (with
-Retry-After: when its oldest failure leaves the window) for everything that needs
-authentication, good credentials included, until then. Guessing tokens becomes slow, and the
-audit log is not flooded. In-process: each server process counts on its own.
+A client address that sent `limit` bad credentials within `window` seconds has its failing
+requests answered 429 (with Retry-After: when its oldest failure leaves the window) until then;
+valid credentials from the same address are still served, so one bad client behind a NAT or a
+proxy cannot lock the others out. The tokens themselves are not guessable (signed JWTs, static
+tokens of 32+ random characters); the throttle keeps a failing client from flooding the server
+and its audit trail. In-process: each server process counts on its own.
 """
 
 from __future__ import annotations

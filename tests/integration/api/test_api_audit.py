@@ -50,6 +50,15 @@ def events_of(auditor: httpx.Client, client_id: str) -> list[dict[str, Any]]:
     return [entry["resource"] for entry in bundle["entry"]]
 
 
+def part_of(event: dict[str, Any]) -> str | None:
+    """The Bundle event an entry's event belongs to (None for an event of a request)."""
+    for entity in event.get("entity", []):
+        for detail in entity.get("detail", []):
+            if detail["type"] == "bundle-event":
+                return str(detail["valueString"])
+    return None
+
+
 def test_each_interaction_produces_one_event(
     base: str, idp: IdentityProvider, auditor: httpx.Client
 ) -> None:
@@ -96,8 +105,19 @@ def test_each_interaction_produces_one_event(
             post_json(client, "", example("patient-02-potentially-unstable.json")),
         )
         step("operation", "E", None, client.get("$export", headers=ASYNC))
-    events = events_of(auditor, "writer")
+    recorded = events_of(auditor, "writer")
+    # The transaction's entries have an event each, naming the Bundle's event.
+    entry_events = [e for e in recorded if part_of(e) is not None]
+    events = [e for e in recorded if part_of(e) is None]
     assert len(events) == len(steps)
+    transaction = events[7]
+    assert {part_of(e) for e in entry_events} == {f"AuditEvent/{transaction['id']}"}
+    sent = example("patient-02-potentially-unstable.json")["entry"]
+    assert len(entry_events) == len(sent)
+    for event, entry in zip(entry_events, sent, strict=True):
+        assert event["action"] == {"POST": "C", "PUT": "U"}[entry["request"]["method"]]
+        assert event["outcome"] == "0"
+        assert event["entity"][0]["what"]["reference"].startswith(entry["resource"]["resourceType"])
     for event, (code, action, method, what, response) in zip(events, steps, strict=True):
         assert response.status_code < 400, response.text
         assert event["type"]["code"] == "rest"

@@ -73,8 +73,8 @@ def test_json_patch_operations() -> None:
 @pytest.mark.parametrize(
     ("operations", "code", "expression"),
     [
-        ([{"op": "test", "path": "/status", "value": "x"}], "processing", ()),
-        ([{"op": "remove", "path": "/nothing"}], "processing", ()),
+        ([{"op": "test", "path": "/status", "value": "x"}], "processing", ("Observation.status",)),
+        ([{"op": "remove", "path": "/nothing"}], "processing", ("Observation.nothing",)),
         ([{"op": "replace", "path": "/id", "value": "o2"}], "processing", ("Observation.id",)),
         (
             [{"op": "move", "from": "/resourceType", "path": "/x"}],
@@ -91,6 +91,25 @@ def test_patches_that_cannot_apply(operations: Any, code: str, expression: tuple
     [issue] = refused.value.issues
     assert issue.code == code
     assert issue.expression == expression
+
+
+@pytest.mark.parametrize(
+    "operations",
+    [
+        [{"op": "test", "path": "/status", "value": "amended"}],
+        [{"op": "replace", "path": "/status/deeper", "value": 1}],
+        [{"op": "remove", "path": "/component/0/code/text/x"}],
+        [{"op": "copy", "from": "/component/7", "path": "/x"}],
+    ],
+)
+def test_a_failed_patch_names_the_path_not_the_stored_content(operations: Any) -> None:
+    """An update-only scope must not read the stored values through the error text."""
+    with pytest.raises(InputRejected) as refused:
+        apply_json_patch(RESOURCE, operations)
+    [issue] = refused.value.issues
+    assert operations[0]["path"] in issue.diagnostics
+    for stored in ("final", "'a'", "<class", "{'code'"):
+        assert stored not in issue.diagnostics
 
 
 @pytest.mark.parametrize(
