@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
@@ -45,8 +45,10 @@ from fhir_app.api.responses import FhirJsonResponse, etag
 from fhir_app.api.routes import (
     READ_ONLY_ALLOW,
     SUPPORTED_TYPES,
+    etag_matches,
     information,
     read_only_allow,
+    server_capabilities,
     shape_entries,
     supported_type,
     valid_id,
@@ -66,6 +68,7 @@ from fhir_app.fhir.patch import (
     apply_merge_patch,
     json_patch_operations,
 )
+from fhir_app.fhir.search.dates import in_utc
 from fhir_app.fhir.search.request import FORMAT_PARAMETERS
 from fhir_app.service import (
     EntryReader,
@@ -221,16 +224,30 @@ def instant_parameter(name: str, value: str) -> datetime:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError as exc:
         raise ServiceError.of(400, "invalid", f"{name}={value} is not an instant", name) from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    # In UTC now, clamped: the store converts to UTC, where `9999-12-31T23:00-05:00` overflows.
+    return in_utc(moment)
 
 
 def page_size(value: str | None, settings: Settings) -> int:
-    """`_count`: at least 1 (a page must move on), at most max_page_size."""
+    """`_count`: at most max_page_size; 0 asks for the total only, as in a search
+    (search.html#count: like `_summary=count`, no entries and no `next`)."""
     if value is None:
         return settings.default_page_size
     if not value.strip().isdigit():
-        raise ServiceError.of(400, "invalid", f"_count={value} is not a positive integer", "_count")
-    return max(1, min(int(value), settings.max_page_size))
+        raise ServiceError.of(
+            400, "invalid", f"_count={value} is not a non-negative integer", "_count"
+        )
+    return min(int(value), settings.max_page_size)
+
+
+def count_only_bundle(kind: str, total: int, self_url: str) -> JsonObject:
+    """The answer to `_count=0`: the total, no entries, no `next`."""
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "total": total,
+        "link": [{"relation": "self", "url": self_url}],
+    }
 
 
 def known_parameters(
@@ -301,10 +318,13 @@ def history_page_bundle(
     since = instant_parameter("_since", wanted["_since"]) if "_since" in wanted else None
     before = HistoryCursor.parse(wanted["_page"]) if "_page" in wanted else None
     count = page_size(wanted.get("_count"), settings)
-    rows = service.history_page(rtype, rid, since=since, before=before, count=count)
     path = "/".join(part for part in (base, rtype, rid, "_history") if part)
     kept = [(name, wanted[name]) for name in ("_since", "_count") if name in wanted]
     self_params = [*kept, *([("_page", wanted["_page"])] if "_page" in wanted else [])]
+    if count == 0:
+        total = service.history_total(rtype, rid, since=since)
+        return count_only_bundle("history", total, linked(path, self_params))
+    rows = service.history_page(rtype, rid, since=since, before=before, count=count)
     links = [{"relation": "self", "url": linked(path, self_params)}]
     if len(rows) == count:
         after = HistoryCursor.after(rows[-1]).token()
@@ -347,7 +367,7 @@ def instance_history(
             settings=settings,
             lenient=preferences.lenient,
         )
-        if not bundle["entry"] and "_page" not in dict(query):
+        if not bundle.get("entry") and "_page" not in dict(query):
             service.history(resource_type, resource_id)  # 404 for a resource never stored
     else:
         rows = service.history(resource_type, resource_id)
@@ -427,10 +447,17 @@ def everything_bundle(
                 400, "invalid", f"_page={wanted['_page']!r} is not a page of $everything", "_page"
             )
         after = (match[1], match[2])
-    rows = service.everything(patient, since=since, after=after, count=count, types=types)
     path = f"{base}/Patient/{patient}/$everything"
     kept = [(name, wanted[name]) for name in ("_since", "_type", "_count") if name in wanted]
     self_params = [*kept, *([("_page", wanted["_page"])] if "_page" in wanted else [])]
+    if count == 0:
+        total = service.everything_total(patient, since=since, types=types)
+        if total == 0:
+            known_patient(service, patient)
+        return count_only_bundle("searchset", total, linked(path, self_params))
+    rows = service.everything(patient, since=since, after=after, count=count, types=types)
+    if not rows and after is None:
+        known_patient(service, patient)
     links = [{"relation": "self", "url": linked(path, self_params)}]
     if len(rows) == count:
         last = f"{rows[-1].resource_type}/{rows[-1].resource_id}"
@@ -448,6 +475,13 @@ def everything_bundle(
             for row in rows
         ],
     }
+
+
+def known_patient(service: FhirService, patient: str) -> None:
+    """404 for `$everything` of an id nothing is known of: no Patient resource and nothing in
+    its compartment (a Patient resource is optional here: an id with inputs is a patient)."""
+    if service.everything_total(patient) == 0:
+        raise ServiceError.of(404, "not-found", f"Patient/{patient} is not known")
 
 
 @early.get("/Patient/{patient_id}/$everything")
@@ -512,6 +546,41 @@ def resource_to_validate(document: JsonObject) -> JsonObject:
     )
 
 
+R4_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+
+
+def validated_profiles(request: Request, document: JsonObject) -> list[str]:
+    """The profiles nominated to `$validate`: `profile` in the query and, in a Parameters body,
+    its `profile` parameters (valueUri / valueCanonical)."""
+    profiles = [value for value in request.query_params.getlist("profile") if value]
+    if document.get("resourceType") == "Parameters":
+        for parameter in document.get("parameter", []) or []:
+            if isinstance(parameter, dict) and parameter.get("name") == "profile":
+                value = parameter.get("valueUri", parameter.get("valueCanonical"))
+                if isinstance(value, str) and value:
+                    profiles.append(value)
+    return profiles
+
+
+def check_profiles(rtype: str, profiles: Sequence[str]) -> None:
+    """400 `not-supported` for a nominated profile `$validate` cannot check (FHIR R4
+    Resource-validate: "If a profile is nominated, and the server cannot validate against the
+    nominated profile, it SHALL return an error"). It checks the base R4 profile of the type: a
+    write's checks are R4's and this contract's, not the bindings and invariants of the profiles
+    in profiles/ (a write accepts an input those profiles would not, e.g. an Observation the
+    contract ignores), so those are refused too rather than answered valid unchecked."""
+    base = R4_PROFILE + rtype
+    for profile in profiles:
+        if profile.strip() not in (base, f"{base}|4.0.1"):
+            raise ServiceError.of(
+                400,
+                "not-supported",
+                f"$validate cannot validate against the profile {profile!r}; it validates "
+                f"{rtype} against its base R4 profile {base} and the rules of a write",
+                "profile",
+            )
+
+
 def validation_outcome(issues: list[Issue]) -> JsonObject:
     """The OperationOutcome `$validate` answers: the issues, or one `information` issue."""
     if not issues:
@@ -521,11 +590,17 @@ def validation_outcome(issues: list[Issue]) -> JsonObject:
 
 @early.post("/{resource_type}/$validate")
 def validate_type(
-    resource_type: str, body: BodyDep, service: ServiceDep, preferences: NegotiatedDep
+    resource_type: str,
+    request: Request,
+    body: BodyDep,
+    service: ServiceDep,
+    preferences: NegotiatedDep,
 ) -> Response:
     """Validate a resource as a create would (R4 rules and this contract); nothing is stored.
-    200 with the OperationOutcome whether valid or not, as FHIR R4 says for `$validate`."""
+    200 with the OperationOutcome whether valid or not, as FHIR R4 says for `$validate`; 400
+    for a nominated profile other than the type's base R4 profile (`check_profiles`)."""
     supported_type(resource_type)
+    check_profiles(resource_type, validated_profiles(request, body.document))
     issues = service.validate(resource_type, resource_to_validate(body.document))
     return FhirJsonResponse(validation_outcome(issues), pretty=preferences.pretty)
 
@@ -534,6 +609,7 @@ def validate_type(
 def validate_instance(
     resource_type: str,
     resource_id: str,
+    request: Request,
     body: BodyDep,
     service: ServiceDep,
     preferences: NegotiatedDep,
@@ -541,6 +617,7 @@ def validate_instance(
     """Validate a resource as an update of `{type}/{id}` would; nothing is stored."""
     supported_type(resource_type)
     valid_id(resource_id)
+    check_profiles(resource_type, validated_profiles(request, body.document))
     issues = service.validate(resource_type, resource_to_validate(body.document), resource_id)
     return FhirJsonResponse(validation_outcome(issues), pretty=preferences.pretty)
 
@@ -632,7 +709,16 @@ def bundle_reader(
             path = urlsplit(url[len(base) :]).path
         query = parse_qsl(parts.query, keep_blank_values=True)
         segments = [s for s in path.strip("/").split("/") if s]
-        return read_url(service, segments, query, base=base, settings=settings, lenient=lenient)
+        return read_url(
+            service,
+            segments,
+            query,
+            base=base,
+            settings=settings,
+            lenient=lenient,
+            if_none_match=entry.if_none_match,
+            if_modified_since=entry.if_modified_since,
+        )
 
     return read
 
@@ -645,8 +731,12 @@ def read_url(
     base: str,
     settings: Settings,
     lenient: bool,
+    if_none_match: str | None = None,
+    if_modified_since: str | None = None,
 ) -> JsonObject:
-    """The entry answering a read url, split into path segments and query."""
+    """The entry answering a read url, split into path segments and query. A read is
+    conditional like the route's: `304 Not Modified` when `if_none_match` names the current
+    version, or (without it) when it is no newer than `if_modified_since` (a FHIR instant)."""
 
     def history(rtype: str | None, rid: str | None) -> JsonObject:
         bundle = history_page_bundle(
@@ -659,6 +749,8 @@ def read_url(
 
     if segments == ["_history"]:
         return history(None, None)
+    if segments == ["metadata"]:
+        return ok(server_capabilities(base, settings))
     if not segments:
         raise ServiceError.of(400, "invalid", "a GET entry needs a url (Type, Type/id, ...)")
     rtype, rest = segments[0], segments[1:]
@@ -677,7 +769,10 @@ def read_url(
     if rtype == "Patient" and len(rest) == 2 and rest[1] != "_history":
         return search(rest[1], [*query, ("patient", rid)])
     if len(rest) == 1:
-        return stored_entry(service.read(rtype, rid))
+        row = service.read(rtype, rid)
+        if not_modified(row, if_none_match, if_modified_since):
+            return {"response": {**stored_entry(row)["response"], "status": "304 Not Modified"}}
+        return stored_entry(row)
     if rest[1:] == ["_history"]:
         return history(rtype, rid)
     if len(rest) == 3 and rest[1] == "_history" and rest[2].isdigit():
@@ -690,6 +785,23 @@ def read_url(
 def ok(resource: JsonObject) -> JsonObject:
     """An entry answered 200 with `resource`."""
     return {"resource": resource, "response": {"status": "200 OK"}}
+
+
+def not_modified(
+    row: StoredResource, if_none_match: str | None, if_modified_since: str | None
+) -> bool:
+    """Whether a conditional read entry (R4 Bundle.entry.request.ifNoneMatch, ifModifiedSince)
+    is answered 304: the rules of the route (`routes.stored_response`), with ifModifiedSince an
+    instant (an unreadable one is ignored, as the route ignores an unreadable HTTP-date)."""
+    if if_none_match:
+        return etag_matches(if_none_match, row.version_id)
+    if not if_modified_since:
+        return False
+    try:
+        since = in_utc(datetime.fromisoformat(if_modified_since.strip()))
+    except ValueError:
+        return False
+    return row.last_updated <= since
 
 
 def stored_entry(row: StoredResource) -> JsonObject:

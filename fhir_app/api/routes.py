@@ -49,6 +49,7 @@ from fhir_app.api.negotiation import Negotiated, ReturnPreference
 from fhir_app.api.responses import FhirJsonResponse, etag, http_date
 from fhir_app.api.search import searchset_for
 from fhir_app.api.security.endpoints import AUDIT_EVENT_CAPABILITY, rest_security
+from fhir_app.config import Settings
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import iter_input_resources
@@ -190,13 +191,20 @@ def shape_entries(bundle: JsonObject, preference: ReturnPreference) -> JsonObjec
 # --------------------------------------------------------------------------- capabilities
 
 
-@public.get("/metadata")
-def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep) -> Response:
-    """The CapabilityStatement of this server."""
-    statement = capability_statement(fhir_base(request))
+def server_capabilities(base: str, settings: Settings) -> JsonObject:
+    """The CapabilityStatement of this server at `base` (`GET /fhir/metadata`, and a batch's
+    `GET metadata` entry)."""
+    statement = capability_statement(base)
     for rest in statement.get("rest", []):
         rest["security"] = rest_security(settings)  # issue 13
         rest.setdefault("resource", []).append(AUDIT_EVENT_CAPABILITY)
+    return statement
+
+
+@public.get("/metadata")
+def metadata(request: Request, settings: SettingsDep, preferences: NegotiatedDep) -> Response:
+    """The CapabilityStatement of this server."""
+    statement = server_capabilities(fhir_base(request), settings)
     return FhirJsonResponse(statement, pretty=preferences.pretty)
 
 
@@ -398,7 +406,8 @@ def update(
     """Update an input, or create it at this id; If-Match makes it conditional on the version."""
     writable_type(resource_type)
     valid_id(resource_id)
-    result = service.update(resource_type, resource_id, body.document, if_match=if_match)
+    with read_only_allow():
+        result = service.update(resource_type, resource_id, body.document, if_match=if_match)
     return write_response(result, fhir_base(request), preferences)
 
 

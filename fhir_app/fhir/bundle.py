@@ -53,6 +53,9 @@ class BundleEntry:
     if_match: str | None
     target: EntryTarget | None = None  # read from `url`; None when there is a problem
     problems: list[Issue] = field(default_factory=list)  # why it cannot be read: 400
+    # The conditional read of a GET entry (R4 Bundle.entry.request): 304 when they match.
+    if_none_match: str | None = None
+    if_modified_since: str | None = None  # a FHIR instant, not an HTTP-date
 
     @property
     def expression(self) -> str:
@@ -114,6 +117,8 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
             url=_str(request.get("url")),
             if_none_exist=_str(request.get("ifNoneExist")),
             if_match=_str(request.get("ifMatch")),
+            if_none_match=_str(request.get("ifNoneMatch")),
+            if_modified_since=_str(request.get("ifModifiedSince")),
         )
         read.problems = control_character_issues(entry, read.label)
         if not read.problems:
@@ -123,6 +128,8 @@ def bundle_entries(bundle: JsonObject) -> list[BundleEntry]:
                 read.target = entry_target(read)
             except InputRejected as exc:
                 read.problems = exc.issues
+        if not read.problems and (missing := _put_without_id(read)) is not None:
+            read.problems = [missing]
         out.append(read)
     # What the entries break together (duplicate fullUrls, dangling urn:uuid references, a PUT
     # whose url names another id): a transaction is refused, a batch answers those entries.
@@ -138,6 +145,24 @@ def _str(value: Any) -> str | None:
 def _refused(entry: BundleEntry, code: str, text: str) -> InputRejected:
     where = f"{entry.label}.request.url"
     return InputRejected([Issue("error", code, f"{where}: {text}", (where,))])
+
+
+def _put_without_id(entry: BundleEntry) -> Issue | None:
+    """The issue of a PUT entry to `Type/id` whose resource has no id: FHIR R4 http.html#update
+    "If no id element is provided [...] the server SHALL respond with an HTTP 400 error code".
+    A conditional update (`Type?criteria`) names no id and is not held to it."""
+    target = entry.target
+    if entry.method != "PUT" or entry.resource is None or target is None:
+        return None
+    if target.resource_id is None or "id" in entry.resource:
+        return None
+    return Issue(
+        "error",
+        "required",
+        f"{entry.label}: the resource has no id; a PUT to {entry.url!r} carries the id "
+        f"{target.resource_id!r}",
+        (f"{entry.expression}.id",),
+    )
 
 
 def entry_target(entry: BundleEntry) -> EntryTarget | None:

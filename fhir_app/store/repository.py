@@ -27,6 +27,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     false,
+    func,
     or_,
     select,
     true,
@@ -164,6 +165,52 @@ def _stored(row: Row[Any]) -> StoredResource:
         is_output=row.is_output,
         content=_in_served_order(row.content),
     )
+
+
+def _history_conditions(
+    resource_types: Sequence[str] | None,
+    resource_id: str | None,
+    since: datetime | None,
+    patient: str | None,
+) -> list[ColumnElement[bool]] | None:
+    """The versions of a history (`history_page`, `history_count`); None when no type is
+    chosen (nothing can match)."""
+    conditions: list[ColumnElement[bool]] = []
+    if resource_types is not None:
+        chosen = sorted(set(resource_types))
+        if not chosen:
+            return None
+        # One type as an equality: the planner then walks ix_resource_version_type_updated.
+        conditions.append(
+            ResourceVersion.resource_type == chosen[0]
+            if len(chosen) == 1
+            else ResourceVersion.resource_type.in_(chosen)
+        )
+    if resource_id is not None:
+        conditions.append(ResourceVersion.resource_id == resource_id)
+    if since is not None:
+        conditions.append(ResourceVersion.last_updated >= _aware(since))
+    if patient is not None:
+        conditions.append(ResourceVersion.patient_id == patient)
+    return conditions
+
+
+def _compartment_conditions(
+    patient_id: str, since: datetime | None, types: Sequence[str] | None
+) -> list[ColumnElement[bool]] | None:
+    """A patient's current resources (`compartment_page`, `compartment_count`); None when
+    `types` is empty (nothing can match)."""
+    conditions: list[ColumnElement[bool]] = [
+        ResourceCurrent.patient_id == patient_id,
+        ResourceCurrent.deleted == false(),
+    ]
+    if types is not None:
+        if not types:
+            return None
+        conditions.append(ResourceCurrent.resource_type.in_(sorted(set(types))))
+    if since is not None:
+        conditions.append(ResourceCurrent.last_updated >= _aware(since))
+    return conditions
 
 
 def _current_versions() -> Select[Any]:
@@ -326,23 +373,9 @@ class ResourceRepository:
         """
         if limit <= 0:
             raise ValueError("limit must be positive")
-        conditions: list[ColumnElement[bool]] = []
-        if resource_types is not None:
-            chosen = sorted(set(resource_types))
-            if not chosen:
-                return []
-            # One type as an equality: the planner then walks ix_resource_version_type_updated.
-            conditions.append(
-                ResourceVersion.resource_type == chosen[0]
-                if len(chosen) == 1
-                else ResourceVersion.resource_type.in_(chosen)
-            )
-        if resource_id is not None:
-            conditions.append(ResourceVersion.resource_id == resource_id)
-        if since is not None:
-            conditions.append(ResourceVersion.last_updated >= _aware(since))
-        if patient is not None:
-            conditions.append(ResourceVersion.patient_id == patient)
+        conditions = _history_conditions(resource_types, resource_id, since, patient)
+        if conditions is None:
+            return []
         one_type = resource_types is not None and len(set(resource_types)) == 1
         # Of one type, the type is no part of the order: (lastUpdated, id, version) is the order
         # of ix_resource_version_type_updated after its type, so the page is one range scan.
@@ -369,6 +402,24 @@ class ResourceRepository:
         return [_stored(row) for row in rows]
 
     @translated
+    def history_count(
+        self,
+        resource_types: Sequence[str] | None,
+        *,
+        resource_id: str | None = None,
+        since: datetime | None = None,
+        patient: str | None = None,
+    ) -> int:
+        """How many versions `history_page` would list over all its pages (its `_count=0`)."""
+        conditions = _history_conditions(resource_types, resource_id, since, patient)
+        if conditions is None:
+            return 0
+        counted = self._connection.execute(
+            select(func.count()).select_from(ResourceVersion).where(*conditions)
+        ).scalar_one()
+        return int(counted)
+
+    @translated
     def compartment_page(
         self,
         patient_id: str,
@@ -384,16 +435,9 @@ class ResourceRepository:
         `types`: only these."""
         if limit <= 0:
             raise ValueError("limit must be positive")
-        conditions: list[ColumnElement[bool]] = [
-            ResourceCurrent.patient_id == patient_id,
-            ResourceCurrent.deleted == false(),
-        ]
-        if types is not None:
-            if not types:
-                return []
-            conditions.append(ResourceCurrent.resource_type.in_(sorted(set(types))))
-        if since is not None:
-            conditions.append(ResourceCurrent.last_updated >= _aware(since))
+        conditions = _compartment_conditions(patient_id, since, types)
+        if conditions is None:
+            return []
         if after is not None:
             conditions.append(
                 tuple_(ResourceCurrent.resource_type, ResourceCurrent.resource_id)
@@ -406,6 +450,23 @@ class ResourceRepository:
             .limit(limit)
         )
         return [_stored(row) for row in rows]
+
+    @translated
+    def compartment_count(
+        self,
+        patient_id: str,
+        *,
+        since: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> int:
+        """How many resources `compartment_page` would list over all its pages."""
+        conditions = _compartment_conditions(patient_id, since, types)
+        if conditions is None:
+            return 0
+        counted = self._connection.execute(
+            select(func.count()).select_from(ResourceCurrent).where(*conditions)
+        ).scalar_one()
+        return int(counted)
 
     @translated
     def write(

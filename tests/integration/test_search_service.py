@@ -576,7 +576,16 @@ def test_count_pages_and_total(searched: FhirService) -> None:
 def test_elements_and_summary_are_subsetted(searched: FhirService) -> None:
     elements = search(searched, "Observation", ("_id", "f1"), ("_elements", "status,subject"))
     (resource,) = [e["resource"] for e in elements["entry"]]
-    assert set(resource) == {"resourceType", "id", "meta", "status", "subject"}
+    # `code` is mandatory (1..1): kept unasked (search.html#elements).
+    assert set(resource) == {"resourceType", "id", "meta", "status", "subject", "code"}
+    (only,) = [
+        e["resource"]
+        for e in search(
+            searched, "Observation", ("_id", "f1"), ("_elements", "valueCodeableConcept")
+        )["entry"]
+    ]
+    assert {"status", "code"} <= set(only)
+    assert "subject" not in only
     assert {
         "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
         "code": "SUBSETTED",

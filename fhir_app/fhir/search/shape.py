@@ -16,7 +16,7 @@ SUBSETTED: Final = {
     "code": "SUBSETTED",
     "display": "subsetted",
 }
-# Always kept (search.html#elements: "id, meta and the mandatory elements").
+# Always kept, with the type's mandatory elements (search.html#elements).
 _KEPT: Final = frozenset({"resourceType", "id", "meta"})
 
 
@@ -40,16 +40,13 @@ def summary_elements(rtype: str) -> frozenset[str]:
     return frozenset(names)
 
 
-@cache
 def mandatory_elements(rtype: str) -> frozenset[str]:
-    """The top-level elements of `rtype` with a minimum cardinality of 1."""
-    model = _model(rtype)
-    names = set()
-    for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if isinstance(extra, dict) and extra.get("element_required"):
-            names.add(field.alias or name)
-    return frozenset(names)
+    """The top-level elements of `rtype` with a minimum cardinality of 1 in R4 (the vendored R4
+    JSON schema: `Observation` has `status` and `code`). The fhir.resources models mark the
+    required primitives only, so they are not asked."""
+    from fhir_app.fhir.validation.schema import required_elements
+
+    return required_elements().get(rtype, frozenset())
 
 
 def subsetted(resource: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
@@ -68,7 +65,9 @@ def shaped(
     """A matched resource as `_summary` / `_elements` ask for it (unchanged when neither)."""
     rtype = str(resource.get("resourceType"))
     if elements:
-        return subsetted(resource, frozenset(elements))
+        # search.html#elements: "Servers SHOULD always return mandatory elements whether they
+        # are requested or not".
+        return subsetted(resource, frozenset(elements) | mandatory_elements(rtype))
     if summary == "true":
         return subsetted(resource, summary_elements(rtype))
     if summary == "text":

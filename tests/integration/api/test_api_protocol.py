@@ -115,6 +115,37 @@ def test_id_in_body_must_match_the_url(fhir: httpx.Client) -> None:
     assert "f1" in text
 
 
+def test_an_update_without_an_id_is_400(fhir: httpx.Client, engine: Engine) -> None:
+    """R4 http.html#update: "If no id element is provided [...] the server SHALL respond with
+    an HTTP 400 error code"; in a Bundle too. A conditional update needs none."""
+    put_json(fhir, "Observation/f1", finding()).raise_for_status()
+    anonymous = {k: v for k, v in finding("f1", value="blastic").items() if k != "id"}
+    before = snapshot(engine)
+    text = assert_outcome(put_json(fhir, "Observation/f1", anonymous), 400, "required")
+    assert "no id" in text
+    assert_outcome(put_json(fhir, "Observation/f9", anonymous), 400, "required")
+    validated = post_json(fhir, "Observation/f1/$validate", anonymous)
+    assert validated.status_code == 200, validated.text
+    assert "no id" in issues_text(validated.json())
+    entry = {"resource": anonymous, "request": {"method": "PUT", "url": "Observation/f1"}}
+    transaction = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    assert "Bundle.entry[0]" in assert_outcome(post_json(fhir, "", transaction), 400, "required")
+    batch = post_json(fhir, "", {**transaction, "type": "batch"})
+    assert batch.status_code == 200, batch.text
+    assert batch.json()["entry"][0]["response"]["status"] == "400"
+    assert snapshot(engine) == before
+    conditional = post_json(
+        fhir,
+        "",
+        {
+            **transaction,
+            "entry": [{**entry, "request": {"method": "PUT", "url": "Observation?_id=f1"}}],
+        },
+    )
+    assert conditional.status_code == 200, conditional.text
+    assert fhir.get("Observation/f1").json()["meta"]["versionId"] == "2"
+
+
 def test_invalid_resource_is_422_naming_the_element(fhir: httpx.Client) -> None:
     response = put_json(fhir, "Observation/f1", {**finding(), "status": "done"})
     assert "Observation.status" in assert_outcome(response, 422)
@@ -138,11 +169,27 @@ def test_writes_to_outputs_are_405(fhir: httpx.Client, rtype: str) -> None:
 
 
 def test_derived_observation_cannot_be_overwritten(fhir: httpx.Client) -> None:
+    """Read-only like the output types: every write is 405 with `Allow: GET, HEAD`."""
     put_json(fhir, "Observation/f1", finding()).raise_for_status()
     derived = fhir.get("Observation", params={"subject": "Patient/p1"}).json()["entry"]
     output = next(e["resource"] for e in derived if e["resource"]["id"] != "f1")
-    assert_outcome(put_json(fhir, f"Observation/{output['id']}", finding(output["id"])), 409)
-    assert_outcome(fhir.delete(f"Observation/{output['id']}"), 405)
+    url = f"Observation/{output['id']}"
+    for answer in (
+        put_json(fhir, url, output),
+        put_json(fhir, url, finding(output["id"])),
+        fhir.delete(url),
+        fhir.patch(
+            url,
+            content=b'[{"op": "replace", "path": "/status", "value": "amended"}]',
+            headers={"Content-Type": "application/json-patch+json"},
+        ),
+    ):
+        assert_outcome(answer, 405, "not-supported")
+        assert answer.headers["allow"] == "GET, HEAD"
+    entry = {"resource": output, "request": {"method": "PUT", "url": url}}
+    batch = post_json(fhir, "", {"resourceType": "Bundle", "type": "batch", "entry": [entry]})
+    assert batch.json()["entry"][0]["response"]["status"] == "405"
+    assert fhir.get(url).json() == output
 
 
 # --------------------------------------------------------------------------- 404 / 405 / 410

@@ -82,6 +82,36 @@ def test_head_entries_have_no_resource(stored: httpx.Client) -> None:
     assert "resource" not in entry
 
 
+def test_conditional_read_entries_are_answered_like_the_route(stored: httpx.Client) -> None:
+    route = stored.get("Observation/p01-primary")
+    current, modified = route.headers["etag"], route.json()["meta"]["lastUpdated"]
+    conditions: list[tuple[dict[str, str], str]] = [
+        ({"ifNoneMatch": current}, "304 Not Modified"),
+        ({"ifNoneMatch": 'W/"999"'}, "200 OK"),
+        ({"ifNoneMatch": "*"}, "304 Not Modified"),
+        ({"ifModifiedSince": "2099-01-01T00:00:00Z"}, "304 Not Modified"),
+        ({"ifModifiedSince": modified}, "304 Not Modified"),
+        ({"ifModifiedSince": "2000-01-01T00:00:00+01:00"}, "200 OK"),
+        # If-None-Match decides when both are sent (RFC 9110 13.1.3), as on the route.
+        ({"ifNoneMatch": 'W/"999"', "ifModifiedSince": "2099-01-01T00:00:00Z"}, "200 OK"),
+    ]
+    for method in ("GET", "HEAD"):
+        bundle = reads(*["Observation/p01-primary"] * len(conditions), method=method)
+        for entry, (condition, _) in zip(bundle["entry"], conditions, strict=True):
+            entry["request"].update(condition)
+        for entry, (condition, status) in zip(answered(stored, bundle), conditions, strict=True):
+            assert entry["response"]["status"] == status, (condition, entry)
+            assert entry["response"]["etag"] == current
+            if status.startswith("304") or method == "HEAD":
+                assert "resource" not in entry
+            else:
+                assert entry["resource"] == route.json()
+    # The route answers the same conditions alike.
+    assert (
+        stored.get("Observation/p01-primary", headers={"If-None-Match": current}).status_code == 304
+    )
+
+
 @pytest.mark.parametrize(
     ("url", "status"),
     [
@@ -91,7 +121,6 @@ def test_head_entries_have_no_resource(stored: httpx.Client) -> None:
         ("Observation?unknown-parameter=1", "400"),
         ("Observation/p01-primary/_history/9", "404"),
         ("Observation/p01-primary/something/else", "400"),
-        ("metadata", "404"),
         ("", "400"),
         ("http://elsewhere.example/fhir/Observation/p01-primary", "400"),
     ],
@@ -104,6 +133,16 @@ def test_entries_that_cannot_be_answered_get_their_own_outcome(
     assert first["response"]["status"] == "200 OK"
     assert second["response"]["status"] == status, second
     assert second["response"]["outcome"]["resourceType"] == "OperationOutcome"
+
+
+def test_a_metadata_entry_is_the_capability_statement(stored: httpx.Client) -> None:
+    route = stored.get("metadata").json()
+    for url in ("metadata", "/metadata"):
+        [entry] = answered(stored, reads(url))
+        assert entry["response"]["status"] == "200 OK", entry
+        statement = entry["resource"]
+        assert statement["resourceType"] == "CapabilityStatement"
+        assert statement["rest"] == route["rest"]
 
 
 def test_an_absolute_url_of_this_server_is_read(stored: httpx.Client, base_url: str) -> None:

@@ -176,3 +176,23 @@ def test_lenient_history_ignores_unknown_parameters_but_not_at(fhir: httpx.Clien
 
 def test_history_of_an_unknown_type_is_404(fhir: httpx.Client) -> None:
     assert fhir.get("Encounter/_history").status_code == 404
+
+
+def test_count_zero_is_the_total_only(fhir: httpx.Client) -> None:
+    """`_count=0` as in a search (search.html#count): the total, no entries, no `next`."""
+    for value in ("lytic", "blastic", "mixed"):
+        put_json(fhir, "Observation/h0", finding("h0", value=value)).raise_for_status()
+    put_json(fhir, "Observation/h1", finding("h1")).raise_for_status()
+    for path in ("_history", "Observation/_history", "Observation/h0/_history"):
+        whole = [e for page in all_pages(fhir, f"{path}?_count=50") for e in page]
+        response = fhir.get(path, params={"_count": "0"})
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        assert bundle["type"] == "history"
+        assert bundle["total"] == len(whole), path
+        assert "entry" not in bundle
+        assert [item["relation"] for item in bundle["link"]] == ["self"]
+        assert bundle["link"][0]["url"].endswith(f"{path}?_count=0")
+    since = {"_count": "0", "_since": "2999-01-01T00:00:00Z"}
+    assert fhir.get("Observation/_history", params=since).json()["total"] == 0
+    assert fhir.get("Observation/never/_history", params={"_count": "0"}).status_code == 404

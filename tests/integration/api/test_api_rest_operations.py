@@ -74,6 +74,49 @@ def test_everything_pages_without_repeats_under_writes(two_patients: httpx.Clien
     assert set(whole) <= set(seen)
 
 
+def test_everything_count_zero_is_the_total_only(two_patients: httpx.Client) -> None:
+    """`_count=0` as in a search (search.html#count): the total, no entries, no `next`."""
+    whole = [u for page in everything_pages(two_patients, "Patient/p03/$everything") for u in page]
+    for query, expected in (
+        ({"_count": "0"}, len(whole)),
+        ({"_count": "0", "_type": "Patient,ImagingStudy"}, 2),
+    ):
+        response = two_patients.get("Patient/p03/$everything", params=query)
+        assert response.status_code == 200, response.text
+        bundle = response.json()
+        assert bundle["type"] == "searchset"
+        assert bundle["total"] == expected
+        assert "entry" not in bundle
+        assert [item["relation"] for item in bundle["link"]] == ["self"]
+
+
+def test_everything_of_an_unknown_patient_is_404(two_patients: httpx.Client) -> None:
+    for query in ({}, {"_count": "0"}, {"_type": "Condition"}):
+        response = two_patients.get("Patient/nope/$everything", params=query)
+        assert response.status_code == 404, response.text
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "not-found"
+    # Known, but nothing of the asked types or since then: an empty page, not a 404.
+    only = two_patients.get("Patient/p03/$everything", params={"_type": "Condition"})
+    assert only.status_code == 200, only.text
+    later = two_patients.get("Patient/p03/$everything", params={"_since": "2999-01-01T00:00:00Z"})
+    assert later.status_code == 200, later.text
+    assert "entry" not in later.json() or later.json()["entry"] == []
+
+
+def test_everything_of_a_patient_without_a_patient_resource(fhir: httpx.Client) -> None:
+    """A Patient resource is optional: an id with inputs in its compartment is a patient."""
+    finding = observation("px-1", "px", "pain", "mechanical", level=None, effective="2025-01-01")
+    put_json(fhir, "Observation/px-1", finding).raise_for_status()
+    assert fhir.get("Patient/px").status_code == 404
+    response = fhir.get("Patient/px/$everything")
+    assert response.status_code == 200, response.text
+    urls = [e["fullUrl"].split("/fhir/", 1)[1] for e in response.json()["entry"]]
+    assert "Observation/px-1" in urls
+    assert "Patient/px" not in urls
+
+
 def test_everything_type_and_since(two_patients: httpx.Client) -> None:
     only = two_patients.get("Patient/p03/$everything", params={"_type": "Patient,ImagingStudy"})
     assert only.status_code == 200, only.text
@@ -86,7 +129,7 @@ def test_everything_type_and_since(two_patients: httpx.Client) -> None:
         == 400
     )
     assert two_patients.get("Patient/p03/$everything", params={"_page": "x"}).status_code == 400
-    assert two_patients.get("Patient/nobody/$everything").json()["entry"] == []
+    assert two_patients.get("Patient/nobody/$everything").status_code == 404
 
 
 def test_compartment_search(two_patients: httpx.Client) -> None:
@@ -183,6 +226,40 @@ def test_validate_refusals(fhir: httpx.Client) -> None:
         == 400
     )
     assert post_json(fhir, "Encounter/$validate", finding()).status_code == 404
+
+
+def test_validate_refuses_a_profile_it_cannot_check(fhir: httpx.Client) -> None:
+    """R4 Resource-validate: "If a profile is nominated, and the server cannot validate against
+    the nominated profile, it SHALL return an error"; the base R4 profile is checked."""
+    base = "http://hl7.org/fhir/StructureDefinition/Observation"
+    own = "https://fhir-app.org/fhir/StructureDefinition/spine-finding-observation"
+
+    def parameters(profile: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "resource", "resource": finding()},
+                {"name": "profile", "valueUri": profile},
+            ],
+        }
+
+    for profile in ("http://x", own, "http://hl7.org/fhir/StructureDefinition/Patient"):
+        for url, body in (
+            (f"Observation/$validate?profile={profile}", finding()),
+            ("Observation/$validate", parameters(profile)),
+            (f"Observation/v1/$validate?profile={profile}", finding()),
+        ):
+            response = post_json(fhir, url, body)
+            assert response.status_code == 400, (url, response.text)
+            answer = response.json()
+            assert answer["resourceType"] == "OperationOutcome"
+            assert answer["issue"][0]["code"] == "not-supported"
+            assert profile in answer["issue"][0]["diagnostics"]
+    for profile in (base, f"{base}|4.0.1"):
+        assert not errors(
+            outcome(post_json(fhir, f"Observation/$validate?profile={profile}", finding()))
+        )
+        assert not errors(outcome(post_json(fhir, "Observation/$validate", parameters(profile))))
 
 
 def test_fhirpy_is_valid(base_url: str) -> None:

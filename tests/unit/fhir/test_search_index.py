@@ -284,7 +284,7 @@ def test_subsets_are_tagged() -> None:
     finding = observation("f1", "p1", "appearance", "lytic", level="L1", effective="2025-01-01")
     finding["text"] = {"status": "generated", "div": "<div>x</div>"}
     elements = shaped(finding, None, ("status",))
-    assert set(elements) == {"resourceType", "id", "meta", "status"}
+    assert set(elements) == {"resourceType", "id", "meta", "status", "code"}  # code: 1..1
     assert elements["meta"]["tag"][0]["code"] == "SUBSETTED"
     summary = shaped(finding, "true", ())
     assert "bodySite" not in summary
@@ -296,6 +296,7 @@ def test_subsets_are_tagged() -> None:
     text = shaped(finding, "text", ())
     assert "text" in text
     assert "status" in text
+    assert "code" in text  # mandatory, like status
     assert "bodySite" not in text
     assert shaped(finding, None, ()) is finding
     assert shaped(finding, "false", ()) is finding
