@@ -45,11 +45,11 @@ import orjson
 
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
-from fhir_app.fhir.parse import validate_resource
+from fhir_app.fhir.parse import in_entry, validate_resource
 from fhir_app.fhir.report import presented
 from fhir_app.fhir.search import IndexRows
-from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
-from fhir_app.fhir.validation import schema
+from fhir_app.fhir.stream import RecordKind, iter_records, record_unit
+from fhir_app.fhir.validation import bundle_rules, schema
 from fhir_app.service import (
     Rejection,
     derive_patient,
@@ -157,6 +157,18 @@ class BulkResult:
     written: dict[str, int] = field(default_factory=dict)
 
 
+class InputUnreadable(Exception):
+    """An input file could not be read (an OSError while reading: EIO, EISDIR, a lost mount).
+
+    The run stops with what it committed kept: the same command resumes it once the file reads.
+    """
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(f"{path}: {cause.strerror or cause}")
+        self.path = path
+        self.cause = cause
+
+
 @dataclass(frozen=True, slots=True)
 class _Source:
     index: int
@@ -211,6 +223,7 @@ class _CheckedInput:
     patient_id: str | None
     status: str | None
     index: IndexRows
+    atomic: bool = False  # an entry of a transaction: stored with its record's others, or none
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,24 +242,57 @@ class _CheckedChunk:
 
 
 def check_chunk(task: _IngestTask) -> _CheckedChunk:
-    """Parse, validate and map one chunk of records (in a worker process)."""
+    """Parse, validate and map one chunk of records (in a worker process).
+
+    A transaction (a record of its own, fhir.stream.record_unit) is all or nothing: when one of
+    its entries is refused, every entry is, the others with an issue naming the refused ones.
+    """
     received_at = utcnow()
     items: list[_CheckedInput | _RefusedInput] = []
     for record_index, label, kind, data in task.records:
-        for item_index, (where, item) in enumerate(record_resources(kind, label, data)):
+        resources, atomic = record_unit(kind, label, data)
+        checked: list[_CheckedInput | _RefusedInput] = []
+        refused: list[str] = []
+        for item_index, (where, item) in enumerate(resources):
             full_label = f"{task.source_name}: {where}"
             try:
                 if isinstance(item, InputRejected):
                     raise item
-                items.append(_checked(record_index, item_index, full_label, item, received_at))
+                checked.append(
+                    _checked(record_index, item_index, full_label, item, received_at, atomic)
+                )
             except InputRejected as exc:
-                outcome = Rejection(full_label, exc.issues).outcome()
-                items.append(_RefusedInput(record_index, item_index, outcome))
+                outcome = Rejection(full_label, in_entry(where, exc.issues)).outcome()
+                checked.append(_RefusedInput(record_index, item_index, outcome))
+                refused.append(where)
+        if atomic and refused:
+            checked = [
+                item
+                if isinstance(item, _RefusedInput)
+                else _RefusedInput(
+                    record_index, item.item_index, _refused_along(item.label, refused)
+                )
+                for item in checked
+            ]
+        items.extend(checked)
     return _CheckedChunk(task.source_index, task.end, task.offset, items)
 
 
+def _refused_along(label: str, refused: Sequence[str]) -> JsonObject:
+    """The OperationOutcome of a transaction entry (`label`: `file: Bundle.entry[2]`) refused
+    because the entries labelled `refused` were."""
+    where = label.rpartition(": ")[2].rpartition(" ")[2]
+    issue = bundle_rules.refused_along(where, [r.rpartition(" ")[2] for r in refused])
+    return Rejection(label, [issue]).outcome()
+
+
 def _checked(
-    record_index: int, item_index: int, label: str, raw: JsonObject, received_at: datetime
+    record_index: int,
+    item_index: int,
+    label: str,
+    raw: JsonObject,
+    received_at: datetime,
+    atomic: bool = False,
 ) -> _CheckedInput:
     """Validate and map one input as FhirService.ingest does; raises InputRejected."""
     validate_resource(raw)
@@ -270,7 +316,36 @@ def _checked(
         patient_id=patient_of(body),
         status=status if isinstance(status, str) else None,
         index=search_index(body),
+        atomic=atomic,
     )
+
+
+def _output_conflicts(
+    inputs: Sequence[_CheckedInput], states: dict[tuple[str, str], CurrentState]
+) -> dict[tuple[int, int], JsonObject]:
+    """The OperationOutcome of every input refused at store time, by (record, item): one that
+    would overwrite an output of fhir-app, and every other entry of its transaction."""
+    found: dict[tuple[int, int], JsonObject] = {}
+    refused_records: dict[int, list[str]] = {}
+    for item in inputs:
+        state = states.get((item.resource_type, item.resource_id))
+        if state is not None and state.is_output:
+            text = (
+                f"{item.resource_type}/{item.resource_id} is derived by fhir-app and cannot "
+                "be written"
+            )
+            found[(item.record_index, item.item_index)] = Rejection(
+                item.label, [Issue("error", "conflict", text)]
+            ).outcome()
+            if item.atomic:
+                refused_records.setdefault(item.record_index, []).append(
+                    item.label.rpartition(": ")[2]
+                )
+    for item in inputs:
+        key = (item.record_index, item.item_index)
+        if item.atomic and item.record_index in refused_records and key not in found:
+            found[key] = _refused_along(item.label, refused_records[item.record_index])
+    return found
 
 
 # ------------------------------------------------------------------------------- derive (work)
@@ -580,26 +655,33 @@ class BulkProcessor:
         for source, start in zip(sources, positions, strict=True):
             if start == FILE_DONE:
                 continue
-            ready: _IngestTask | None = None
-            chunk: list[tuple[int, str, RecordKind, bytes | InputRejected]] = []
-            size = 0
-            for record in iter_records(source.path, start=start):
-                if ready is not None:
-                    yield ready  # another record follows: not the file's last chunk
-                    ready = None
-                chunk.append((record.index, record.label, record.kind, record.data))
-                size += len(record.data) if isinstance(record.data, bytes) else 0
-                if len(chunk) >= self.options.chunk_records or size >= MAX_CHUNK_BYTES:
-                    ready = _IngestTask(
-                        source.index, source.path.name, chunk, record.index + 1, record.offset
-                    )
-                    chunk, size = [], 0
-            last = ready or (
-                _IngestTask(source.index, source.path.name, chunk, 0, 0) if chunk else None
-            )
-            if last is not None:
-                offset = source.path.stat().st_size
-                yield _IngestTask(source.index, source.path.name, last.records, FILE_DONE, offset)
+            try:
+                yield from self._source_tasks(source, start)
+            except OSError as exc:
+                raise InputUnreadable(source.path, exc) from exc
+
+    def _source_tasks(self, source: _Source, start: int) -> Iterator[_IngestTask]:
+        """The chunks of one file from record `start` on (see `_tasks`)."""
+        ready: _IngestTask | None = None
+        chunk: list[tuple[int, str, RecordKind, bytes | InputRejected]] = []
+        size = 0
+        for record in iter_records(source.path, start=start):
+            if ready is not None:
+                yield ready  # another record follows: not the file's last chunk
+                ready = None
+            chunk.append((record.index, record.label, record.kind, record.data))
+            size += len(record.data) if isinstance(record.data, bytes) else 0
+            if len(chunk) >= self.options.chunk_records or size >= MAX_CHUNK_BYTES:
+                ready = _IngestTask(
+                    source.index, source.path.name, chunk, record.index + 1, record.offset
+                )
+                chunk, size = [], 0
+        last = ready or (
+            _IngestTask(source.index, source.path.name, chunk, 0, 0) if chunk else None
+        )
+        if last is not None:
+            offset = source.path.stat().st_size
+            yield _IngestTask(source.index, source.path.name, last.records, FILE_DONE, offset)
 
     def _ingest(
         self,
@@ -630,6 +712,7 @@ class BulkProcessor:
             touched: set[str] = set()
             changed: set[str] = set()
             accepted = 0
+            conflicts = _output_conflicts(accepted_inputs, states)
             for item in checked.items:
                 if isinstance(item, _RefusedInput):
                     rejections.append(
@@ -638,10 +721,9 @@ class BulkProcessor:
                     continue
                 key = (item.resource_type, item.resource_id)
                 state = states.get(key)
-                if state is not None and state.is_output:
-                    text = f"{key[0]}/{key[1]} is derived by fhir-app and cannot be written"
-                    outcome = Rejection(item.label, [Issue("error", "conflict", text)]).outcome()
-                    rejections.append((source.index, item.record_index, item.item_index, outcome))
+                refusal = conflicts.get((item.record_index, item.item_index))
+                if refusal is not None:
+                    rejections.append((source.index, item.record_index, item.item_index, refusal))
                     continue
                 accepted += 1
                 if item.patient_id:

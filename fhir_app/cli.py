@@ -23,6 +23,7 @@ from fhir_app.bulk import (
     DEFAULT_DERIVE_PATIENTS,
     BulkOptions,
     BulkProcessor,
+    InputUnreadable,
     describe_rejection,
 )
 from fhir_app.config import Settings, get_settings
@@ -81,10 +82,34 @@ def appearance_settings(settings: Settings) -> AppearanceSettings:
 
 
 def read_inputs(paths: list[Path]) -> Iterator[tuple[str, JsonObject | InputRejected]]:
-    """Every resource of every file, labelled `file: where`."""
+    """Every resource of every file, labelled `file: where`. Raises InputUnreadable when a
+    file cannot be read."""
     for path in paths:
-        for label, item in iter_input_resources(path.read_bytes(), filename_hint=path.name):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputUnreadable(path, exc) from exc
+        for label, item in iter_input_resources(data, filename_hint=path.name):
             yield f"{path.name}: {label}", item
+
+
+def check_readable(paths: list[Path]) -> None:
+    """Exit 2 with one line when an input cannot be read at all: typer checks the permission,
+    not a read error (EIO on /proc/self/mem, a directory behind a symlink, a lost mount)."""
+    for path in paths:
+        try:
+            with path.open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            unreadable(InputUnreadable(path, exc))
+
+
+def unreadable(exc: InputUnreadable) -> NoReturn:
+    """The one line and exit code (2, a usage error) of an input file that cannot be read."""
+    typer.echo(
+        f"error: file '{exc.path}' could not be read: {exc.cause.strerror or exc.cause}", err=True
+    )
+    raise typer.Exit(EXIT_USAGE)
 
 
 def report_rejection(rejection: Rejection) -> None:
@@ -114,7 +139,11 @@ def assess_command(
     if html is not None and not html.parent.is_dir():
         typer.echo(f"error: --html {html}: the folder {html.parent} does not exist", err=True)
         raise typer.Exit(EXIT_USAGE)
-    result = assess(read_inputs(inputs), appearance_settings(settings))
+    check_readable(inputs)
+    try:
+        result = assess(read_inputs(inputs), appearance_settings(settings))
+    except InputUnreadable as exc:
+        unreadable(exc)
     for rejection in result.rejections:
         report_rejection(rejection)
     if html is not None:
@@ -192,6 +221,7 @@ def process_command(
     With --engine spark the same derivation runs on Spark, with no database.
     """
     conceptmap.configure(get_settings().concept_map_dir)
+    check_readable(inputs)
     if engine is Engine.spark:
         process_on_spark(inputs, output_folder(out), master)
     if master is not None:
@@ -219,7 +249,10 @@ def process_command(
 
         # Rejections come from the run's record, so a resumed run names those found before the
         # interruption too.
-        result = processor.run(inputs, out, bar, on_rejection=report)
+        try:
+            result = processor.run(inputs, out, bar, on_rejection=report)
+        except InputUnreadable as exc:
+            unreadable(exc)
     counts = ", ".join(f"{n} {rtype}" for rtype, n in sorted(result.written.items()) if n)
     typer.echo(
         f"{result.accepted} accepted, {result.rejected} rejected; {result.patients} patients; "
@@ -406,6 +439,8 @@ def serve_command(
     if refusal is not None:
         typer.echo(f"refusing to serve: {refusal}", err=True)
         raise typer.Exit(EXIT_USAGE)
+    for warning in serve_warnings(settings):
+        typer.echo(f"warning: {warning}", err=True)
     service = make_service(settings)  # migrates once, before any worker starts
     scheme = "https" if ssl_certfile else "http"
     typer.echo(f"fhir-app serving {scheme}://{host}:{port}/fhir on {redact(settings.database_url)}")
@@ -469,6 +504,18 @@ def serve_refusal(host: str, settings: Settings, allow_open: bool) -> str | None
             "write. Set FHIR_APP_SMART_JWKS, or pass --allow-unauthenticated-remote if intended."
         )
     return None
+
+
+def serve_warnings(settings: Settings) -> list[str]:
+    """What `serve` starts with but should not (one line each)."""
+    warnings = []
+    if settings.smart_jwks and not settings.smart_token_url:
+        warnings.append(
+            "FHIR_APP_SMART_JWKS is set without FHIR_APP_SMART_TOKEN_URL: "
+            "/.well-known/smart-configuration lacks token_endpoint, which SMART 2.x requires, "
+            "so SMART clients cannot discover where to get tokens"
+        )
+    return warnings
 
 
 def log_config() -> dict[str, Any]:

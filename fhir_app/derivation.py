@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.domain.assessment import PatientSummary, summarise
 from fhir_app.domain.findings import PATIENT_ONLY_KINDS, Finding, LevelFindings, PatientContext
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.noms import myelopathy_of
+from fhir_app.fhir.inbound import parse_fhir_datetime
 from fhir_app.fhir.inputs import MappedObservation, MappedPatient, MappedStudy
 
 
@@ -66,7 +68,21 @@ class PatientInputs:
             tuple(sources),
             self.context,
             len(self.by_level),
+            self.study_started(self.by_level[level]),
         )
+
+    def study_started(self, observations: Iterable[MappedObservation]) -> datetime | None:
+        """When the latest ImagingStudy the observations were read from started (DOMAIN.md 4a).
+
+        None when they reference no accepted study with a `started` (the age is then taken at
+        the latest finding, and the output says so).
+        """
+        starts = [
+            parse_fhir_datetime(s.started, "ImagingStudy.started")
+            for s in self.studies_of(observations)
+            if s.started is not None
+        ]
+        return max(starts) if starts else None
 
     def myelopathy(self) -> bool | None:
         """What the patient's latest `myelopathy` finding says; None when none does."""
@@ -106,7 +122,7 @@ def group_by_patient(
         of(resource.resource_id).patient_resource = resource
 
     for study in studies:
-        if not study.withdrawn:
+        if not study.withdrawn and not study.ignored:
             of(study.patient).studies[study.resource_id] = study
     for obs in observations:
         # Only an ignored input can lack a patient; the check also tells the type checker so.

@@ -32,9 +32,10 @@ from fhir_app.fhir.inputs import (
     MappedStudy,
 )
 from fhir_app.fhir.outcome import operation_outcome
-from fhir_app.fhir.parse import control_character_issues, validate_resource
+from fhir_app.fhir.parse import control_character_issues, entry_path, in_entry, validate_resource
 from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
 from fhir_app.fhir.search import IndexRows, SearchError, SearchQuery, criteria_query, index_rows
+from fhir_app.fhir.search.dates import in_utc
 from fhir_app.searching import SearchResult, index_query, run_search
 from fhir_app.store import CommitOutcomeUnknown, TransientStoreError, content_hash
 from fhir_app.store import StoredResource as StoredRow
@@ -176,7 +177,7 @@ def assess(
     counter = 0
     for label, item in items:
         if isinstance(item, InputRejected):
-            result.rejections.append(Rejection(label, item.issues))
+            result.rejections.append(Rejection(label, in_entry(label, item.issues)))
             continue
         counter += 1
         try:
@@ -185,7 +186,7 @@ def assess(
             assert isinstance(rid, str)
             m = mapped(item, resource_id=rid, version_id=1, received_at=now)
         except InputRejected as exc:
-            result.rejections.append(Rejection(label, exc.issues))
+            result.rejections.append(Rejection(label, in_entry(label, exc.issues)))
             continue
         result.accepted += 1
         if isinstance(m, MappedObservation):
@@ -704,7 +705,8 @@ class FhirService:
     def update(
         self, rtype: str, rid: str, raw: JsonObject, *, if_match: str | None = None
     ) -> WriteResult:
-        """Create or update an input at a client-chosen id."""
+        """Create or update an input at a client-chosen id; the resource carries that id."""
+        self._check_update_id(rid, raw)
 
         def work(uow: InputWrites) -> WriteResult:
             affected: set[str] = set()
@@ -760,6 +762,21 @@ class FhirService:
                 f"{rtype} resources are derived by fhir-app and cannot be written",
             )
 
+    @staticmethod
+    def _check_update_id(rid: str, raw: JsonObject) -> None:
+        """400 unless the resource of an update names the id of its URL: FHIR R4 http.html#update
+        "If no id element is provided, or the id disagrees with the id in the URL, the server
+        SHALL respond with an HTTP 400 error code" (a conditional update is not held to it)."""
+        body_id = raw.get("id")
+        if body_id is None:
+            raise ServiceError.of(
+                400, "required", f"the resource has no id; an update of {rid!r} carries it", "id"
+            )
+        if body_id != rid:
+            raise ServiceError.of(
+                400, "invalid", f"resource id {body_id!r} does not match the URL id {rid!r}", "id"
+            )
+
     def _validated(self, raw: JsonObject, rid: str, version_id: int, now: datetime) -> None:
         try:
             validate_resource(raw)
@@ -800,6 +817,8 @@ class FhirService:
         raw: JsonObject,
         if_match: str | None,
         affected: set[str],
+        *,
+        conditional: bool = False,
     ) -> WriteResult:
         self._check_input_type(rtype, raw)
         body_id = raw.get("id")
@@ -809,8 +828,16 @@ class FhirService:
             )
         current = uow.state(rtype, rid)
         if current is not None and current.is_output:
+            if conditional:  # the criteria matched an output: the request's URL is no output's
+                raise ServiceError.of(
+                    409,
+                    "conflict",
+                    f"the conditional update matched {rtype}/{rid}, which is derived by fhir-app "
+                    "and cannot be written",
+                )
+            # Read-only like the output types: 405 (the API adds `Allow: GET, HEAD`).
             raise ServiceError.of(
-                409, "conflict", f"{rtype}/{rid} is derived by fhir-app and cannot be written"
+                405, "not-supported", f"{rtype}/{rid} is derived by fhir-app and cannot be written"
             )
         if if_match is not None:
             expected = parse_etag(if_match)
@@ -944,7 +971,9 @@ class FhirService:
                     row = uow.resources.current(rtype, owner)
                     if row is not None and not row.deleted:
                         rid = owner
-            result = self._update(uow, rtype, rid, {**raw, "id": rid}, if_match, affected)
+            result = self._update(
+                uow, rtype, rid, {**raw, "id": rid}, if_match, affected, conditional=True
+            )
             self._rederive(uow, affected)
             return result
 
@@ -1050,6 +1079,35 @@ class FhirService:
             )
         return rows
 
+    def history_total(
+        self,
+        rtype: str | None,
+        rid: str | None = None,
+        *,
+        since: datetime | None = None,
+        types: Sequence[str] | None = None,
+        patient: str | None = None,
+    ) -> int:
+        """How many versions `history_page` lists over all its pages (`_count=0`)."""
+        chosen = [rtype] if rtype is not None else (list(types) if types is not None else None)
+        with self.uow_factory() as uow:
+            total: int = uow.resources.history_count(
+                chosen, resource_id=rid, since=since, patient=patient
+            )
+        return total
+
+    def everything_total(
+        self,
+        patient: str,
+        *,
+        since: datetime | None = None,
+        types: Sequence[str] | None = None,
+    ) -> int:
+        """How many resources `everything` lists over all its pages (`_count=0`)."""
+        with self.uow_factory() as uow:
+            total: int = uow.resources.compartment_count(patient, since=since, types=types)
+        return total
+
     def everything(
         self,
         patient: str,
@@ -1074,13 +1132,8 @@ class FhirService:
         empty list: the write would be accepted."""
         try:
             self._check_input_type(rtype, raw)
-            if rid is not None and raw.get("id") not in (None, rid):
-                raise ServiceError.of(
-                    400,
-                    "invalid",
-                    f"resource id {raw.get('id')!r} does not match the URL id {rid!r}",
-                    "id",
-                )
+            if rid is not None:
+                self._check_update_id(rid, raw)
             self._validated(raw, rid or "validated", 1, self.clock())
         except ServiceError as exc:
             return exc.issues
@@ -1131,6 +1184,9 @@ class FhirService:
             for entry in entries:
                 if entry.index in refusals:
                     raise _named(entry, refusals[entry.index])
+            overlaps = overlapping_writes(self._write_identities(uow, entries, matches))
+            if overlaps:
+                raise ServiceError(400, overlaps)
             assign_ids(entries, uow.resources.next_id, matches)
             uow.prefetch(entry_targets(entries))
             affected: set[str] = set()
@@ -1232,6 +1288,34 @@ class FhirService:
                     refusals[entry.index] = exc
         return matches
 
+    def _write_identities(
+        self, uow: InputWrites, entries: list[BundleEntry], matches: dict[int, str]
+    ) -> dict[int, tuple[str, str]]:
+        """The resource (type, id) each writing entry of a transaction writes, resolved before
+        any is processed (R4 http.html#trules): a `Type/id` url, the resource a conditional
+        create or update matched, and the one a conditional delete matches. A POST that creates
+        writes a new resource and is left out."""
+        found: dict[int, tuple[str, str]] = {}
+        for entry in entries:
+            target = entry.target
+            if target is None or entry.reads or entry.problems:
+                continue
+            if entry.index in matches:
+                found[entry.index] = (target.resource_type, matches[entry.index])
+            elif entry.method in ("PUT", "PATCH", "DELETE") and target.resource_id is not None:
+                found[entry.index] = (target.resource_type, target.resource_id)
+            elif entry.method == "DELETE" and target.criteria is not None:
+                try:
+                    what = f"DELETE {target.resource_type}?"
+                    match = self._conditional_match(
+                        uow, target.resource_type, target.criteria, what
+                    )
+                except ServiceError as exc:
+                    raise _named(entry, exc) from exc
+                if match is not None:
+                    found[entry.index] = (target.resource_type, match.resource_id)
+        return found
+
     @staticmethod
     def _check_entry_type(rtype: str) -> None:
         if rtype not in INPUT_TYPES | OUTPUT_TYPES:
@@ -1246,6 +1330,13 @@ class FhirService:
         target = entry.target
         if entry.problems:
             raise ServiceError(400, entry.problems)
+        if target is None and entry.method is None:
+            raise ServiceError.of(
+                400,
+                "required",
+                f"{entry.label}.request is missing: a transaction or batch entry says what to do",
+                f"{entry.label}.request",
+            )
         if target is None:
             raise ServiceError.of(
                 400, "not-supported", f"Bundle entry method {entry.method!r} is not supported"
@@ -1284,7 +1375,15 @@ class FhirService:
                         "by another entry or client since the Bundle was read",
                     )
             assert rid is not None
-            return self._update(uow, target.resource_type, rid, resource, entry.if_match, affected)
+            return self._update(
+                uow,
+                target.resource_type,
+                rid,
+                resource,
+                entry.if_match,
+                affected,
+                conditional=target.criteria is not None,
+            )
         if entry.method == "PATCH":
             assert target.resource_id is not None
             try:
@@ -1376,15 +1475,35 @@ def _named(entry: BundleEntry, exc: ServiceError) -> ServiceError:
                 i.diagnostics
                 if i.diagnostics.startswith(entry.label)
                 else f"{entry.label}: {i.diagnostics}",
-                tuple(
-                    e if e.startswith(entry.label) else f"{entry.expression}.{e}"
-                    for e in i.expression
-                )
-                or (entry.expression,),
+                tuple(entry_path(entry.label, e) for e in i.expression) or (entry.expression,),
             )
             for i in exc.issues
         ],
     )
+
+
+def overlapping_writes(identities: dict[int, tuple[str, str]]) -> list[Issue]:
+    """The issues of a transaction whose entries write one resource more than once (by entry
+    index, the (type, id) each writes): R4 http.html#trules, such a transaction SHALL fail.
+    A batch may (its entries are independent)."""
+    by_resource: dict[tuple[str, str], list[int]] = {}
+    for index, identity in sorted(identities.items()):
+        by_resource.setdefault(identity, []).append(index)
+    issues = []
+    for (rtype, rid), indexes in by_resource.items():
+        if len(indexes) < 2:
+            continue
+        named = ", ".join(f"Bundle.entry[{i}]" for i in indexes)
+        issues.append(
+            Issue(
+                "error",
+                "invalid",
+                f"{named} all write {rtype}/{rid}; a transaction writes each resource at most "
+                "once (FHIR R4 http.html#trules)",
+                tuple(f"Bundle.entry[{i}].request" for i in indexes),
+            )
+        )
+    return issues
 
 
 def entry_targets(entries: Sequence[BundleEntry]) -> list[tuple[str, str]]:
@@ -1497,9 +1616,7 @@ def parse_date_param(value: str) -> tuple[str, datetime]:
         raise ServiceError.of(
             400, "invalid", f"_lastUpdated value {value!r} is not a date"
         ) from exc
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return prefix, when
+    return prefix, in_utc(when)  # clamped: the store converts to UTC, which may overflow
 
 
 def current_outputs(service: FhirService, patients: Iterable[str]) -> list[JsonObject]:

@@ -68,6 +68,7 @@ from fhir_app.domain.findings import (
     Side,
     T1Signal,
     T2Signal,
+    number,
 )
 from fhir_app.domain.levels import (
     LEVEL_BY_SNOMED,
@@ -94,6 +95,8 @@ from fhir_app.fhir.inputs import (
     versioned,
 )
 from fhir_app.fhir.parse import rejected
+from fhir_app.fhir.search.dates import in_utc
+from fhir_app.fhir.validation.modifiers import refuse_unknown_modifiers
 
 # The codes of `{base}/CodeSystem/primary-tumor` (DOMAIN.md section 4).
 PRIMARY_TUMOR_CODES: Final = frozenset(
@@ -260,7 +263,9 @@ def _percent_reader(kind: FindingKind, words: str) -> _Reader:
             return _Reading(None)
         if not 0.0 <= percent <= 100.0:
             where = f"{path}.valueQuantity.value"
-            raise rejected("value", f"{where} {percent:g} % is outside 0-100 % ({words})", where)
+            raise rejected(
+                "value", f"{where} {number(percent)} % is outside 0-100 % ({words})", where
+            )
         return _Reading(kind, percent)
 
     return read
@@ -585,6 +590,10 @@ def parse_fhir_datetime(value: str, where: str) -> datetime:
     if match is None:
         raise rejected("value", f"{where} '{value}' is not a FHIR dateTime", where)
     year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if second == "60":
+        # A leap second (the R4 regex allows :60, Python's calendar does not): ordered as the
+        # last instant of its minute.
+        second, fraction = "59", "999999"
     try:
         moment = datetime.fromisoformat(
             f"{year}-{month or '01'}-{day or '01'}T{hour or '00'}:{minute or '00'}:"
@@ -593,7 +602,8 @@ def parse_fhir_datetime(value: str, where: str) -> datetime:
         )
     except ValueError as exc:
         raise rejected("value", f"{where} '{value}' is not a valid date: {exc}", where) from exc
-    return moment.astimezone(UTC)
+    # Clamped: 9999-12-31T23:00:00-05:00 is valid FHIR but past Python's calendar in UTC.
+    return in_utc(moment)
 
 
 def _observed_at(raw: JsonObject, received_at: datetime) -> datetime:
@@ -658,6 +668,7 @@ def map_observation(
             withdrawn=withdrawn,
             ignored=True,
         )
+    refuse_unknown_modifiers(raw, "Observation")
     patient = _patient(raw, "Observation")
     if isinstance(meaning, str):
         readings = list(_panel_readings(raw))
@@ -741,6 +752,7 @@ def _panel_readings(raw: JsonObject) -> Iterator[_Reading]:
         meaning = _meaning(component.get("code"), f"{path}.code")
         if meaning is None:
             continue
+        refuse_unknown_modifiers(component, path)
         if isinstance(meaning, str):
             raise rejected(
                 "code-invalid",
@@ -776,6 +788,7 @@ def _birth_bounds(text: Any) -> tuple[date | None, date | None]:
 
 def map_patient(raw: JsonObject, *, resource_id: str, version: int) -> MappedPatient:
     """Map one validated input Patient to the context of DOMAIN.md 4a (sex, birth date)."""
+    refuse_unknown_modifiers(raw, "Patient")
     earliest, latest = _birth_bounds(raw.get("birthDate"))
     gender = raw.get("gender")
     sex = _SEX_BY_GENDER.get(gender) if isinstance(gender, str) else None
@@ -789,6 +802,9 @@ def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy
     code of CONTRACT section 2; the UID is the `urn:dicom:uid` identifier without `urn:oid:`.
     """
     status = str(raw.get("status"))
+    refuse_unknown_modifiers(raw, "ImagingStudy")
+    for index, series in enumerate(raw.get("series") or ()):
+        refuse_unknown_modifiers(series, f"ImagingStudy.series[{index}]")
     patient = _patient(raw, "ImagingStudy")
     modalities: dict[str, None] = {}
     others: list[tuple[str, str]] = []
@@ -806,16 +822,10 @@ def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy
         else:
             others.append((path, code))
     # Real CT and MR studies carry non-image series too (SR dose reports, KO key images, PR, SEG):
-    # they are tolerated beside an imaging series, but a study with no imaging modality of the
-    # contract gives no context to any finding and is refused.
-    if others and not modalities:
-        path, code = others[0]
-        raise rejected(
-            "code-invalid",
-            f"{path}: {code} is not an imaging modality of the contract "
-            f"({', '.join(sorted(codes.MODALITIES))}) and the study has none of them",
-            path,
-        )
+    # they are tolerated beside an imaging series. A study with no imaging modality of the
+    # contract (ultrasound, mammography, ...) is valid R4 from a radiology feed: stored, and
+    # `ignored`, so a finding that references it is read as if it referenced no study.
+    ignored = bool(others) and not modalities
     started = raw.get("started")
     return MappedStudy(
         resource_id,
@@ -826,6 +836,7 @@ def map_study(raw: JsonObject, *, resource_id: str, version: int) -> MappedStudy
         study_uid=_study_uid(raw.get("identifier")),
         started=started if isinstance(started, str) else None,
         withdrawn=status in codes.WITHDRAWN_STATUSES,
+        ignored=ignored,
     )
 
 
@@ -941,6 +952,7 @@ def map_condition(
         return MappedCondition(
             resource_id, version, patient, clinical, withdrawn=withdrawn, ignored=True
         )
+    refuse_unknown_modifiers(raw, "Condition")
     observed_at = _condition_time(raw, received_at)
     provisional = verification in CONDITION_PROVISIONAL
     source = versioned("Condition", resource_id, version)

@@ -102,6 +102,8 @@ class MappedStudy:
     study_uid: str | None = None
     started: str | None = None
     withdrawn: bool = False
+    # No imaging modality of the contract (only US, MG, ...): stored, never a finding's context.
+    ignored: bool = False
 
     @property
     def reference(self) -> str:

@@ -9,7 +9,7 @@ serialise through fhir.resources' models: they rewrite decimals and timestamps a
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import orjson
@@ -59,6 +59,37 @@ def error(code: str, diagnostics: str, *expression: str) -> Issue:
 def rejected(code: str, diagnostics: str, *expression: str) -> InputRejected:
     """An InputRejected with one error issue."""
     return InputRejected([error(code, diagnostics, *expression)])
+
+
+# The end of a label that names a Bundle entry: `Bundle.entry[3]`, `x.json: line 7 Bundle.entry[0]`.
+_ENTRY_LABEL: Final = re.compile(r"(?:^|\s)(Bundle\.entry\[\d+\])$")
+_RESOURCE_TYPE: Final = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
+def in_entry(label: str, issues: Iterable[Issue]) -> list[Issue]:
+    """`issues` of the resource of the entry a label names (`Bundle.entry[1]`), their FHIRPath
+    expressions located in the Bundle (`Observation.value` -> `Bundle.entry[1].resource.value`);
+    unchanged when the label names no entry (an NDJSON line, a document)."""
+    found = _ENTRY_LABEL.search(label)
+    if found is None:
+        return list(issues)
+    entry = found.group(1)
+    return [
+        Issue(i.severity, i.code, i.diagnostics, tuple(entry_path(entry, e) for e in i.expression))
+        for i in issues
+    ]
+
+
+def entry_path(entry: str, expression: str) -> str:
+    """The FHIRPath of `expression` (about an entry's resource, `Observation.value`) inside the
+    Bundle, `Bundle.entry[1].resource.value`: the type name is no step of that path. One already
+    in the Bundle (`Bundle.entry[1].fullUrl`) is kept."""
+    if expression.startswith("Bundle.entry["):
+        return expression
+    head, _, rest = expression.partition(".")
+    if not _RESOURCE_TYPE.fullmatch(head):
+        return f"{entry}.resource.{expression}"
+    return f"{entry}.resource.{rest}" if rest else f"{entry}.resource"
 
 
 def load_json(data: bytes | str) -> Any:
@@ -134,14 +165,15 @@ def _iter_document(document: Any, prefix: str) -> Iterator[tuple[str, JsonObject
 def bundle_refusals(bundle_type: Any, entries: list[Any]) -> dict[int, InputRejected]:
     """The entries a Bundle's faults refuse (CONTRACT 3b, validation.bundle_rules), by index: in a
     batch the entries at fault; in any other Bundle (a transaction, a collection) every entry,
-    each with all the faults, since such a Bundle is taken in as a whole or not at all."""
+    since such a Bundle is taken in as a whole or not at all: the faulty ones with their own
+    faults, the others with one issue naming the faulty entries."""
     faults = bundle_rules.entry_issues(entries, bundle_type)
     if not faults:
         return {}
     if not bundle_rules.refused_as_whole(bundle_type):
         return {index: InputRejected(issues) for index, issues in faults.items()}
-    every = InputRejected(bundle_rules.every_issue(faults))
-    return dict.fromkeys(range(len(entries)), every)
+    whole = bundle_rules.whole_refusals(len(entries), faults, bundle_type)
+    return {index: InputRejected(issues) for index, issues in whole.items()}
 
 
 def _resolve_full_urls(entries: list[Any]) -> None:
@@ -199,6 +231,11 @@ def _bundle_entry_resource(entry: Any, where: str) -> JsonObject | InputRejected
         return rejected("structure", f"{where} must be an object", where)
     resource = entry.get("resource")
     if isinstance(resource, dict):
+        if not isinstance(resource.get("id"), str):
+            # A PUT names the id the resource is stored at (as the streamed reading does).
+            given = _put_id(entry.get("request"))
+            if given is not None:
+                resource["id"] = given
         return resource
     if resource is not None:
         return rejected("structure", f"{where}.resource must be an object", f"{where}.resource")

@@ -62,6 +62,9 @@ class RecordKind(Enum):
     LINE = "line"  # an NDJSON line (bytes), still to parse; a Bundle on it is expanded
     RESOURCE = "resource"  # a resource as JSON bytes (a Bundle entry's), references resolved
     REJECTED = "rejected"  # `data` is the InputRejected that explains why there is no resource
+    # A transaction Bundle (JSON bytes of the whole document): one record, so that its entries are
+    # checked, refused or stored together (R4: a transaction is all or nothing).
+    TRANSACTION = "transaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,23 +133,35 @@ def record_resources(
 
     Runs where the CPU is (a worker process): JSON parsing of NDJSON lines happens here.
     """
+    return record_unit(kind, label, data)[0]
+
+
+def record_unit(
+    kind: RecordKind, label: str, data: bytes | InputRejected
+) -> tuple[list[tuple[str, JsonObject | InputRejected]], bool]:
+    """`record_resources`, and whether they are one transaction: taken in all or none (a
+    transaction Bundle document, or one on an NDJSON line)."""
     if isinstance(data, InputRejected) or kind is RecordKind.REJECTED:
         assert isinstance(data, InputRejected)
-        return [(label, data)]
+        return [(label, data)], False
     try:
         document = load_json(data)
     except InputRejected as exc:
-        return [(label, exc)]
+        return [(label, exc)], False
     if kind is RecordKind.RESOURCE or (
         isinstance(document, dict) and document.get("resourceType") != "Bundle"
     ):
-        return [(label, document)]
+        return [(label, document)], False
+    atomic = isinstance(document, dict) and document.get("type") == "transaction"
+    if kind is RecordKind.TRANSACTION:
+        # A whole document: its labels are the entries' own (`Bundle.entry[0]`).
+        return list(iter_input_resources(data)), atomic
     # A Bundle (or something that is no object) on a line: parse.py's in-memory reading, whose
     # labels (`document`, `Bundle.entry[0]`) are relative to the line.
     return [
         (label if where == "document" else f"{label} {where}", item)
         for where, item in iter_input_resources(data)
-    ]
+    ], atomic
 
 
 # --------------------------------------------------------------------------------------- NDJSON
@@ -429,6 +444,13 @@ def _document_body(
                 why = rejected("structure", "Bundle.entry must be an array", "Bundle.entry")
                 yield Record(0, "document", RecordKind.REJECTED, why, handle.tell())
             return
+        if shape.bundle_type == "transaction":
+            if start == 0:
+                # One record: read whole (a transaction is as large as one unit of work, as over
+                # REST), so that its entries go in, or are refused, together.
+                data = handle.read()
+                yield Record(0, "Bundle", RecordKind.TRANSACTION, data, handle.tell())
+            return
         lookup = index.lookup if shape.absolute_references else None
         refusals = _refusals(shape)
         entries = ijson.items(handle, "entry.item", use_float=True)
@@ -448,8 +470,15 @@ def _refusals(shape: _DocumentShape) -> Callable[[int], InputRejected | None]:
     if not shape.faults:
         return lambda number: None
     if bundle_rules.refused_as_whole(shape.bundle_type):
-        every = InputRejected(bundle_rules.every_issue(shape.faults))
-        return lambda number: every
+        faulty = [f"Bundle.entry[{number}]" for number in sorted(shape.faults)]
+
+        def refusal(number: int) -> InputRejected:
+            if number in shape.faults:
+                return InputRejected(shape.faults[number][: bundle_rules.MAX_ISSUES_PER_ENTRY])
+            where = f"Bundle.entry[{number}]"
+            return InputRejected([bundle_rules.refused_along(where, faulty, shape.bundle_type)])
+
+        return refusal
     by_entry = {number: InputRejected(issues) for number, issues in shape.faults.items()}
     return by_entry.get
 

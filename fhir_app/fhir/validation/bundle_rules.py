@@ -163,11 +163,33 @@ def refused_as_whole(bundle_type: Any) -> bool:
     return bool(bundle_type != "batch")
 
 
-def every_issue(faults: dict[int, list[Issue]]) -> list[Issue]:
-    """The faults of all entries in entry order, bounded: what each entry of a Bundle refused as
-    a whole is told."""
-    issues = [issue for index in sorted(faults) for issue in faults[index]]
-    return issues[:MAX_ISSUES_PER_BUNDLE]
+def refused_along(where: str, faulty: Sequence[str], bundle_type: Any = "transaction") -> Issue:
+    """The issue of an entry (at `where`, `Bundle.entry[2]`) that breaks nothing itself but is
+    refused with the Bundle it belongs to, because of the entries `faulty` (their labels): a
+    transaction (or a collection read as one document) is taken in whole or not at all."""
+    shown = ", ".join(faulty[:10]) + (f" and {len(faulty) - 10} more" if len(faulty) > 10 else "")
+    kind = bundle_type if isinstance(bundle_type, str) else "Bundle"
+    return Issue(
+        "error",
+        "processing",
+        f"not taken in: the {kind} was refused because of {shown}; it is taken in whole or "
+        "not at all, so nothing of it was stored",
+        (where,),
+    )
+
+
+def whole_refusals(
+    entries: int, faults: Mapping[int, list[Issue]], bundle_type: Any
+) -> dict[int, list[Issue]]:
+    """Every entry's issues when a Bundle refused as a whole has `faults` (by entry index): the
+    faulty entries their own, the others one saying which entries refused the Bundle."""
+    faulty = [f"Bundle.entry[{index}]" for index in sorted(faults)]
+    return {
+        index: faults[index][:MAX_ISSUES_PER_ENTRY]
+        if index in faults
+        else [refused_along(f"Bundle.entry[{index}]", faulty, bundle_type)]
+        for index in range(entries)
+    }
 
 
 # Stands in for an entry's resource when the Bundle around it is checked: the smallest valid

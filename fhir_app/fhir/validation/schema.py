@@ -36,15 +36,22 @@ import orjson
 from fhir_app.fhir.inputs import Issue, JsonObject
 from fhir_app.fhir.validation import rules
 from fhir_app.fhir.validation.calendar import is_real_date
+from fhir_app.fhir.validation.narrative import is_xhtml_div
 
 _REF: Final = "#/definitions/"
 _CALENDAR_FORMAT: Final = "fhir-calendar-date"
+_XHTML_FORMAT: Final = "fhir-xhtml-div"
 # How many issues one input reports at most: enough to fix it, never an outcome of any size.
 MAX_ISSUES: Final = 50
 # Values longer than this are not repeated in a diagnostic.
 _SHOWN_VALUE_CHARACTERS: Final = 80
 # When two issues name one element, the one that says more about the input is kept.
-_PRIORITY: Final = {"structure": 0, "required": 1, "code-invalid": 2, "value": 3}
+_PRIORITY: Final = {"structure": 0, "invalid": 1, "required": 2, "code-invalid": 3, "value": 4}
+# The issue code of a primitive that breaks R4 JSON's lexical rules (its regex, its range, a
+# string over 1 MiB, a day its month does not have): CONTRACT 3b counts it with the JSON format's
+# faults, refused with 400 like `structure` (outcome.HTTP_STATUS_BY_ISSUE_CODE), not with the 422
+# of a rule that valid R4 breaks (a required binding, a cardinality, the contract's own rules).
+FORMAT_FAULT: Final = "invalid"
 
 
 def _load(name: str) -> Any:
@@ -58,6 +65,25 @@ def element_facts() -> dict[str, dict[str, Any]]:
     """schema/elements.json: required primitives and choice elements per definition."""
     facts: dict[str, dict[str, Any]] = _load("elements.json")
     return facts
+
+
+@cache
+def required_elements() -> dict[str, frozenset[str]]:
+    """Per resource type, its top-level elements with a minimum cardinality of 1 in R4: the
+    schema's `required` (complex elements; `resourceType` left out) and the required primitives
+    of elements.json (the schema cannot require those: `status` may come as `_status`)."""
+    definitions = _load("fhir.schema.json")["definitions"]
+    facts = element_facts()
+    return {
+        rtype: frozenset(
+            {
+                *definitions.get(rtype, {}).get("required", ()),
+                *facts.get(rtype, {}).get("required", ()),
+            }
+        )
+        - {"resourceType"}
+        for rtype in _load("fhir.schema.json")["discriminator"]["mapping"]
+    }
 
 
 @cache
@@ -97,10 +123,14 @@ def tightened() -> dict[str, Any]:
             node.update(type="integer", minimum=low, maximum=high)
         elif kind == "array":
             node["minItems"] = 1
+        elif kind is None and "enum" in node:
+            # A code of a required binding: a JSON string first (`true` is a wrong type, 400).
+            node["type"] = "string"
     definitions["xhtml"] = {
         "type": "string",
         "minLength": 1,
         "maxLength": rules.MAX_STRING_CHARACTERS,
+        "format": _XHTML_FORMAT,
     }
     for name, definition in definitions.items():
         properties = definition.get("properties")
@@ -114,8 +144,21 @@ def tightened() -> dict[str, Any]:
         _add_element_rules(definition, facts.get(name, {}))
     for name in resource_names:
         definitions[name]["properties"]["id"] = {"$ref": f"{_REF}id"}
+    # R4 ext-1: an extension has a value or nested extensions, not both, not neither (a
+    # primitive value may come as its `_valueX` extension alone).
+    values = facts["Extension"]["choices"]["value"]
+    definitions["Extension"].setdefault("allOf", []).append(
+        {
+            "oneOf": [
+                {"required": ["extension"]},
+                {"anyOf": [{"required": [n]} for v in values for n in (v, f"_{v}")]},
+            ]
+        }
+    )
     for (name, element), codes in rules.REQUIRED_CODES.items():
-        definitions[name]["properties"][element] = {"enum": sorted(codes)}
+        # The JSON type first: `"status": true` is a wrong type (400), not a code outside the
+        # value set (422).
+        definitions[name]["properties"][element] = {"type": "string", "enum": sorted(codes)}
     # A contained resource (or a Bundle entry's) is an object of a known resource type here;
     # `schema_issues` then validates each contained one against its own type's validator. Left
     # to the schema, every validator would hold all 141 resource types: 100 MB instead of 13.
@@ -178,7 +221,7 @@ def _compile(resource_types: tuple[str, ...]) -> Any:
     }
     return jsonschema_rs.Draft7Validator(
         root,
-        formats={_CALENDAR_FORMAT: is_real_date},
+        formats={_CALENDAR_FORMAT: is_real_date, _XHTML_FORMAT: is_xhtml_div},
         validate_formats=True,
     )
 
@@ -239,6 +282,12 @@ def schema_issues(resource_type: str, raw: JsonObject, root: str | None = None) 
         known = resource_types()
         for index, item in enumerate(contained):
             kind = item.get("resourceType") if isinstance(item, dict) else None
+            if isinstance(item, dict) and "id" not in item and "_id" not in item:
+                # R4 Resource.id: a contained resource has one (dom-3: it is referenced by it).
+                where = f"{root}.contained[{index}].id"
+                by_path[where] = _issue(
+                    FORMAT_FAULT, where, "a contained resource needs an id (FHIR R4 dom-3)"
+                )
             if isinstance(kind, str) and kind in known and len(by_path) < MAX_ISSUES:
                 for issue in schema_issues(kind, item, f"{root}.contained[{index}]"):
                     by_path.setdefault(issue.expression[0], issue)
@@ -300,7 +349,7 @@ def _issues_of(root: str, problem: Any) -> list[Issue]:
     if kind == "type" and details["types"] == ["integer"] and type(instance) is float:
         # A JSON number, as R4 JSON writes integers, with a fraction: a value, not a type, fault.
         what = _primitive_name(problem.schema_path)
-        return [_issue("value", path, f"{_shown(instance)} is not a valid FHIR {what}")]
+        return [_issue(FORMAT_FAULT, path, f"{_shown(instance)} is not a valid FHIR {what}")]
     if kind == "type":
         expected = " or ".join(_EXPECTED.get(t, t) for t in details["types"])
         got = _JSON_KIND.get(type(instance), "a value")
@@ -325,17 +374,28 @@ def _issues_of(root: str, problem: Any) -> list[Issue]:
     if kind == "maxLength":
         return [
             _issue(
-                "value",
+                FORMAT_FAULT,
                 path,
                 f"a string of {len(instance):,} characters; FHIR R4 allows at most "
                 f"{rules.MAX_STRING_CHARACTERS:,}",
             )
         ]
+    if kind == "oneOf" and "Extension" in problem.schema_path:
+        return [_extension_issue(path, instance)]
+    if kind == "format" and problem.kind.as_dict().get("format") == _XHTML_FORMAT:
+        return [
+            _issue(
+                FORMAT_FAULT,
+                path,
+                "not a well-formed XHTML <div> in the XHTML namespace with some content "
+                "(FHIR R4 txt-1, txt-2)",
+            )
+        ]
     if kind == "format":
-        return [_issue("value", path, f"{_shown(instance)} is not a date of the calendar")]
+        return [_issue(FORMAT_FAULT, path, f"{_shown(instance)} is not a date of the calendar")]
     if kind in ("pattern", "minimum", "maximum"):
         what = _primitive_name(problem.schema_path)
-        return [_issue("value", path, f"{_shown(instance)} is not a valid FHIR {what}")]
+        return [_issue(FORMAT_FAULT, path, f"{_shown(instance)} is not a valid FHIR {what}")]
     if kind == "const":
         return [_issue("structure", path, f"expected {_shown(details.get('expected_value'))}")]
     return [_issue("structure", path, str(problem.message)[:200])]
@@ -382,3 +442,12 @@ def _required_choice_issue(path: str, problem: Any) -> Issue:
     required = [r for r in facts.get(definition, {}).get("required", ()) if str(r).endswith("[x]")]
     element = required[0] if required else "value[x]"
     return _issue("required", f"{path}.{element}", "required element is missing")
+
+
+def _extension_issue(path: str, instance: Any) -> Issue:
+    """An Extension that breaks R4 ext-1: a value and nested extensions, or neither."""
+    nested = isinstance(instance, dict) and "extension" in instance
+    has = "both a value[x] and nested extensions" if nested else "neither a value[x] nor nested"
+    if not nested:
+        has += " extensions"
+    return _issue(FORMAT_FAULT, path, f"an extension has {has}; it needs one of them (R4 ext-1)")

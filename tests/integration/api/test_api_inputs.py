@@ -146,7 +146,7 @@ def test_control_character_in_assess_is_400(fhir: httpx.Client) -> None:
     outcome = outcome_of(response, 400)
     assert outcome["issue"][0]["code"] == "invalid"
     assert "Bundle.entry[0]" in issues_text(outcome)
-    assert outcome["issue"][0]["expression"] == ["Observation.note[0].text"]
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry[0].resource.note[0].text"]
 
 
 @pytest.mark.parametrize(

@@ -70,31 +70,126 @@ BAD_INPUTS = [
         "structure",
     ),
     ("unknown-element", finding, _set("colour", "x"), 400, "Observation.colour", "structure"),
+    # CONTRACT 3b: a primitive outside its R4 regex or range is a fault of the JSON format (400).
     (
         "feb-30",
         finding,
         _set("effectiveDateTime", "2024-02-30"),
-        422,
+        400,
         "Observation.effectiveDateTime",
-        "value",
+        "invalid",
+    ),
+    (
+        "month-13",
+        finding,
+        _set("effectiveDateTime", "2025-13-01"),
+        400,
+        "Observation.effectiveDateTime",
+        "invalid",
+    ),
+    (
+        "date-for-instant",
+        finding,
+        _set("issued", "2025-05-02"),
+        400,
+        "Observation.issued",
+        "invalid",
+    ),
+    (
+        "bad-uri",
+        finding,
+        _set("code.coding.0.system", "http://a b"),
+        400,
+        "Observation.code.coding[0].system",
+        "invalid",
+    ),
+    (
+        "bad-code-pattern",
+        finding,
+        _set("code.coding.0.code", " x"),
+        400,
+        "Observation.code.coding[0].code",
+        "invalid",
     ),
     (
         "bad-id-pattern",
         study,
         _set("series.0.uid", "1 2"),
-        422,
+        400,
         "ImagingStudy.series[0].uid",
-        "value",
+        "invalid",
     ),
     (
         "integer-range",
         study,
         _set("numberOfSeries", -1),
-        422,
+        400,
         "ImagingStudy.numberOfSeries",
-        "value",
+        "invalid",
     ),
+    (
+        "integer-over-32-bits",
+        study,
+        _set("numberOfSeries", 2**31),
+        400,
+        "ImagingStudy.numberOfSeries",
+        "invalid",
+    ),
+    ("boolean-for-code", finding, _set("status", True), 400, "Observation.status", "structure"),
+    # R4 invariants of the format: ext-1, the narrative's XHTML (txt-1/2), a contained id.
+    (
+        "extension-without-value",
+        finding,
+        _set("extension", [{"url": "http://example.org/x"}]),
+        400,
+        "Observation.extension[0]",
+        "invalid",
+    ),
+    (
+        "narrative-not-xhtml",
+        finding,
+        _set("text", {"status": "generated", "div": "plain"}),
+        400,
+        "Observation.text.div",
+        "invalid",
+    ),
+    (
+        "contained-without-id",
+        finding,
+        _set("contained", [{"resourceType": "Patient"}]),
+        400,
+        "Observation.contained[0].id",
+        "invalid",
+    ),
+    # Valid R4 that breaks a rule: a required binding, a cardinality (422, as before).
     ("bad-code", finding, _set("status", "done"), 422, "Observation.status", "code-invalid"),
+    (
+        "narrative-bad-status",
+        finding,
+        _set(
+            "text", {"status": "bogus", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'}
+        ),
+        422,
+        "Observation.text.status",
+        "code-invalid",
+    ),
+    (
+        "extension-without-url",
+        finding,
+        _set("extension", [{"valueBoolean": True}]),
+        422,
+        "Observation.extension[0].url",
+        "required",
+    ),
+    # FHIR R4: a modifier extension fhir-app does not understand is never ignored (422).
+    (
+        "modifier-extension",
+        finding,
+        _set("modifierExtension", [{"url": "http://example.org/negated", "valueBoolean": True}]),
+        422,
+        "Observation.modifierExtension[0]",
+        "not-supported",
+    ),
 ]
 
 
@@ -131,7 +226,7 @@ def test_a_string_over_one_mebibyte_is_refused(serve: Serve, engine: Engine) -> 
         raw = finding()
         raw["note"] = [{"text": "x" * (3 * MIB)}]
         counts = row_counts(engine)
-        refused(put_json(client, "Observation/f1", raw), 422, "Observation.note[0].text", "value")
+        refused(put_json(client, "Observation/f1", raw), 400, "Observation.note[0].text", "invalid")
         outcome = put_json(client, "Observation/f1", raw).text
         assert len(outcome) < 5_000  # the value is not sent back
         assert row_counts(engine) == counts
@@ -296,3 +391,178 @@ def test_the_bundle_itself_is_held_to_r4_json(fhir: httpx.Client, engine: Engine
     answers = post_json(fhir, "", bundle("batch", good, bad)).json()["entry"]
     assert [a["response"]["status"][:3] for a in answers] == ["201", "400"]
     assert "Bundle.entry[1].request.ifMatch" in issues_text(answers[1]["response"]["outcome"])
+
+
+# --------------------------------------------------------------------------- audit of inputs
+
+
+def expressions_of(outcome: dict[str, Any]) -> list[str]:
+    return [e for issue in outcome["issue"] for e in issue.get("expression", [])]
+
+
+def panel_with_negated_component() -> dict[str, Any]:
+    raw = samples.observation("pm", "p1", "appearance", "lytic", level="L1", effective="2025")
+    component = {
+        "modifierExtension": [{"url": "http://example.org/negated", "valueBoolean": True}],
+        "code": raw["code"],
+        "valueCodeableConcept": raw.pop("valueCodeableConcept"),
+    }
+    raw["code"] = {
+        "coding": [
+            {
+                "system": "https://fhir-app.org/fhir/CodeSystem/spine-finding",
+                "code": "vertebral-lesion",
+            }
+        ]
+    }
+    raw["component"] = [component]
+    return raw
+
+
+def test_an_unknown_modifier_extension_is_never_ignored(fhir: httpx.Client, engine: Engine) -> None:
+    """FHIR R4: a modifier extension SHALL NOT be ignored; fhir-app understands none."""
+    before = snapshot(engine)
+    negated = [{"url": "http://example.org/negated", "valueBoolean": True}]
+    cases = [
+        ({**finding("m1"), "modifierExtension": negated}, "Observation.modifierExtension[0]"),
+        (panel_with_negated_component(), "Observation.component[0].modifierExtension[0]"),
+    ]
+    series = study("sm")
+    series["series"][0]["modifierExtension"] = negated
+    cases.append((series, "ImagingStudy.series[0].modifierExtension[0]"))
+    cases.append(
+        (
+            {
+                **samples.patient("p1", "Doe", "Jane", "1960-01-01", "female"),
+                "modifierExtension": negated,
+            },
+            "Patient.modifierExtension[0]",
+        )
+    )
+    for raw, expression in cases:
+        refused(
+            put_json(fhir, f"{raw['resourceType']}/{raw['id']}", raw),
+            422,
+            expression,
+            "not-supported",
+        )
+    assert snapshot(engine) == before
+    # An Observation outside the contract is stored and ignored, as before.
+    other = {
+        "resourceType": "Observation",
+        "id": "o9",
+        "status": "final",
+        "code": {"text": "pulse"},
+        "modifierExtension": negated,
+    }
+    assert put_json(fhir, "Observation/o9", other).status_code == 201
+
+
+def test_a_study_of_another_modality_is_stored_and_gives_no_context(fhir: httpx.Client) -> None:
+    """CONTRACT 1/3: valid R4 from a radiology feed is accepted; an ultrasound is stored, and a
+    finding that references it is read as if it referenced no study."""
+    us = study("us1")
+    us["series"][0]["modality"]["code"] = "US"
+    assert put_json(fhir, "ImagingStudy/us1", us).status_code == 201, us
+    read = {**finding("f1"), "derivedFrom": [{"reference": "ImagingStudy/us1"}]}
+    assert put_json(fhir, "Observation/f1", read).status_code == 201
+    reports = fhir.get("DiagnosticReport", params={"patient": "p1"}).json()["entry"]
+    assert [e["resource"].get("imagingStudy") for e in reports] == [None]
+
+
+def test_a_leap_second_is_accepted(fhir: httpx.Client) -> None:
+    leap = {**finding("f1"), "effectiveDateTime": "2016-12-31T23:59:60Z"}
+    assert put_json(fhir, "Observation/f1", leap).status_code == 201
+    later = {**finding("f2"), "effectiveDateTime": "2017-01-01T00:00:00Z"}
+    later["valueCodeableConcept"]["coding"][0]["code"] = "blastic"
+    assert put_json(fhir, "Observation/f2", later).status_code == 201
+    found = fhir.get("Observation", params={"date": "2016-12-31", "code": "lesion-appearance"})
+    assert [e["resource"]["id"] for e in found.json().get("entry", [])] == ["f1"]
+    risk = fhir.get("RiskAssessment", params={"patient": "p1"}).json()["entry"][0]["resource"]
+    assert "blastic" in str(risk["prediction"]), "the later finding wins"
+
+
+def twice(*requests: tuple[str, str, dict[str, Any] | None]) -> dict[str, Any]:
+    entries = []
+    for number, (method, url, resource) in enumerate(requests):
+        entry: dict[str, Any] = {
+            "fullUrl": f"urn:uuid:5b0e7c1a-0000-4000-8000-00000000020{number}",
+            "request": {"method": method, "url": url},
+        }
+        if resource is not None:
+            entry["resource"] = resource
+        entries.append(entry)
+    return bundle("transaction", *entries)
+
+
+def test_a_transaction_writing_one_resource_twice_fails(fhir: httpx.Client, engine: Engine) -> None:
+    """R4 http.html#trules: overlapping identities SHALL fail the transaction; a batch may."""
+    blastic = finding("dd")
+    blastic["valueCodeableConcept"]["coding"][0]["code"] = "blastic"
+    identified = {**finding("dd"), "identifier": [{"system": "http://h.example/obs", "value": "7"}]}
+    assert put_json(fhir, "Observation/dd", identified).status_code == 201
+    before = snapshot(engine)
+    for document in (
+        twice(("PUT", "Observation/dd", finding("dd")), ("PUT", "Observation/dd", blastic)),
+        twice(("PUT", "Observation/dd", finding("dd")), ("DELETE", "Observation/dd", None)),
+        twice(
+            ("PUT", "Observation?identifier=http://h.example/obs|7", identified),
+            ("DELETE", "Observation/dd", None),
+        ),
+        twice(
+            ("PUT", "Observation/dd", blastic),
+            ("DELETE", "Observation?identifier=http://h.example/obs|7", None),
+        ),
+    ):
+        response = post_json(fhir, "", document)
+        assert response.status_code == 400, response.text
+        assert expressions_of(response.json()) == [
+            "Bundle.entry[0].request",
+            "Bundle.entry[1].request",
+        ]
+    assert snapshot(engine) == before
+    response = post_json(
+        fhir,
+        "",
+        {
+            **twice(("PUT", "Observation/dd", finding("dd")), ("PUT", "Observation/dd", blastic)),
+            "type": "batch",
+        },
+    )
+    assert [e["response"]["status"][:3] for e in response.json()["entry"]] == ["200", "200"]
+
+
+def test_transaction_outcomes_locate_the_entry_by_fhirpath(fhir: httpx.Client) -> None:
+    bad = finding("x2")
+    bad["valueCodeableConcept"]["coding"][0]["code"] = "nope"
+    document = bundle(
+        "transaction",
+        entry(
+            finding("x1"), "PUT", "Observation/x1", "urn:uuid:6b0e7c1a-0000-4000-8000-000000000001"
+        ),
+        entry(bad, "PUT", "Observation/x2", "urn:uuid:6b0e7c1a-0000-4000-8000-000000000002"),
+    )
+    response = post_json(fhir, "", document)
+    assert response.status_code == 422
+    assert expressions_of(response.json()) == ["Bundle.entry[1].resource.valueCodeableConcept"]
+    assessed = post_json(fhir, "$assess", document)
+    assert assessed.status_code == 422
+    assert "Bundle.entry[1].resource.valueCodeableConcept" in expressions_of(assessed.json())
+    no_request = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": finding("x3")}],
+    }
+    response = post_json(fhir, "", no_request)
+    assert response.status_code == 400
+    assert expressions_of(response.json()) == ["Bundle.entry[0].request"]
+
+
+def test_assess_names_each_duplicate_full_url_once(fhir: httpx.Client) -> None:
+    response = post_json(fhir, "$assess", duplicate_full_urls("transaction"))
+    assert response.status_code == 400, response.text
+    faults = [i for i in response.json()["issue"] if i["code"] == "invalid"]
+    assert [i["expression"] for i in faults] == [
+        ["Bundle.entry[0].fullUrl"],
+        ["Bundle.entry[2].fullUrl"],
+    ]

@@ -960,10 +960,13 @@ def test_study_without_uid_or_series() -> None:
     assert (mapped.study_uid, mapped.modalities, mapped.started) == (None, (), None)
 
 
-def test_bad_modality() -> None:
+def test_a_study_of_another_modality_is_ignored() -> None:
+    """Valid R4 (an ultrasound): stored, never a finding's context (it was refused before)."""
     raw = study()
     raw["series"][0]["modality"] = samples.coding(codes.DCM, "US")
-    assert_issue(refused(raw), "code-invalid", "ImagingStudy.series[0].modality", "US")
+    mapped = map_study(raw, resource_id="s1", version=1)
+    assert mapped.ignored
+    assert mapped.modalities == ()
 
 
 def test_modality_outside_dicom() -> None:
@@ -998,3 +1001,26 @@ def test_non_image_series_beside_ct_are_tolerated() -> None:
     raw["series"].append({"uid": "1.2.3.9", "modality": samples.coding(codes.DCM, "SR")})
     mapped = map_study(raw, resource_id="s1", version=1)
     assert mapped.modalities == ("CT",)
+
+
+def test_a_leap_second_is_the_last_instant_of_its_minute() -> None:
+    """The R4 dateTime regex allows :60; ordered just before the next minute."""
+    leap = parse_fhir_datetime("2016-12-31T23:59:60Z", "Observation.effectiveDateTime")
+    assert leap == datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert leap < parse_fhir_datetime("2017-01-01T00:00:00Z", "x")
+    assert leap > parse_fhir_datetime("2016-12-31T23:59:59.5Z", "x")
+
+
+def test_a_modifier_extension_refuses_a_contract_input() -> None:
+    negated = [{"url": "http://example.org/negated", "valueBoolean": True}]
+    raw = finding_obs("appearance", "lytic")
+    raw["modifierExtension"] = negated
+    assert_issue(refused(raw), "not-supported", "Observation.modifierExtension[0]")
+    other = {"resourceType": "Observation", "status": "final", "code": {"text": "pulse"}}
+    assert map_observation(
+        {**other, "modifierExtension": negated}, resource_id="o", version=1, received_at=RECEIVED
+    ).ignored
+    with pytest.raises(InputRejected):
+        map_patient(
+            {"resourceType": "Patient", "modifierExtension": negated}, resource_id="p", version=1
+        )

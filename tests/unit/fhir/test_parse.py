@@ -277,7 +277,7 @@ def test_error_inside_a_component_names_its_index() -> None:
 
 def test_impossible_date() -> None:
     issue = only_issue(observation(effectiveDateTime="2024-02-30"))
-    assert (issue.code, issue.expression) == ("value", ("Observation.effectiveDateTime",))
+    assert (issue.code, issue.expression) == ("invalid", ("Observation.effectiveDateTime",))
 
 
 def test_unknown_element() -> None:

@@ -181,12 +181,23 @@ def test_a_file_bundle_with_a_fault(tmp_path: Path, kind: str, expected: list[An
     path = tmp_path / "b.json"
     path.write_bytes(data)
     assert labelled(streamed(path)) == expected
-    rejection = next(i for _, i in in_memory if isinstance(i, InputRejected))
+    rejection = in_memory[1][1]
+    assert isinstance(rejection, InputRejected)
     assert rejection.issues[0].expression == ("Bundle.entry[1].resource.derivedFrom[0].reference",)
-    streamed_rejection = next(i for _, i in streamed(path) if isinstance(i, InputRejected))
-    # ijson's paths carry no array index: the FHIRPath then names every item.
+    if kind != "batch":
+        # The entry that breaks nothing is refused with the Bundle, naming the faulty entry.
+        along = in_memory[0][1]
+        assert isinstance(along, InputRejected)
+        assert along.issues[0].expression == ("Bundle.entry[0]",)
+        assert "because of Bundle.entry[1]" in along.issues[0].diagnostics
+    streamed_rejection = streamed(path)[1][1]
+    assert isinstance(streamed_rejection, InputRejected)
+    # ijson's paths carry no array index: the FHIRPath then names every item (a transaction is
+    # read whole, as in memory).
     assert streamed_rejection.issues[0].expression == (
-        "Bundle.entry[1].resource.derivedFrom.reference",
+        "Bundle.entry[1].resource.derivedFrom[0].reference"
+        if kind == "transaction"
+        else "Bundle.entry[1].resource.derivedFrom.reference",
     )
 
 

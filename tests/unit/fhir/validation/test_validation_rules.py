@@ -93,7 +93,7 @@ def test_a_string_over_one_mebibyte() -> None:
     validate_resource(at_limit)
     over = observation(note=[{"text": "é" * (rules.MAX_STRING_CHARACTERS + 1)}])
     issues = issues_of(over)
-    assert [(i.code, i.expression) for i in issues] == [("value", ("Observation.note[0].text",))]
+    assert [(i.code, i.expression) for i in issues] == [("invalid", ("Observation.note[0].text",))]
     assert len(issues[0].diagnostics) < 300  # the value is not repeated
 
 
@@ -116,7 +116,7 @@ def test_a_primitive_outside_its_format(element: str, value: str) -> None:
         code, expression = only(observation(**{element: value}))
         assert (code, expression) == ("code-invalid", ("Observation.status",))
         return
-    assert only(observation(**{element: value})) == ("value", (f"Observation.{element}",))
+    assert only(observation(**{element: value})) == ("invalid", (f"Observation.{element}",))
 
 
 @pytest.mark.parametrize(
@@ -136,19 +136,19 @@ def test_integer_ranges(element: str, value: Any, valid: bool) -> None:
     if valid:
         validate_resource(raw)
     else:
-        assert only(raw) == ("value", (f"ImagingStudy.series[0].{element}",))
+        assert only(raw) == ("invalid", (f"ImagingStudy.series[0].{element}",))
 
 
 def test_integer_range_of_a_choice_element() -> None:
     raw = observation()
     del raw["valueQuantity"]
     raw["valueInteger"] = 2**31
-    assert only(raw) == ("value", ("Observation.valueInteger",))
+    assert only(raw) == ("invalid", ("Observation.valueInteger",))
 
 
 def test_birth_date_is_a_real_date() -> None:
     raw = samples.patient("p1", "Doe", "Jane", "1951-02-29", "female")
-    assert only(raw) == ("value", ("Patient.birthDate",))
+    assert only(raw) == ("invalid", ("Patient.birthDate",))
     validate_resource(samples.patient("p1", "Doe", "Jane", "1952-02-29", "female"))
 
 
@@ -253,9 +253,17 @@ def test_control_character_alone_is_reported() -> None:
 
 
 def test_statuses_of_the_issue_kinds() -> None:
-    """structure is 400 (not R4 JSON); value, required, code-invalid are 422 (outcome table)."""
+    """CONTRACT 3b: a fault of the R4 JSON format is 400, a structure one (null, a JSON type) or
+    a primitive outside its regex or range (`invalid`); required and code-invalid are 422."""
     assert http_status_for(issues_of(observation(issued=None))) == 400
-    assert http_status_for(issues_of(observation(id="bad id!"))) == 422
+    assert http_status_for(issues_of(observation(id="bad id!"))) == 400
+    assert http_status_for(issues_of(observation(issued="2025-05-02"))) == 400
+    assert http_status_for(issues_of(observation(status=True))) == 400
+    assert http_status_for(issues_of(observation(status="done"))) == 422
+    assert http_status_for(issues_of(observation(status=None))) == 400
+    missing = observation()
+    del missing["status"]
+    assert http_status_for(issues_of(missing)) == 422
 
 
 def test_many_problems_are_reported_at_once_and_bounded() -> None:
@@ -329,3 +337,83 @@ def test_the_resource_types_of_the_schema() -> None:
 )
 def test_is_real_date(value: str, real: bool) -> None:
     assert is_real_date(value) is real
+
+
+# --- R4 rules beyond the schema's shapes: ext-1, the narrative's XHTML, contained ids ---------
+
+XHTML_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">'
+
+
+def test_a_code_that_is_no_string_is_a_wrong_json_type() -> None:
+    """`"status": true` is a JSON type fault (400), not a code outside the value set (422)."""
+    issue = issues_of(observation(status=True))[0]
+    assert (issue.code, issue.expression) == ("structure", ("Observation.status",))
+    assert "value set" not in issue.diagnostics
+    assert only(observation(text={"status": 1, "div": f"{XHTML_DIV}x</div>"}))[0] == "structure"
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        {"url": "http://example.org/x"},
+        {
+            "url": "http://example.org/x",
+            "valueBoolean": True,
+            "extension": [{"url": "a", "valueString": "b"}],
+        },
+    ],
+    ids=["neither", "both"],
+)
+def test_an_extension_needs_a_value_or_extensions_not_both(extension: JsonObject) -> None:
+    assert only(observation(extension=[extension])) == ("invalid", ("Observation.extension[0]",))
+    nested = observation(component=None)
+    del nested["component"]
+    nested["code"]["extension"] = [extension]
+    assert only(nested) == ("invalid", ("Observation.code.extension[0]",))
+    assert http_status_for(issues_of(observation(extension=[extension]))) == 400
+
+
+def test_extensions_that_r4_allows() -> None:
+    for extension in (
+        {"url": "http://example.org/x", "valueBoolean": True},
+        {"url": "http://example.org/x", "extension": [{"url": "a", "valueString": "b"}]},
+        {
+            "url": "http://example.org/x",
+            "_valueString": {"extension": [{"url": "a", "valueCode": "c"}]},
+        },
+    ):
+        validate_resource(observation(extension=[extension]))
+
+
+@pytest.mark.parametrize(
+    "div",
+    [
+        "plain",
+        "<div>no namespace</div>",
+        f"{XHTML_DIV}not closed<b></div>",
+        f"{XHTML_DIV}   </div>",
+        '<p xmlns="http://www.w3.org/1999/xhtml">not a div</p>',
+        f'<!DOCTYPE div [<!ENTITY a "b">]>{XHTML_DIV}&a;</div>',
+        f"{XHTML_DIV}&nbsp;</div>",
+    ],
+)
+def test_a_narrative_that_is_not_an_xhtml_div(div: str) -> None:
+    raw = observation(text={"status": "generated", "div": div})
+    assert only(raw) == ("invalid", ("Observation.text.div",))
+    assert http_status_for(issues_of(raw)) == 400
+
+
+def test_narratives_that_r4_allows() -> None:
+    for div in (
+        f"{XHTML_DIV}text</div>",
+        f"{XHTML_DIV}<p>a <b>b</b> &amp; &#160;</p></div>",
+        f'{XHTML_DIV}<img src="#a"/></div>',
+    ):
+        validate_resource(observation(text={"status": "generated", "div": div}))
+
+
+def test_a_contained_resource_needs_an_id() -> None:
+    raw = observation(contained=[{"resourceType": "Patient"}])
+    assert only(raw) == ("invalid", ("Observation.contained[0].id",))
+    assert http_status_for(issues_of(raw)) == 400
+    validate_resource(observation(contained=[{"resourceType": "Patient", "id": "p"}]))
