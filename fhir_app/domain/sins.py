@@ -288,6 +288,25 @@ def _values(name: str, values: tuple[float, ...]) -> str:
     return f"{name} {' and '.join(f'{number(v)}%' for v in values)}"
 
 
+def _tied(
+    component: SinsComponent,
+    what: str,
+    ties: list[str],
+    allows: frozenset[SinsAnswer],
+    sources: tuple[str, ...],
+    notes: list[str],
+) -> ComponentResult:
+    """A component left open by findings at the same latest time that disagree (CONTRACT 3):
+    every answer they allow remains, marked discordant."""
+    sentence = same_time_sentence(
+        what,
+        ties,
+        " or ".join(str(a.value) for a in SINS_POINTS[component] if a in allows),
+    )
+    notes.append(sentence)
+    return _component(component, allows, sentence, sources=sources, discordance=sentence)
+
+
 def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
     losses, loss_sources = _measured(findings, FindingKind.HEIGHT_LOSS)
     involvements, inv_sources = _measured(findings, FindingKind.BODY_INVOLVEMENT)
@@ -310,9 +329,18 @@ def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
     ties = []
     if len(stated) > 1:
         ties.append("stated as " + " and as ".join(a.value for a in CollapseAnswer if a in stated))
-    if len(losses) > 1:
+    # Measurements at the same time are discordant only when they lead to different answers.
+    by_loss = {
+        frozenset().union(*(collapse_from_measurements(x, i) for i in involvements or (None,)))
+        for x in losses
+    }
+    if len(by_loss) > 1:
         ties.append(_values("height loss", losses))
-    if len(involvements) > 1:
+    by_involvement = {
+        frozenset().union(*(collapse_from_measurements(x, i) for x in losses or (None,)))
+        for i in involvements
+    }
+    if len(by_involvement) > 1:
         ties.append(_values("body involvement", involvements))
     if stated and sources and not stated <= measured:
         # DOMAIN.md 2 (v2): neither side wins; the component allows both.
@@ -337,18 +365,13 @@ def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
         return _unknown(SinsComponent.COLLAPSE)
     allows = stated or measured
     if ties:
-        sentence = same_time_sentence(
+        return _tied(
+            SinsComponent.COLLAPSE,
             "vertebral body collapse",
             ties,
-            " or ".join(a.value for a in CollapseAnswer if a in allows),
-        )
-        notes.append(sentence)
-        return _component(
-            SinsComponent.COLLAPSE,
             allows,
-            sentence,
-            sources=(*(f.source for f in tied), *sources),
-            discordance=sentence,
+            (*(f.source for f in tied), *sources),
+            notes,
         )
     if stated:
         return _stated(SinsComponent.COLLAPSE, tied)
@@ -436,18 +459,13 @@ def _posterolateral(findings: LevelFindings, notes: list[str]) -> ComponentResul
         return _unknown(SinsComponent.POSTEROLATERAL)
     allows = stated or measured
     if ties:
-        sentence = same_time_sentence(
+        return _tied(
+            SinsComponent.POSTEROLATERAL,
             "posterolateral involvement",
             ties,
-            " or ".join(a.value for a in PosterolateralAnswer if a in allows),
-        )
-        notes.append(sentence)
-        return _component(
-            SinsComponent.POSTEROLATERAL,
             allows,
-            sentence,
-            sources=(*(f.source for f in tied), *sources),
-            discordance=sentence,
+            (*(f.source for f in tied), *sources),
+            notes,
         )
     if stated:
         return _stated(SinsComponent.POSTEROLATERAL, tied)

@@ -163,6 +163,22 @@ def test_same_time_height_losses_allow_each_answer() -> None:
     assert component.discordance in sins.notes
 
 
+def test_same_time_measurements_with_one_answer_are_no_discordance() -> None:
+    # 20% and 30% height loss both mean collapse-lt-50: the findings agree on the answer.
+    losses = _tie(FindingKind.HEIGHT_LOSS, 20.0, 30.0)
+    findings = level_findings(*_rest(FindingKind.HEIGHT_LOSS), *losses)
+    sins = assess_level(L5, findings).sins
+    component = sins.component(SinsComponent.COLLAPSE)
+    assert set(component.allows) == {CollapseAnswer.LT_50}
+    assert component.discordance is None
+    # Involvements of 60% and 70% with height loss 0 both mean no collapse with >50% involved.
+    involvements = _tie(FindingKind.BODY_INVOLVEMENT, 60.0, 70.0)
+    findings = level_findings(*_rest(FindingKind.BODY_INVOLVEMENT), *involvements)
+    component = assess_level(L5, findings).sins.component(SinsComponent.COLLAPSE)
+    assert set(component.allows) == {CollapseAnswer.NONE_GT_50_INVOLVED}
+    assert component.discordance is None
+
+
 def test_same_time_involvements_and_stated_collapses() -> None:
     involvement = _tie(FindingKind.BODY_INVOLVEMENT, 10.0, 60.0)
     stated = _tie(FindingKind.COLLAPSE, CollapseAnswer.NONE, CollapseAnswer.NONE_GT_50_INVOLVED)
