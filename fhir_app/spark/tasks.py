@@ -7,7 +7,7 @@ Each function is the single-machine path's step, taken apart where Spark needs a
   (same line numbers and labels: a split knows how many lines come before it from a first, cheap
   pass that counts newlines). A JSON document (a Bundle) is one split, read by `iter_records`.
 - `check_records`: parse, validate and map, as `fhir_app.bulk.check_chunk` does (the same
-  `record_resources`, `validate_resource` and `service.mapped`); an accepted input keeps its JSON,
+  `record_unit`, `validate_resource` and `service.mapped`); an accepted input keeps its JSON,
   its patient and its content digest, a refused one its OperationOutcome.
 - `current_input`: of every input sent more than once under one `Type/id`, the last one, at the
   version the store would give it (a new version each time the content changed).
@@ -33,8 +33,9 @@ from fhir_app.analytics.lesions import lesion_rows
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir import outbound
 from fhir_app.fhir.inputs import InputRejected, JsonObject
-from fhir_app.fhir.parse import validate_resource
-from fhir_app.fhir.stream import RecordKind, iter_records, record_resources
+from fhir_app.fhir.parse import in_entry, validate_resource
+from fhir_app.fhir.stream import RecordKind, iter_records, record_unit
+from fhir_app.fhir.validation import bundle_rules
 from fhir_app.service import Rejection, derive, grouped, mapped, patient_of
 
 # The namespace of the ids given to inputs without one: the single-machine path's
@@ -197,17 +198,40 @@ def check_records(
     records: Iterable[tuple[int, str, RecordKind, bytes | InputRejected]],
     received_at: datetime,
 ) -> Iterator[Accepted | Refused]:
-    """Every resource of the records, accepted or refused with the single path's label."""
+    """Every resource of the records, accepted or refused with the single path's label.
+
+    A transaction is all or nothing, as on the single path (fhir_app.bulk.check_chunk): when
+    one of its entries is refused, every entry is, the others with an issue naming the refused.
+    """
     for record_index, label, kind, data in records:
-        for item_index, (where, item) in enumerate(record_resources(kind, label, data)):
+        resources, atomic = record_unit(kind, label, data)
+        checked: list[Accepted | Refused] = []
+        refused: list[str] = []
+        for item_index, (where, item) in enumerate(resources):
             order = (source, record_index, item_index)
             full_label = f"{name}: {where}"
             try:
                 if isinstance(item, InputRejected):
                     raise item
-                yield _accepted(order, item, received_at)
+                checked.append(_accepted(order, item, received_at))
             except InputRejected as exc:
-                yield Refused(order, Rejection(full_label, exc.issues).outcome())
+                issues = in_entry(where, exc.issues)
+                checked.append(Refused(order, Rejection(full_label, issues).outcome()))
+                refused.append(where.rpartition(" ")[2])
+        if atomic and refused:
+            checked = [
+                item
+                if isinstance(item, Refused)
+                else Refused(item.order, _refused_along(name, resources[item.order[2]][0], refused))
+                for item in checked
+            ]
+        yield from checked
+
+
+def _refused_along(name: str, where: str, refused: Sequence[str]) -> JsonObject:
+    """The OperationOutcome of a transaction entry refused because the entries `refused` were."""
+    issue = bundle_rules.refused_along(where.rpartition(" ")[2], refused)
+    return Rejection(f"{name}: {where}", [issue]).outcome()
 
 
 def check_split(split: Split, received_at: datetime) -> Iterator[Accepted | Refused]:

@@ -108,6 +108,20 @@ def test_checking_equals_the_single_paths_check_chunk(tmp_path: Path) -> None:
         orjson.dumps(
             {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": good}]}
         ),
+        # A transaction is all or nothing on both paths: its good entry is refused with the bad.
+        orjson.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {"resource": good, "request": {"method": "PUT", "url": "Observation/o1"}},
+                    {
+                        "resource": {"resourceType": "Observation", "status": "bogus"},
+                        "request": {"method": "POST", "url": "Observation"},
+                    },
+                ],
+            }
+        ),
     ]
     path = tmp_path / "in.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -116,7 +130,13 @@ def test_checking_equals_the_single_paths_check_chunk(tmp_path: Path) -> None:
     records = _stream_records(path)
     single = check_chunk(_IngestTask(0, path.name, records, 0, 0)).items
     spark = list(check_split(_splits(path, 1 << 20)[0], NOW))
-    assert [type(item) for item in spark] == [Accepted, Refused, Refused, Accepted, Accepted]
+    assert [type(item) for item in spark] == [
+        *(Accepted, Refused, Refused, Accepted, Accepted),
+        *(Refused, Refused),
+    ]
+    along = spark[-2]
+    assert isinstance(along, Refused)
+    assert "refused because of" in orjson.dumps(along.outcome).decode()
     assert len(single) == len(spark)
     for one, other in zip(single, spark, strict=True):
         assert (one.record_index, one.item_index) == other.order[1:]
