@@ -64,7 +64,7 @@ from fhir_app.fhir.parse import load_json
 from fhir_app.fhir.patch import (
     JSON_PATCH,
     MERGE_PATCH,
-    apply_json_patch,
+    JsonPatch,
     apply_merge_patch,
     json_patch_operations,
 )
@@ -180,8 +180,7 @@ def patch_change(content_type: str | None, data: bytes) -> Callable[[JsonObject]
     try:
         document = load_json(data)
         if media == JSON_PATCH or isinstance(document, list):
-            operations = json_patch_operations(document)
-            return lambda current: apply_json_patch(current, operations)
+            return JsonPatch(json_patch_operations(document))
     except InputRejected as exc:
         raise ApiError(400, exc.issues) from exc
     if not isinstance(document, dict):

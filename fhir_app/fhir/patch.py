@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+from dataclasses import dataclass
 from typing import Any, Final
 
 import jsonpatch
@@ -61,6 +62,27 @@ def json_patch_operations(document: Any) -> list[JsonObject]:
                 f"JSON Patch operation {index} needs an `op` and a `path` (RFC 6902 section 4)",
             )
     return list(document)
+
+
+def tests_stored(operations: list[JsonObject]) -> bool:
+    """Whether a JSON Patch compares the stored resource with values the caller gives (`test`):
+    its answer (applied, or 422) tells the caller what is stored, so it is a read."""
+    return any(operation.get("op") == "test" for operation in operations)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPatch:
+    """A JSON Patch as the change a PATCH makes to the current resource (callable)."""
+
+    operations: list[JsonObject]
+
+    def __call__(self, current: JsonObject) -> JsonObject:
+        return apply_json_patch(current, self.operations)
+
+    @property
+    def reads(self) -> bool:
+        """Whether applying it tells the caller something of the stored resource."""
+        return tests_stored(self.operations)
 
 
 def apply_json_patch(resource: JsonObject, operations: list[JsonObject]) -> JsonObject:

@@ -44,7 +44,7 @@ from fhir_app.api.security.principal import Principal
 from fhir_app.fhir.bundle import BundleEntry, bundle_entries
 from fhir_app.fhir.inputs import InputRejected, Issue, JsonObject
 from fhir_app.fhir.outcome import operation_outcome
-from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
+from fhir_app.fhir.patch import JsonPatch, apply_json_patch, binary_json_patch, tests_stored
 from fhir_app.fhir.search import ReferenceValue, SearchQuery
 from fhir_app.searching import SearchResult
 from fhir_app.service import (
@@ -313,8 +313,12 @@ class GuardedService(FhirService):
         *,
         if_match: str | None = None,
     ) -> WriteResult:
-        """A patch is an update (`u`): of this patient's resource, staying this patient's."""
+        """A patch is an update (`u`): of this patient's resource, staying this patient's. A
+        JSON Patch with a `test` operation also reads (`r`): whether it applies tells the caller
+        what is stored."""
         self.require(rtype, "u")
+        if isinstance(change, JsonPatch) and change.reads:
+            self.require(rtype, "r")
         self._existing_writable(rtype, rid)
 
         def checked(current: JsonObject) -> JsonObject:
@@ -528,6 +532,8 @@ class GuardedService(FhirService):
                 continue  # the service refuses the method itself
             for rtype in sorted(types):
                 self.require(rtype, permission)
+                if method == "PATCH" and _tests_stored(entry.resource):
+                    self.require(rtype, "r")  # a `test` operation reads, as over REST
                 # Conditional entries search first (as over REST): `s`, and `c` for a
                 # conditional update (it may create).
                 if entry.if_none_exist is not None or "?" in url:
@@ -585,3 +591,12 @@ def entry_record(entry: BundleEntry, response: JsonObject) -> EntryRecord:
         query=query,
         status=status,
     )
+
+
+def _tests_stored(binary: JsonObject | None) -> bool:
+    """Whether a PATCH entry's JSON Patch has a `test` operation (a malformed one is refused by
+    the service, naming the entry)."""
+    try:
+        return tests_stored(binary_json_patch(binary))
+    except InputRejected:
+        return False

@@ -139,18 +139,21 @@ def test_an_update_scope_reads_nothing_through_patch_or_put(
 ) -> None:
     updater = client("system/Observation.u")
     same = orjson.dumps([{"op": "test", "path": "/status", "value": "final"}])
-    noop = updater.patch("Observation/p01-primary", content=same, headers=JSON_PATCH)
+    guess = orjson.dumps([{"op": "test", "path": "/status", "value": "amended"}])
+    # A `test` operation compares the stored resource with the caller's guess: 200 or 422 would
+    # tell what is stored, so without `r` it is refused before the resource is looked at.
+    for probe in (same, guess):
+        refused = updater.patch("Observation/p01-primary", content=probe, headers=JSON_PATCH)
+        assert refused.status_code == 403
+        assert "system/Observation.r" in refused.text
+        assert "final" not in refused.text
+    unchanged = orjson.dumps([{"op": "replace", "path": "/status", "value": "final"}])
+    noop = updater.patch("Observation/p01-primary", content=unchanged, headers=JSON_PATCH)
     assert noop.status_code == 200
     is_outcome_without_content(noop)
     merge = updater.patch("Observation/p01-primary", content=b"{}", headers=MERGE_PATCH)
     assert merge.status_code == 200
     is_outcome_without_content(merge)
-    guess = orjson.dumps([{"op": "test", "path": "/status", "value": "amended"}])
-    failed = updater.patch("Observation/p01-primary", content=guess, headers=JSON_PATCH)
-    assert failed.status_code == 422
-    assert "/status" in failed.text
-    assert "final" not in failed.text
-    assert "<class" not in failed.text
     stored = client("system/Observation.r").get("Observation/p01-primary").json()
     stored.pop("meta")
     put = put_json(updater, "Observation/p01-primary", stored)
@@ -158,11 +161,20 @@ def test_an_update_scope_reads_nothing_through_patch_or_put(
     is_outcome_without_content(put)
     entry = {
         "request": {"method": "PATCH", "url": "Observation/p01-primary"},
-        "resource": binary_patch([{"op": "test", "path": "/status", "value": "final"}]),
+        "resource": binary_patch([{"op": "replace", "path": "/status", "value": "final"}]),
     }
     [answered] = post_json(updater, "", batch(entry)).json()["entry"]
     assert answered["response"]["status"] == "200 OK"
     assert "resource" not in answered
+    tested = {**entry, "resource": binary_patch([{"op": "test", "path": "/status", "value": "x"}])}
+    assert post_json(updater, "", batch(tested)).status_code == 403
+    # With read on the type, a failed test still names the path only, never the stored value.
+    both = client("system/Observation.ru")
+    failed = both.patch("Observation/p01-primary", content=guess, headers=JSON_PATCH)
+    assert failed.status_code == 422
+    assert "/status" in failed.text
+    assert "final" not in failed.text
+    assert "<class" not in failed.text
     # With read on the type, the stored resource is the answer, as before.
     both = client("system/Observation.ru")
     read_too = both.patch("Observation/p01-primary", content=same, headers=JSON_PATCH)
