@@ -178,6 +178,42 @@ def make_service(settings: Settings, *, migrate: bool = True) -> FhirService:
     return FhirService(uow_factory(engine), appearance_settings(settings))
 
 
+def existing_database(settings: Settings) -> None:
+    """Exit 3 with one line unless the configured database already holds fhir-app's schema.
+
+    For the commands that only read what was stored (`export`, `report`): a mistyped SQLite
+    path, or a database nothing was ever stored in, would otherwise be created and migrated on the
+    spot and exported as empty with exit code 0, an extract that looks like a success.
+    """
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+
+    from fhir_app.store import make_engine
+
+    url = make_url(settings.database_url)
+    database = url.database or ""
+    file_named = database not in ("", ":memory:") and not database.startswith("file:")
+    if url.get_backend_name() == "sqlite" and file_named and not Path(database).is_file():
+        _no_database(settings, "there is no such file")
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            found = inspect(connection).has_table("alembic_version")
+    finally:
+        engine.dispose()
+    if not found:
+        _no_database(settings, "it holds no fhir-app schema (nothing was ever stored there)")
+
+
+def _no_database(settings: Settings, why: str) -> NoReturn:
+    typer.echo(
+        f"fhir-app: nothing to read at {redact(settings.database_url)}: {why}; check "
+        "FHIR_APP_DATABASE_URL (`fhir-app process` or `fhir-app migrate` creates a database)",
+        err=True,
+    )
+    raise typer.Exit(EXIT_DATABASE)
+
+
 @app.command("process")
 def process_command(
     inputs: Inputs,
@@ -588,6 +624,7 @@ def export_command(
     except ServiceError as exc:
         usage_error(exc)
     folder = output_folder(out)
+    existing_database(get_settings())
     service = make_service(get_settings())
     result = export_to_folder(service, request, folder, flat=flat)
     written = [f"{o['count']} {o['type']}" for o in result.manifest["output"]]
@@ -620,6 +657,7 @@ def report_command(
     from fhir_app.export import LESIONS_CSV, lesion_table
 
     folder = output_folder(out)
+    existing_database(get_settings())
     service = make_service(get_settings())
     rows = lesion_table(service)
     Console().print(render_report(population_report(rows)))

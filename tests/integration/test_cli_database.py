@@ -42,3 +42,29 @@ def test_an_unreachable_database_is_a_message_and_exit_code_3(
     assert "Traceback" not in done.stderr
     assert "could not be used" in done.stderr
     assert "127.0.0.1:1/fhirapp" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "report"])
+@pytest.mark.parametrize("state", ["missing", "empty-file"])
+def test_reading_a_database_that_holds_nothing_is_exit_code_3(
+    command: str, state: str, tmp_path: Path
+) -> None:
+    """A mistyped SQLite path (or a database nothing was stored in) is not exported as empty with
+    exit code 0, and no database is created on the way."""
+    database = tmp_path / "mistyped.db"
+    if state == "empty-file":
+        database.touch()
+    env = {**os.environ, "FHIR_APP_DATABASE_URL": f"sqlite:///{database}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fhir_app.cli", command, "--out", str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "nothing to read" in done.stderr
+    assert str(database) in done.stderr
+    assert database.exists() == (state == "empty-file")
