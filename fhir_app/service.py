@@ -34,6 +34,7 @@ from fhir_app.fhir.inputs import (
 from fhir_app.fhir.outcome import operation_outcome
 from fhir_app.fhir.parse import control_character_issues, entry_path, in_entry, validate_resource
 from fhir_app.fhir.patch import apply_json_patch, binary_json_patch
+from fhir_app.fhir.report import presented
 from fhir_app.fhir.search import IndexRows, SearchError, SearchQuery, criteria_query, index_rows
 from fhir_app.fhir.search.dates import in_utc
 from fhir_app.searching import SearchResult, index_query, run_search
@@ -459,6 +460,15 @@ class PlannedVersions:
         self.patient = patient
         self.written: list[NewVersion] = []
 
+    def _amended(self, resource: JsonObject) -> JsonObject:
+        """The output as `amended`; a report's page, which states the status, rendered again
+        (amended is rare, so the cost is fine)."""
+        amended = {**resource, "status": "amended"}
+        if "presentedForm" not in resource:
+            return amended
+        outputs = [row.content for row in self.current.values() if not row.deleted]
+        return presented.restated(outputs, amended, PROCESSOR_VERSION)
+
     def stamp(self, resource: JsonObject) -> JsonObject:
         """The output as it will be stored: the current version when unchanged."""
         key = (str(resource["resourceType"]), str(resource["id"]))
@@ -469,7 +479,9 @@ class PlannedVersions:
                 return dict(current.content)
             was_final = current.content.get("status") in ("final", "amended")
             if resource.get("status") == "final" and was_final:
-                candidate = {**resource, "status": "amended"}
+                candidate = self._amended(resource)
+                if outbound.comparable(current.content) == outbound.comparable(candidate):
+                    return dict(current.content)
         digest = content_hash(candidate)
         if current is not None and not current.deleted and current.content_hash == digest:
             return dict(current.content)

@@ -7,6 +7,7 @@ comparison).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,3 +82,41 @@ def test_a_changed_derivation_writes_a_new_page(make_uow: Callable[[], UnitOfWor
     old, new = first.content["presentedForm"], second.content["presentedForm"]
     assert new[0]["data"] != old[0]["data"]
     assert new[0]["creation"] != old[0]["creation"]
+
+
+def page_of(content: dict[str, Any]) -> str:
+    """The stored report's HTML page."""
+    html = next(a for a in content["presentedForm"] if a["contentType"] == "text/html")
+    return base64.b64decode(html["data"]).decode("utf-8")
+
+
+def test_an_amended_report_s_page_says_amended(make_uow: Callable[[], UnitOfWork]) -> None:
+    report = outbound.output_id("report", "p03", None)
+    clock = Clock()
+    service = FhirService(make_uow, clock=clock)
+    bundle = example("patient-03-unstable.json")
+    service.transaction(bundle)
+    first = service.read("DiagnosticReport", report)
+    assert first.content["status"] == "final"
+    assert "Status: final" in page_of(first.content)
+    clock.now += timedelta(hours=5)
+    pain = next(e["resource"] for e in bundle["entry"] if e["resource"].get("id") == "p03-pain")
+    changed = orjson.loads(orjson.dumps(pain))
+    changed["valueCodeableConcept"]["coding"][0]["code"] = "pain-free"
+    changed["valueCodeableConcept"]["coding"][0].pop("display", None)
+    service.update("Observation", "p03-pain", changed)
+    amended = service.read("DiagnosticReport", report)
+    assert amended.version_id == 2
+    assert amended.content["status"] == "amended"
+    page = page_of(amended.content)
+    assert "Status: amended" in page
+    assert "Status: final" not in page
+    # The picture does not depend on the status; each attachment keeps the derivation's creation.
+    assert amended.content["presentedForm"][1]["data"] != ""
+    assert {a["creation"] for a in amended.content["presentedForm"]} == {amended.content["issued"]}
+    # A derivation that changes nothing keeps the amended version, its page included.
+    clock.now += timedelta(hours=5)
+    service.update("Observation", "unrelated-weight", ignored_observation("p03"))
+    again = service.read("DiagnosticReport", report)
+    assert again.version_id == 2
+    assert again.content == amended.content

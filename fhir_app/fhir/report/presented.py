@@ -61,6 +61,31 @@ def presented_form(
     ]
 
 
+def restated(
+    outputs: Sequence[JsonObject], report: JsonObject, processor_version: str
+) -> JsonObject:
+    """The report with its page rendered again for the status it now has (CONTRACT 4c: a Versioner
+    may set `amended` after the page was rendered, and the page states the status).
+
+    `outputs` are the patient's current outputs (withdrawn ones and other resources are ignored).
+    The picture does not depend on the status and is kept; so is each attachment's `creation`. A
+    report without a presentedForm is returned as it is. `report` is not changed.
+    """
+    forms = report.get("presentedForm")
+    png = presented(report, PNG)
+    if not isinstance(forms, list) or png is None:
+        return report
+    view = build_view(outputs, report, processor_version)
+    html = page.render_page([page.section(view, png)], title_of(view)).encode("utf-8")
+    data = base64.b64encode(html).decode("ascii")
+    return {
+        **report,
+        "presentedForm": [
+            {**a, "data": data} if a.get("contentType") == HTML else a for a in forms
+        ],
+    }
+
+
 def presented(report: JsonObject, content_type: str) -> bytes | None:
     """The decoded bytes of the report's presentedForm of one content type, None when absent."""
     for attachment in report.get("presentedForm", []):

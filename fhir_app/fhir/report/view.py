@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fhir_app.domain.escc import GROUP_WORDS, EsccGrade, EsccGroup, escc_row
 from fhir_app.domain.levels import LEVEL_BY_SNOMED, VertebralLevel
 from fhir_app.domain.sins_answers import (
     CATEGORY_WORDS,
@@ -87,9 +88,29 @@ class LevelView:
         return self.sins_low >= SURGICAL_CONSULTATION_MIN_TOTAL
 
     @property
+    def escc_group(self) -> EsccGroup | None:
+        """Low grade (0-1c) or high grade (2-3) (DOMAIN 6), None when no known grade is carried."""
+        if self.escc_grade is None:
+            return None
+        try:
+            return escc_row(EsccGrade(self.escc_grade)).group
+        except ValueError:
+            return None
+
+    @property
+    def escc_high_grade(self) -> bool:
+        """The level's ESCC grade is 2 or 3: spinal cord compression (Bilsky: high grade)."""
+        return self.escc_group is EsccGroup.HIGH
+
+    @property
     def escc_words(self) -> str:
-        """The ESCC grade, or `not reported`."""
-        return f"ESCC {self.escc_grade}" if self.escc_grade is not None else NOT_REPORTED
+        """`ESCC 3 (high grade)`, `ESCC 1b (low grade)`, or `not reported`."""
+        if self.escc_grade is None:
+            return NOT_REPORTED
+        group = self.escc_group
+        if group is None:
+            return f"ESCC {self.escc_grade}"
+        return f"ESCC {self.escc_grade} ({GROUP_WORDS[group]})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +125,21 @@ class ReportView:
     noms_inputs: str | None
     inputs: tuple[str, ...]
     processor_version: str
+    # A finding reports myelopathy (the N of NOMS, CONTRACT 4f): a fact about the patient.
+    myelopathy: bool = False
+
+    @property
+    def cord_compression(self) -> tuple[str, ...]:
+        """One sentence per level with high-grade ESCC (2 or 3), the facts only, never a treatment
+        (DOMAIN 6-7): `High-grade epidural spinal cord compression: ESCC 3 at T4; myelopathy
+        reported`."""
+        suffix = "; myelopathy reported" if self.myelopathy else ""
+        return tuple(
+            f"High-grade epidural spinal cord compression: ESCC {level.escc_grade} at "
+            f"{level.label}{suffix}"
+            for level in self.levels
+            if level.escc_high_grade
+        )
 
     @property
     def surgical_consultation(self) -> bool:
@@ -274,6 +310,18 @@ def _noms(resources: Iterable[JsonObject]) -> str | None:
     return None
 
 
+def _myelopathy(resources: Iterable[JsonObject]) -> bool:
+    """A current output reports myelopathy (the NOMS inputs' myelopathy component, CONTRACT 4f)."""
+    for resource in resources:
+        for part in (resource, *resource.get("component", [])):
+            if (
+                _has_code(part.get("code"), codes.CS_SPINE_FINDING, codes.MYELOPATHY)
+                and part.get("valueBoolean") is True
+            ):
+                return True
+    return False
+
+
 def _unique(texts: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(texts))
 
@@ -375,11 +423,16 @@ def build_view(
         )
         for level in order
     )
+    # Every input any output was derived from (Observations, Conditions, a Patient, ImagingStudies:
+    # `derivedFrom`, a RiskAssessment's `basis`), so "from the findings listed" holds; the outputs
+    # themselves (the SINS Observations a basis or the NOMS inputs cite) are not findings.
+    own = {f"{r.get('resourceType')}/{r.get('id')}" for r in current}
     inputs = [
         reference
-        for kinds in by_level.values()
-        for resource in kinds.values()
-        for reference in _references(resource, "derivedFrom")
+        for resource in current
+        for element in ("derivedFrom", "basis")
+        for reference in _references(resource, element)
+        if reference.split("/_history/")[0] not in own
     ]
     inputs.extend(_references(report, "imagingStudy"))
     patient = str(subject).removeprefix("Patient/") if subject else ""
@@ -392,6 +445,7 @@ def build_view(
         noms_inputs=_noms(current),
         inputs=tuple(sorted(set(inputs))),
         processor_version=processor_version,
+        myelopathy=_myelopathy(current),
     )
 
 

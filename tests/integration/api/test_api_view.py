@@ -40,7 +40,7 @@ def test_the_page_of_a_patient(serve: Serve) -> None:
     # The stored report's page, as stored.
     assert page.content == presented(stored.json(), HTML)
     for level in ("T11", "L2", "T4"):
-        assert f'id="level-{level}"' in page.text
+        assert f'id="level-{level}-p08"' in page.text
 
 
 def test_unknown_patients_get_a_404_page(serve: Serve) -> None:
@@ -108,7 +108,7 @@ def test_a_report_stored_without_a_page_is_rendered_from_the_stored_outputs(
     page = httpx.get(f"{view_base(base)}/view/Patient/p08", timeout=60)
     assert page.status_code == 200
     assert DISCLAIMER in page.text
-    assert 'id="level-L2"' in page.text
+    assert 'id="level-L2-p08"' in page.text
     assert 'src="data:image/png;base64,iVBORw0KGgo' in page.text
 
 

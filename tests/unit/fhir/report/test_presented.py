@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,6 +21,7 @@ from fhir_app.fhir.report import picture
 from fhir_app.fhir.report.presented import HTML, PNG, page_of_patients, presented, presented_form
 from fhir_app.service import PROCESSOR_VERSION, assess
 
+SEVERAL_LEVELS = "patient-08-several-levels.json"
 NAMES = sorted(p.name for p in EXAMPLES.glob("*.json"))
 DISCLAIMER = (
     f"computed decision support by fhir-app {PROCESSOR_VERSION} from the findings listed; "
@@ -147,3 +149,51 @@ def test_the_templates_are_package_data() -> None:
     assert '"fhir/report/templates/*.j2"' in pyproject
     templates = Path(picture.__file__).parent / "templates"
     assert {p.name for p in templates.glob("*.j2")} == {"report.html.j2", "not_found.html.j2"}
+
+
+def page_of(outputs: list[Json]) -> str:
+    """The page of one patient's outputs, rendered from them now."""
+    forms = presented_form(outputs, report_of(outputs), "0", "2026-01-01")
+    return base64.b64decode(forms[0]["data"]).decode("utf-8")
+
+
+def test_high_grade_cord_compression_has_a_banner_at_the_top() -> None:
+    page = page_of(outputs_of("patient-16-high-grade-escc.json"))
+    banner = (
+        '<p class="cord-compression">High-grade epidural spinal cord compression: ESCC 3 at T9; '
+        "myelopathy reported</p>"
+    )
+    assert banner in page
+    assert page.index(banner) < page.index('<p class="conclusion">')
+    assert "<td>ESCC 3 (high grade)</td>" in page
+    assert "<td>ESCC 1a (low grade)</td>" in page
+    low = page_of(outputs_of("patient-17-low-grade-escc.json"))
+    assert 'class="cord-compression"' not in low
+
+
+def test_a_preliminary_level_says_so_in_the_table() -> None:
+    outputs = outputs_of("patient-08-several-levels.json")
+    page = page_of(outputs)
+    rows = {row.split('"', 1)[0]: row for row in page.split('<tr id="level-')[1:]}
+    preliminary = '<small class="preliminary">preliminary</small>'
+    for level in ("T11", "L2", "T4"):
+        risk = output(outputs, f"risk-{level.lower()}-")
+        assert (preliminary in rows[f"{level}-p08"]) == (risk["status"] == "preliminary"), level
+    assert preliminary in rows["L2-p08"]
+    assert preliminary not in page_of(outputs_of("patient-03-unstable.json"))
+
+
+def test_condition_inputs_are_listed_on_the_page() -> None:
+    outputs = outputs_of("patient-08-several-levels.json")
+    output(outputs, "risk-t4-")["basis"].append({"reference": "Condition/p08-sec/_history/1"})
+    assert "<li><code>Condition/p08-sec/_history/1</code></li>" in page_of(outputs)
+
+
+def test_element_ids_are_unique_on_a_page_of_several_patients() -> None:
+    names = ("patient-03-unstable.json", "patient-11-discordant-collapse.json", SEVERAL_LEVELS)
+    page = page_of_patients([outputs_of(n) for n in names], "0")
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    assert 'id="level-L1-p03"' in page
+    assert 'id="level-L1-p11"' in page
+    assert len([i for i in ids if i.startswith("level-")]) == 5

@@ -161,7 +161,7 @@ def test_escc_is_not_reported_until_an_output_carries_it() -> None:
     }
     graded = view_of([*outputs, grade]).levels[0]
     assert graded.escc_grade == "2"
-    assert graded.escc_words == "ESCC 2"
+    assert graded.escc_words == "ESCC 2 (high grade)"
 
 
 def test_escc_as_a_component_of_a_level_output() -> None:
@@ -219,8 +219,7 @@ def test_inputs_are_the_version_specific_references_of_every_level() -> None:
     expected = {
         ref["reference"]
         for r in outputs
-        if r["resourceType"] == "Observation"
-        for ref in r.get("derivedFrom", [])
+        for ref in [*r.get("derivedFrom", []), *r.get("basis", [])]
         if ref["reference"].split("/_history/")[0] not in own  # the NOMS inputs cite SINS outputs
     } | {ref["reference"] for ref in report_of(outputs)["imagingStudy"]}
     assert set(view.inputs) == expected
@@ -268,3 +267,51 @@ def test_candidate_categories_of_a_range(low: int, high: int, expected: tuple[ob
     l2 = view_of(outputs).level(VertebralLevel.L2)
     assert l2 is not None
     assert l2.candidates == expected
+
+
+HIGH_GRADE = "patient-16-high-grade-escc.json"
+
+
+def test_the_escc_group_is_named_with_the_grade() -> None:
+    view = view_of(outputs_of(HIGH_GRADE))
+    t9, l2 = view.level(VertebralLevel.T9), view.level(VertebralLevel.L2)
+    assert t9 is not None
+    assert l2 is not None
+    assert (t9.escc_grade, t9.escc_words, t9.escc_high_grade) == ("3", "ESCC 3 (high grade)", True)
+    assert (l2.escc_grade, l2.escc_words, l2.escc_high_grade) == (
+        "1a",
+        "ESCC 1a (low grade)",
+        False,
+    )
+
+
+def test_each_high_grade_level_has_a_cord_compression_sentence_with_myelopathy() -> None:
+    view = view_of(outputs_of(HIGH_GRADE))
+    assert view.myelopathy
+    assert view.cord_compression == (
+        "High-grade epidural spinal cord compression: ESCC 3 at T9; myelopathy reported",
+    )
+    for sentence in view.cord_compression:
+        assert not any(
+            word in sentence.lower() for word in ("surgery", "radiotherapy", "recommend")
+        )
+    low = view_of(outputs_of("patient-17-low-grade-escc.json"))
+    assert low.cord_compression == ()
+    assert view_of(outputs_of(SEVERAL)).cord_compression == ()
+
+
+def test_without_myelopathy_the_sentence_names_the_compression_only() -> None:
+    outputs = [r for r in outputs_of(HIGH_GRADE) if not is_noms(r)]
+    view = view_of(outputs)
+    assert not view.myelopathy
+    assert view.cord_compression == ("High-grade epidural spinal cord compression: ESCC 3 at T9",)
+
+
+def test_condition_inputs_are_among_the_findings_listed() -> None:
+    outputs = outputs_of("patient-08-several-levels.json")
+    condition = "Condition/p08-secondary/_history/2"
+    output(outputs, "risk-t4-")["basis"].append({"reference": condition})
+    view = view_of(outputs)
+    assert condition in view.inputs
+    own = {f"{r['resourceType']}/{r['id']}" for r in outputs}
+    assert not any(reference.split("/_history/")[0] in own for reference in view.inputs)
