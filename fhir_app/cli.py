@@ -185,24 +185,11 @@ def existing_database(settings: Settings) -> None:
     path, or a database nothing was ever stored in, would otherwise be created and migrated on the
     spot and exported as empty with exit code 0, an extract that looks like a success.
     """
-    from sqlalchemy import inspect
-    from sqlalchemy.engine import make_url
+    from fhir_app.store import missing_database
 
-    from fhir_app.store import make_engine
-
-    url = make_url(settings.database_url)
-    database = url.database or ""
-    file_named = database not in ("", ":memory:") and not database.startswith("file:")
-    if url.get_backend_name() == "sqlite" and file_named and not Path(database).is_file():
-        _no_database(settings, "there is no such file")
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.connect() as connection:
-            found = inspect(connection).has_table("alembic_version")
-    finally:
-        engine.dispose()
-    if not found:
-        _no_database(settings, "it holds no fhir-app schema (nothing was ever stored there)")
+    why = missing_database(settings.database_url)
+    if why is not None:
+        _no_database(settings, why)
 
 
 def _no_database(settings: Settings, why: str) -> NoReturn:

@@ -27,7 +27,7 @@ from fhir_app.store.uow import (
     bulk_uow_factory,
     uow_factory,
 )
-from fhir_app.store.upgrade import alembic_config, migrate
+from fhir_app.store.upgrade import alembic_config, migrate, missing_database
 
 __all__ = [
     "AuditQuery",
@@ -52,6 +52,7 @@ __all__ = [
     "make_engine",
     "metadata",
     "migrate",
+    "missing_database",
     "normalize_database_url",
     "store_error",
     "uow_factory",

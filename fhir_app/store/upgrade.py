@@ -7,8 +7,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import inspect
 
-from fhir_app.store.engine import normalize_database_url
+from fhir_app.store.engine import make_engine, normalize_database_url
 
 # The source checkout keeps migrations/ and alembic.ini next to the fhir_app package; an
 # installed copy (the Docker image) keeps them in the working folder.
@@ -51,3 +52,21 @@ def migrate(url: str, revision: str = "head") -> None:
     config = alembic_config(url)
     with _ALEMBIC_LOCK:
         command.upgrade(config, revision)
+
+
+def missing_database(url: str) -> str | None:
+    """Why the database at `url` holds nothing of fhir-app (None when it holds the schema): a
+    SQLite file that does not exist (not created here), or a database never migrated. For the
+    commands that only read what was stored."""
+    parsed = normalize_database_url(url)
+    database = parsed.database or ""
+    file_named = database not in ("", ":memory:") and not database.startswith("file:")
+    if parsed.get_backend_name() == "sqlite" and file_named and not Path(database).is_file():
+        return "there is no such file"
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            found = inspect(connection).has_table("alembic_version")
+    finally:
+        engine.dispose()
+    return None if found else "it holds no fhir-app schema (nothing was ever stored there)"
