@@ -181,12 +181,13 @@ def assess_level(
 
 
 def most_unstable_first(assessments: list[LevelAssessment]) -> list[LevelAssessment]:
-    """Levels ordered most unstable first: by highest possible total, then lowest, then C1→S5.
+    """Levels ordered most unstable first: by lowest possible total, then highest, then C1→S5.
 
-    DESIGN (noms.MOST_UNSTABLE_RULE, stated in the output): a level that may be unstable is never
-    ranked behind one that is certainly stable; the lowest total breaks ties.
+    DESIGN (noms.MOST_UNSTABLE_RULE, stated in the output): the levels that certainly warrant a
+    surgical consultation come first, never behind an open level; a level that could reach a
+    higher total is named beside the first one by NOMS M (PatientSummary.noms).
     """
-    return sorted(assessments, key=lambda a: (-a.sins.high, -a.sins.low, a.level.order))
+    return sorted(assessments, key=lambda a: (-a.sins.low, -a.sins.high, a.level.order))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,15 @@ class PatientSummary:
     def most_unstable(self) -> LevelAssessment | None:
         """The level that ranks first."""
         return self.levels[0] if self.levels else None
+
+    @property
+    def could_be_higher(self) -> LevelAssessment | None:
+        """The level whose highest possible total is above the first level's (the highest such,
+        the first in rank on a tie); None when no level could be higher than the first."""
+        if not self.levels:
+            return None
+        top = max(self.levels, key=lambda a: a.sins.high)
+        return top if top.sins.high > self.levels[0].sins.high else None
 
     @property
     def surgical_consultation(self) -> bool:
@@ -225,11 +235,13 @@ class PatientSummary:
         top = self.most_unstable
         # Every level carries the patient's primary; the first one says it for all.
         primary = top.findings.primary_tumor if top is not None else None
+        higher = self.could_be_higher
         return noms_inputs(
             ((a.level, a.escc) for a in self.levels),
             self.myelopathy,
             primary,
             (top.level, top.sins) if top is not None else None,
+            (higher.level, higher.sins) if higher is not None else None,
         )
 
     def conclusion(self) -> str:

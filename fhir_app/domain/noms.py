@@ -24,6 +24,12 @@ from fhir_app.domain.escc import (
 from fhir_app.domain.findings import Finding, FindingKind, LevelFindings
 from fhir_app.domain.levels import VertebralLevel
 from fhir_app.domain.sins import SinsScore
+from fhir_app.domain.sins_answers import (
+    CATEGORY_WORDS,
+    SURGICAL_CONSULTATION_MIN_TOTAL,
+    SinsCategory,
+    category_of,
+)
 
 LAUFER: Final = "Laufer et al., The Oncologist 2013;18:744"
 AO_RADIOSENSITIVITY: Final = "AO Surgery Reference, tumour radiosensitivity classification"
@@ -144,9 +150,15 @@ def myelopathy_of(findings: Iterable[Finding]) -> bool | None:
 NOT_ASSESSED: Final = "not assessed (systemic disease and fitness are not derived by fhir-app)"
 MECHANICAL_INSTABILITY: Final = "mechanical instability to be considered"
 # DESIGN (DOMAIN.md 2: the summary names the most unstable level; no rule says how to rank
-# ranges): the level that can reach the highest SINS ranks first, so that a level that may be
-# unstable is never hidden behind one that is certainly stable. Stated wherever M is.
-MOST_UNSTABLE_RULE: Final = "most unstable level by highest possible SINS"
+# ranges): the level with the highest lowest possible SINS ranks first (then the highest possible
+# SINS, then C1 to S5), so that a level that certainly warrants a consultation is never ranked
+# behind an open one; M then adds the level that could reach a higher SINS, so that no possible
+# instability is hidden either. Stated wherever M is.
+MOST_UNSTABLE_RULE: Final = "most unstable level by lowest possible SINS, then highest possible"
+
+
+def _score(sins: SinsScore) -> str:
+    return f"SINS {sins.total}" if sins.total is not None else f"SINS {sins.low}-{sins.high}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +166,8 @@ class NomsInputs:
     """The four NOMS inputs of one patient, as far as the findings say (never a treatment).
 
     `escc_levels` are the levels that have the highest grade; `primary` None means no known
-    primary; `mechanical` is the most unstable level's SINS, None when the patient has no level.
+    primary; `mechanical` is the most unstable level's SINS, None when the patient has no level;
+    `higher` the level that could reach a higher SINS than it (the highest such), if any.
     """
 
     highest_escc: EsccGrade | None
@@ -162,6 +175,32 @@ class NomsInputs:
     myelopathy: bool | None
     primary: str | None
     mechanical: tuple[VertebralLevel, SinsScore] | None
+    higher: tuple[VertebralLevel, SinsScore] | None = None
+
+    @property
+    def mechanical_range(self) -> tuple[int, int] | None:
+        """The patient's highest SINS over the levels as a range: from the highest lowest total
+        (the first level's) to the highest highest total; None without a level."""
+        if self.mechanical is None:
+            return None
+        sins = self.mechanical[1]
+        high = self.higher[1].high if self.higher is not None else sins.high
+        return sins.low, high
+
+    @property
+    def mechanical_category(self) -> SinsCategory | None:
+        """M's category, only when the patient's highest SINS lies in one category."""
+        bounds = self.mechanical_range
+        if bounds is None:
+            return None
+        low, high = category_of(bounds[0]), category_of(bounds[1])
+        return low if low is high else None
+
+    @property
+    def mechanical_instability(self) -> bool:
+        """True when some level's lowest possible SINS is 7 or more (DOMAIN.md 7)."""
+        bounds = self.mechanical_range
+        return bounds is not None and bounds[0] >= SURGICAL_CONSULTATION_MIN_TOTAL
 
     @property
     def escc_group(self) -> EsccGroup | None:
@@ -201,15 +240,22 @@ class NomsInputs:
     def mechanical_words(self) -> str:
         """M: the most unstable level's SINS category (or range) from the SINS assessment.
 
-        The words name the DESIGN rule that picks the level (highest possible SINS first).
+        The words name the DESIGN rule that picks the level (lowest possible SINS first, then
+        highest), the level that could be higher when there is one, the patient's category when
+        it is determined, and the instability phrase whenever a level is certainly 7 or more.
         """
         if self.mechanical is None:
             return "no lesion level"
         level, sins = self.mechanical
-        score = f"SINS {sins.total}" if sins.total is not None else f"SINS {sins.low}-{sins.high}"
-        text = f"{MOST_UNSTABLE_RULE}: {level.label} {score} ({sins.category_words()})"
-        if sins.surgical_consultation:
+        text = f"{MOST_UNSTABLE_RULE}: {level.label} {_score(sins)} ({sins.category_words()})"
+        if self.mechanical_instability:
             text += f": {MECHANICAL_INSTABILITY}"
+        if self.higher is not None:
+            other, score = self.higher
+            text += f"; {other.label} could be higher: {_score(score)} ({score.category_words()})"
+            category = self.mechanical_category
+            if category is not None:
+                text += f"; the patient's highest SINS is {CATEGORY_WORDS[category]} either way"
         return text
 
     @staticmethod
@@ -230,10 +276,12 @@ def noms_inputs(
     myelopathy: bool | None,
     primary: str | None,
     mechanical: tuple[VertebralLevel, SinsScore] | None,
+    higher: tuple[VertebralLevel, SinsScore] | None = None,
 ) -> NomsInputs:
     """The NOMS inputs from the levels' ESCC grades, myelopathy, the primary and the top SINS.
 
-    `primary` `unknown-primary` states that no primary is known.
+    `primary` `unknown-primary` states that no primary is known; `higher` is the level that could
+    reach a higher SINS than the top one.
     """
     by_level = list(grades)
     highest = highest_grade(g for _, g in by_level)
@@ -241,7 +289,7 @@ def noms_inputs(
         sorted((lvl for lvl, g in by_level if g is highest and g is not None), key=_order)
     )
     known = None if primary in (None, UNKNOWN_PRIMARY) else primary
-    return NomsInputs(highest, levels, myelopathy, known, mechanical)
+    return NomsInputs(highest, levels, myelopathy, known, mechanical, higher)
 
 
 def _order(level: VertebralLevel) -> int:

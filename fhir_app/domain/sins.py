@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import groupby, product
 
-from fhir_app.domain.appearance import AppearanceResult, words
+from fhir_app.domain.appearance import (
+    AppearanceResult,
+    EvidenceSource,
+    words,
+)
 from fhir_app.domain.findings import (
     Finding,
     FindingKind,
@@ -227,7 +231,7 @@ def _simple(
     return _stated(component, tied) if tied else _unknown(component)
 
 
-def _bone_lesion(appearance: AppearanceResult) -> ComponentResult:
+def _bone_lesion(appearance: AppearanceResult, notes: list[str]) -> ComponentResult:
     deciding = appearance.decided_by
     if deciding is None:
         if not appearance.evidence:
@@ -243,13 +247,37 @@ def _bone_lesion(appearance: AppearanceResult) -> ComponentResult:
     # DOMAIN.md 3 (v2): SINS reads the bone lesion on CT; an MRI-only appearance says so here too.
     inferred = " Inferred from MRI signal alone, not read on CT." if appearance.mri_only else ""
     tie = f" {deciding.tie}" if deciding.tie is not None else ""
+    text = f"{deciding.reason[0].upper()}{deciding.reason[1:]} ({words(appearance.allows)})."
+    measured = [
+        d.other for d in appearance.discordances if d.deciding.source is EvidenceSource.READING
+    ]
+    if measured:
+        # DOMAIN.md 2 (v2): a stated answer (the reading) and a measurement (CT, MRI) of the
+        # bone lesion that disagree are both possible for the score, so the range covers both;
+        # the classification keeps the reading (DOMAIN.md 3 precedence) and notes it there.
+        allows = appearance.allows.union(*(e.allows for e in measured))
+        others = " and ".join(
+            f"{_SOURCE_WORDS[e.source]} ({e.reason}) indicates {words(e.allows)}" for e in measured
+        )
+        verb = "disagrees" if len(measured) == 1 else "disagree"
+        sentence = (
+            f"Discordant bone lesion: the reading ({deciding.reason}) indicates "
+            f"{words(appearance.allows)}, but {others}; the score allows both "
+            f"({words(allows)}) because the {'/'.join(_SOURCE_WORDS[e.source] for e in measured)} "
+            f"{verb} with the reading, while the classification follows the reading.{tie}"
+        )
+        notes.append(sentence)
+        return _component(SinsComponent.BONE_LESION, allows, sentence, discordance=sentence)
     return _component(
         SinsComponent.BONE_LESION,
         appearance.allows,
-        f"{deciding.reason[0].upper()}{deciding.reason[1:]}"
-        f" ({words(appearance.allows)}).{inferred}{tie}",
+        f"{text}{inferred}{tie}",
         discordance=deciding.tie,
     )
+
+
+# The measurements that can contradict an explicit reading of the bone lesion (DOMAIN.md 3).
+_SOURCE_WORDS = {EvidenceSource.CT: "CT", EvidenceSource.MRI: "MRI"}
 
 
 def collapse_from_measurements(
@@ -611,7 +639,7 @@ def score_sins(
     components = (
         _location(level),
         _pain(findings),
-        _bone_lesion(appearance),
+        _bone_lesion(appearance, notes),
         _simple(findings, FindingKind.ALIGNMENT, SinsComponent.ALIGNMENT),
         _collapse(findings, notes),
         _posterolateral(findings, notes),

@@ -570,7 +570,8 @@ def _noms_observation(
     Every component carries its words in `code.text`, as the SINS components do. N is the highest
     ESCC grade with its group as interpretation, and myelopathy a component of its own when a
     finding reports it; O the radiosensitivity class of the known primary; M the most unstable
-    level's SINS category, or the range of totals when the category is open; S `not assessed`.
+    level's SINS category when the patient's highest SINS lies in one category, else the range of
+    it (highest lowest to highest highest total over the levels); S `not assessed`.
     """
     inputs = summary.noms
     neurologic: JsonObject = {
@@ -603,12 +604,15 @@ def _noms_observation(
     mechanical: JsonObject = {
         "code": concept(noms(codes.NOMS_MECHANICAL), text=f"M: {inputs.mechanical_words()}")
     }
-    assert inputs.mechanical is not None  # emitted only for a patient with a level
-    sins = inputs.mechanical[1]
-    if sins.category is not None:
-        mechanical["valueCodeableConcept"] = concept(sins_category(sins.category))
+    bounds = inputs.mechanical_range
+    assert bounds is not None  # emitted only for a patient with a level
+    # The patient's highest SINS: coded only when it lies in one category whatever the open
+    # levels turn out to be, else the range from the highest lowest to the highest highest total.
+    category = inputs.mechanical_category
+    if category is not None:
+        mechanical["valueCodeableConcept"] = concept(sins_category(category))
     else:
-        mechanical["valueRange"] = _range(sins.low, sins.high)
+        mechanical["valueRange"] = _range(*bounds)
     components.append(mechanical)
     components.append(
         {

@@ -35,7 +35,7 @@ def test_one_patient_gets_its_page(tmp_path: Path) -> None:
     assert DISCLAIMER in text
     assert text.count('<section class="patient"') == 1
     assert "<title>Vertebral metastasis assessment: Patient/p08</title>" in text
-    assert all(f'id="level-{level}"' in text for level in ("T11", "L2", "T4"))
+    assert all(f'id="level-{level}-p08"' in text for level in ("T11", "L2", "T4"))
 
 
 def test_several_patients_share_one_page_a_section_each(tmp_path: Path) -> None:

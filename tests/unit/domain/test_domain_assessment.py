@@ -118,8 +118,9 @@ def test_summary_orders_most_unstable_first_and_concludes() -> None:
         "S3 blastic, SINS 0 (stable). "
         "Surgical consultation recommended: SINS 7 or more at L1, C4. "
         "NOMS inputs: N ESCC grade unknown (no escc-grade finding); myelopathy not reported; "
-        "O no known primary; M most unstable level by highest possible SINS: L1 SINS 18 "
-        "(unstable): mechanical instability to be considered; S not assessed."
+        "O no known primary; M most unstable level by lowest possible SINS, then highest "
+        "possible: L1 SINS 18 (unstable): mechanical instability to be considered; "
+        "S not assessed."
     )
 
 
@@ -128,8 +129,8 @@ def test_summary_without_consultation_has_no_recommendation() -> None:
     assert not summary.surgical_consultation
     assert summary.conclusion() == (
         "S3 blastic, SINS 0 (stable). NOMS inputs: N ESCC grade unknown (no escc-grade finding); "
-        "myelopathy not reported; O no known primary; M most unstable level by highest possible "
-        "SINS: S3 SINS 0 (stable); S not assessed."
+        "myelopathy not reported; O no known primary; M most unstable level by lowest possible "
+        "SINS, then highest possible: S3 SINS 0 (stable); S not assessed."
     )
 
 
@@ -142,7 +143,7 @@ def test_empty_summary() -> None:
     assert PatientSummary(()).conclusion() == "No vertebral lesion findings."
 
 
-def test_ties_break_on_highest_total_then_cranio_caudal() -> None:
+def test_ties_break_on_lowest_then_highest_total_then_cranio_caudal() -> None:
     normal = finding(FindingKind.ALIGNMENT, AlignmentAnswer.NORMAL)
     assessments = [
         assess(VertebralLevel.T8),  # 1-16
@@ -154,9 +155,9 @@ def test_ties_break_on_highest_total_then_cranio_caudal() -> None:
     assert [a.level.label for a in ordered] == ["T3", "T8", "T9", "T4"]
 
 
-def test_highest_possible_total_ranks_first() -> None:
-    """A possible 16 ranks before a guaranteed 7 (DESIGN in most_unstable_first): a level that
-    may be unstable is never hidden behind one that is not."""
+def test_lowest_possible_total_ranks_first() -> None:
+    """A guaranteed 7 ranks before a possible 16 (DESIGN in most_unstable_first): a level that
+    certainly warrants a consultation is never ranked behind an open one."""
     guaranteed = assess(
         VertebralLevel.C4,
         finding(FindingKind.PAIN, PainAnswer.MECHANICAL),
@@ -168,14 +169,15 @@ def test_highest_possible_total_ranks_first() -> None:
     possible = assess(VertebralLevel.T7)
     assert (guaranteed.sins.low, guaranteed.sins.high) == (7, 7)
     assert (possible.sins.low, possible.sins.high) == (1, 16)
-    assert [a.level for a in most_unstable_first([guaranteed, possible])] == [
-        VertebralLevel.T7,
+    assert [a.level for a in most_unstable_first([possible, guaranteed])] == [
         VertebralLevel.C4,
+        VertebralLevel.T7,
     ]
 
 
-def test_a_level_that_may_be_unstable_is_named_before_a_certainly_stable_one() -> None:
-    """Audit finding 2: L1 at exactly SINS 6 and T5 at 3-16 (only an appearance known)."""
+def test_a_level_that_may_be_unstable_is_named_beside_a_certainly_stable_one() -> None:
+    """Audit finding 2: L1 at exactly SINS 6 and T5 at 3-16 (only an appearance known). L1 ranks
+    first (lowest total 6 > 3), and M names T5 as a level that could be higher."""
     stable_six = level_findings(
         finding(FindingKind.PAIN, PainAnswer.MECHANICAL),
         finding(FindingKind.APPEARANCE, LesionAnswer.BLASTIC),
@@ -186,13 +188,16 @@ def test_a_level_that_may_be_unstable_is_named_before_a_certainly_stable_one() -
     )
     open_level = level_findings(finding(FindingKind.APPEARANCE, LesionAnswer.LYTIC))
     summary = summarise({VertebralLevel.L1: stable_six, VertebralLevel.T5: open_level})
-    assert [a.level.label for a in summary.levels] == ["T5", "L1"]
-    assert summary.levels[1].sins.total == 6
+    assert [a.level.label for a in summary.levels] == ["L1", "T5"]
+    assert summary.levels[0].sins.total == 6
     assert summary.noms.mechanical_words() == (
-        "most unstable level by highest possible SINS: T5 SINS 3-16 "
+        "most unstable level by lowest possible SINS, then highest possible: L1 SINS 6 "
+        "(stable); T5 could be higher: SINS 3-16 "
         "(category open: stable or potentially unstable or unstable)"
     )
-    assert summary.conclusion().startswith("T5 lytic, SINS 3-16")
+    assert summary.noms.mechanical_range == (6, 16)
+    assert summary.noms.mechanical_category is None
+    assert summary.conclusion().startswith("L1 blastic, SINS 6 (stable).")
     # The surgical-consultation rule is unchanged: the lowest possible total decides it.
     assert not summary.surgical_consultation
 

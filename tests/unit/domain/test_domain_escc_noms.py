@@ -215,11 +215,15 @@ def test_noms_inputs_of_a_high_grade_radioresistant_patient() -> None:
     assert noms.escc_levels == (T7,)
     assert noms.neurologic() == "highest ESCC grade 3 (high grade) at T7; myelopathy reported"
     assert noms.oncologic() == "renal-cell primary: radioresistant"
-    # DESIGN: the highest possible total ranks first, so L1 (3-18, only an ESCC finding) is the
-    # M before T7 (certainly unstable); the consultation at T7 stays in the conclusion.
+    # DESIGN: the lowest possible total ranks first, so T7 (certainly unstable) is the M, and
+    # L1 (3-18, only an ESCC finding) is named as a level that could be higher.
+    t7 = summary.levels[0].sins
+    assert summary.levels[0].level is T7
     assert noms.mechanical_words() == (
-        "most unstable level by highest possible SINS: L1 SINS 3-18 "
-        "(category open: stable or potentially unstable or unstable)"
+        f"most unstable level by lowest possible SINS, then highest possible: T7 SINS "
+        f"{t7.low}-{t7.high} (unstable): mechanical instability to be considered; L1 could be "
+        "higher: SINS 3-18 (category open: stable or potentially unstable or unstable); "
+        "the patient's highest SINS is unstable either way"
     )
     assert "Surgical consultation recommended: SINS 7 or more at T7." in summary.conclusion()
     assert noms.systemic().startswith("not assessed")

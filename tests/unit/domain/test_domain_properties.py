@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from domain_test_builders import (
     ALL_APPEARANCE_CODES,
+    DOC_BANDS,
     DOC_BONE_ISLAND_MAX_HU,
     DOC_BONE_ISLAND_MEAN_HU,
     DOC_COMPONENT_ORDER,
@@ -239,6 +240,18 @@ def appearance_sources(findings: LevelFindings) -> list[tuple[str, frozenset[str
     return sources
 
 
+def expected_bone_lesion(findings: LevelFindings) -> frozenset[str]:
+    """DOMAIN.md 3 precedence, and DOMAIN.md 2 (v2): a reading that a measurement (CT, MRI)
+    contradicts allows both for the score."""
+    sources = appearance_sources(findings)
+    if not sources:
+        return ALL_APPEARANCE_CODES
+    name, first = sources[0]
+    if name != "reading":
+        return first
+    return first.union(*(allows for _, allows in sources[1:] if not allows & first))
+
+
 def expected_collapse(findings: LevelFindings) -> frozenset[str]:
     """DOMAIN.md 2 (v2): a stated answer that the measurements contradict allows both."""
     stated = _codes(winners(findings, FindingKind.COLLAPSE))
@@ -329,11 +342,10 @@ def expected_components(
     def simple(kind: FindingKind, component: str) -> frozenset[str]:
         return _codes(winners(findings, kind)) or frozenset(DOC_POINTS[component])
 
-    sources = appearance_sources(findings)
     return {
         "location": frozenset({DOC_LOCATION_OF[level.label]}),
         "pain": expected_pain(findings),
-        "bone-lesion": sources[0][1] if sources else ALL_APPEARANCE_CODES,
+        "bone-lesion": expected_bone_lesion(findings),
         "alignment": simple(FindingKind.ALIGNMENT, "alignment"),
         "collapse": expected_collapse(findings),
         "posterolateral": expected_posterolateral(findings),
@@ -781,8 +793,8 @@ def test_category_and_consultation_over_any_set_of_possible_totals(
 def test_summary_is_most_unstable_first(patient: dict[VertebralLevel, LevelFindings]) -> None:
     summary = summarise(patient)
     assert {a.level for a in summary.levels} == set(patient)
-    # DESIGN: the highest possible total first, then the lowest, then C1 to S5.
-    keys = [(-a.sins.high, -a.sins.low, a.level.order) for a in summary.levels]
+    # DESIGN: the lowest possible total first, then the highest, then C1 to S5.
+    keys = [(-a.sins.low, -a.sins.high, a.level.order) for a in summary.levels]
     assert keys == sorted(keys)
     conclusion = summary.conclusion()
     if not patient:
@@ -802,3 +814,31 @@ def test_summary_is_most_unstable_first(patient: dict[VertebralLevel, LevelFindi
     body = conclusion.split(" NOMS inputs: ")[0]
     assert conclusion.endswith(summary.noms.sentence())
     assert body.endswith(f" {advice}.") is consult
+    # NOMS M (DOMAIN.md 7) hides neither fact: the instability phrase whenever a level is
+    # certainly 7 or more, and a category only when no level's range could exceed it.
+    noms = summary.noms
+    words = noms.mechanical_words()
+    assert ("mechanical instability to be considered" in words) is consult
+    highest_low = max(a.sins.low for a in summary.levels)
+    highest_high = max(a.sins.high for a in summary.levels)
+    possible = {doc_category(t) for t in range(highest_low, highest_high + 1)}
+    category = noms.mechanical_category
+    assert (category.value if category else None) == (
+        next(iter(possible)) if len(possible) == 1 else None
+    )
+    assert noms.mechanical_range == (highest_low, highest_high)
+    rank = {name: i for i, (_, _, name) in enumerate(DOC_BANDS)}
+    if category is not None:
+        # No level's range can reach a category above the one M names.
+        assert all(
+            rank[doc_category(t)] <= rank[category.value]
+            for a in summary.levels
+            for t in a.sins.possible_totals
+        )
+    top = summary.levels[0]
+    assert f": {top.level.label} SINS " in words
+    higher = [a for a in summary.levels if a.sins.high == highest_high > top.sins.high]
+    if higher:
+        assert f"; {higher[0].level.label} could be higher: SINS " in words
+    else:
+        assert "could be higher" not in words

@@ -80,7 +80,7 @@ def test_escc_tie_reports_the_highest_grade_and_names_it() -> None:
     assert "ESCC grade 2 (high grade)" in one(outputs, "report-")["conclusion"]
 
 
-def test_noms_m_is_the_level_with_the_highest_possible_sins_and_says_so() -> None:
+def test_noms_m_ranks_by_lowest_sins_and_names_the_level_that_could_be_higher() -> None:
     stable_six = [
         obs("l1", "pain", "mechanical", level="L1"),
         obs("l2", "appearance", "blastic", level="L1"),
@@ -92,16 +92,18 @@ def test_noms_m_is_the_level_with_the_highest_possible_sins_and_says_so() -> Non
     outputs = run([*stable_six, obs("t1", "appearance", "lytic", level="T5")])
     noms = one(outputs, "noms-")
     mechanical = component(noms, "mechanical")
-    assert mechanical["valueRange"] == {"low": {"value": 3}, "high": {"value": 16}}
-    assert mechanical["code"]["text"].startswith(
-        "M: most unstable level by highest possible SINS: T5 SINS 3-16"
+    # The patient's highest SINS is 6 to 16: no category, the range.
+    assert mechanical["valueRange"] == {"low": {"value": 6}, "high": {"value": 16}}
+    assert mechanical["code"]["text"] == (
+        "M: most unstable level by lowest possible SINS, then highest possible: L1 SINS 6 "
+        "(stable); T5 could be higher: SINS 3-16 "
+        "(category open: stable or potentially unstable or unstable)"
     )
     report = one(outputs, "report-")
-    assert report["conclusion"].startswith("T5 lytic, SINS 3-16")
+    assert report["conclusion"].startswith("L1 blastic, SINS 6 (stable)")
     page = next(f for f in report["presentedForm"] if f["contentType"].startswith("text/html"))
     html = base64.b64decode(page["data"]).decode()
-    assert "Levels, most unstable first (by highest possible SINS)" in html
-    assert html.index('id="level-T5"') < html.index('id="level-L1"')
+    assert html.index('id="level-L1-') < html.index('id="level-T5-')
 
 
 def test_age_at_the_imaging_study_date_keeps_neuroblastoma() -> None:
