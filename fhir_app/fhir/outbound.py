@@ -27,6 +27,8 @@ Choices where the contract leaves room, in R4 terms:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -219,7 +221,31 @@ def comparable(resource: JsonObject) -> JsonObject:
         }
     if content.get("status") == "amended":
         content["status"] = "final"
+        if "presentedForm" in content:
+            content["presentedForm"] = [_as_final_page(a) for a in content["presentedForm"]]
     return content
+
+
+# How the report's page states an amended status (fhir/report/templates/report.html.j2).
+_AMENDED_PAGE: Final = b'<p class="status">Status: amended'
+_FINAL_PAGE: Final = b'<p class="status">Status: final'
+
+
+def _as_final_page(attachment: JsonObject) -> JsonObject:
+    """An amended report's HTML page as the page of the same report when final: the page states
+    the status (service.PlannedVersions renders it again when it sets `amended`), and `comparable`
+    reads `amended` as `final`."""
+    data = attachment.get("data")
+    if attachment.get("contentType") != "text/html" or not isinstance(data, str):
+        return attachment
+    try:
+        page = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        return attachment
+    if _AMENDED_PAGE not in page:
+        return attachment
+    final = page.replace(_AMENDED_PAGE, _FINAL_PAGE, 1)
+    return {**attachment, "data": base64.b64encode(final).decode("ascii")}
 
 
 def withdrawn(previous: JsonObject) -> JsonObject:

@@ -38,7 +38,7 @@ from fhir_app.domain.sins_answers import (
     SinsCategory,
     SinsComponent,
 )
-from fhir_app.fhir import codes
+from fhir_app.fhir import codes, outbound
 from fhir_app.fhir.inputs import JsonObject, LevelFinding, MappedObservation, MappedStudy
 from fhir_app.fhir.outbound import (
     FirstVersion,
@@ -867,3 +867,36 @@ def test_narrative_escapes_markup_and_names_the_level() -> None:
     assert "no collapse with > 50% of the body involved" in text
     assert "&gt; 50%" in div
     assert "Preliminary" in text
+
+
+def _page_report(status: str, body: str) -> dict[str, object]:
+    import base64
+
+    page = f'<html><p class="status">Status: {status}; findings up to 2025</p>{body}</html>'
+    return {
+        "resourceType": "DiagnosticReport",
+        "id": "r",
+        "status": status,
+        "presentedForm": [
+            {
+                "contentType": "text/html",
+                "data": base64.b64encode(page.encode()).decode(),
+                "creation": status,
+            }
+        ],
+    }
+
+
+def test_an_amended_report_and_its_page_compare_as_final() -> None:
+    """The page states the status, and a Versioner renders it again when it sets `amended`: an
+    unchanged re-derivation (final) must compare equal to the stored amended report, and a page
+    that says something else must not."""
+    assert outbound.comparable(_page_report("amended", "L1")) == outbound.comparable(
+        _page_report("final", "L1")
+    )
+    assert outbound.comparable(_page_report("amended", "L1")) != outbound.comparable(
+        _page_report("final", "L2")
+    )
+    assert outbound.comparable(_page_report("preliminary", "L1")) != outbound.comparable(
+        _page_report("final", "L1")
+    )
