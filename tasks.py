@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The project's two entry points for a newcomer, needing nothing but Python 3.11+.
 
-    python3 tasks.py run    # set up .venv, migrate the SQLite default, load examples/, serve
+    python3 tasks.py run    # set up .venv, migrate the SQLite default, load examples/ (first
+                            # run only), serve until Ctrl+C
     python3 tasks.py test   # set up .venv, run every check CI runs
 
 Each creates `.venv` on first use and reinstalls only when pyproject.toml changed.
@@ -27,14 +28,43 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 VALIDATOR = ROOT / "tests" / "validator"
 # The node peer client (fhir-kit-client) of the REST session tests.
 PEERS = ROOT / "tests" / "peers"
+# The exit code of a command stopped by Ctrl+C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 
 
 def sh(*args: str | Path, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
     """Run a command, echoing it; stop with its exit code when it fails."""
     print("+", " ".join(str(a) for a in args), flush=True)
-    code = subprocess.call([str(a) for a in args], cwd=cwd, env=env)
+    child = subprocess.Popen([str(a) for a in args], cwd=cwd, env=env)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        # Ctrl+C reached the whole foreground process group: let the command finish its own
+        # shutdown (a second Ctrl+C kills it), then stop as a shell does, without a traceback.
+        try:
+            child.wait()
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
+        sys.exit(INTERRUPTED)
     if code != 0:
-        sys.exit(code)
+        sys.exit(code if code > 0 else 128 - code)
+
+
+def database_is_new() -> bool:
+    """True when the configured database holds no fhir-app schema yet (first run), so that a
+    later `run` does not load examples/ again over what was changed through the REST API.
+    Any other answer (an unreachable database, say) is left to `fhir-app migrate` to report."""
+    probe = (
+        "import sys\n"
+        "from fhir_app.config import get_settings\n"
+        "from fhir_app.store import missing_database\n"
+        "sys.exit(10 if missing_database(get_settings().database_url) else 0)\n"
+    )
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", probe], cwd=ROOT, capture_output=True, check=False
+    )
+    return done.returncode == 10
 
 
 def ensure_venv() -> None:
@@ -100,11 +130,16 @@ def ensure_chromium() -> None:
 
 
 def run() -> None:
-    """Migrate the SQLite default, load the examples, and serve the FHIR API on loopback."""
+    """Migrate the SQLite default, load the examples into a new database, and serve the FHIR
+    API on loopback until Ctrl+C."""
     ensure_venv()
+    new = database_is_new()
     sh(BIN / "fhir-app", "migrate")
-    examples = sorted(str(p) for p in (ROOT / "examples").glob("*.json"))
-    sh(BIN / "fhir-app", "process", *examples, "--out", "out")
+    if new:
+        examples = sorted(str(p) for p in (ROOT / "examples").glob("*.json"))
+        sh(BIN / "fhir-app", "process", *examples, "--out", "out")
+    else:
+        print("the database exists: examples/ not loaded again (a new database loads them)")
     sh(BIN / "fhir-app", "serve")
 
 
@@ -156,4 +191,7 @@ if __name__ == "__main__":
     commands = {"run": run, "test": test}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(f"usage: python3 {Path(__file__).name} run|test")
-    commands[sys.argv[1]]()
+    try:
+        commands[sys.argv[1]]()
+    except KeyboardInterrupt:  # Ctrl+C between commands (sh() handles it during one)
+        sys.exit(INTERRUPTED)

@@ -1,13 +1,17 @@
-"""The command line: `fhir-app assess | process | migrate | serve`.
+"""The command line: `fhir-app assess | process | export | report | migrate | serve`.
 
 Exit codes: 0 every input accepted, 1 some input rejected, 2 usage errors (bad options, missing
-files), as CONTRACT section 5 says.
+files, an --out folder that cannot be written, a FHIR_APP_* setting that cannot be used), as
+CONTRACT section 5 says; beyond it, 3 the database cannot be used (unreachable, refusing, a
+FHIR_APP_DATABASE_URL that cannot be parsed, a schema revision this version does not know) and
+4 a ConceptMap cannot be used.
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +30,7 @@ from fhir_app.bulk import (
     InputUnreadable,
     describe_rejection,
 )
-from fhir_app.config import Settings, get_settings
+from fhir_app.config import InvalidSettings, Settings, get_settings
 from fhir_app.domain.appearance import AppearanceSettings
 from fhir_app.fhir import conceptmap
 from fhir_app.fhir.inputs import InputRejected, JsonObject
@@ -230,7 +234,8 @@ def process_command(
         Engine,
         typer.Option(
             help="single: this machine, through the database (resumable). spark: on Apache "
-            "Spark, no database; also writes DIR/lesions.parquet (needs fhir-app[spark], Java 17).",
+            "Spark, no database; also writes DIR/lesions.parquet (needs fhir-app\\[spark], "
+            "Java 17).",
         ),
     ] = Engine.single,
     master: Annotated[
@@ -250,6 +255,7 @@ def process_command(
     if master is not None:
         typer.echo("error: --master needs --engine spark", err=True)
         raise typer.Exit(EXIT_USAGE)
+    output_folder(out)
     from fhir_app.store import bulk_uow_factory, make_engine, migrate
 
     settings = get_settings()
@@ -566,11 +572,25 @@ def usage_error(exc: ServiceError) -> NoReturn:
 
 
 def output_folder(out: Path) -> Path:
-    """`out`, refused (exit 2) when it exists and is not a folder."""
+    """`out`, refused (exit 2, one line) before any work when it exists and is not a folder, or
+    cannot be created or written; nothing is created here (a command refused later, e.g. for
+    its database, leaves no folder behind)."""
     if out.exists() and not out.is_dir():
         typer.echo(f"error: --out {out} exists and is not a folder", err=True)
         raise typer.Exit(EXIT_USAGE)
-    return out
+    # The nearest folder that exists: `out` itself, or where `mkdir -p` would start.
+    existing = out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"cannot be created: {existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        # access(2) also answers EROFS for a read-only file system, root included.
+        problem = f"cannot be written: {existing} is not writable"
+    else:
+        return out
+    typer.echo(f"error: --out {out} {problem}", err=True)
+    raise typer.Exit(EXIT_USAGE)
 
 
 @app.command("export")
@@ -660,10 +680,18 @@ def main() -> None:
     not a traceback (nothing half-stored: every unit of work rolled back, and `process` resumes
     from its last checkpoint when run again); a ConceptMap that cannot be used is a message naming
     the file and element and exit code 4, before anything is read or stored."""
-    from fhir_app.store import TransientStoreError, store_error
+    from fhir_app.store import DatabaseUrlError, TransientStoreError, store_error
 
     try:
         app()
+    except InvalidSettings as error:
+        # The operator's configuration: a usage error. The message names the variables only.
+        typer.echo(f"fhir-app: invalid settings: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DatabaseUrlError as error:
+        # Not `redact(url)`: a URL that cannot be parsed cannot be trusted to redact either.
+        typer.echo(f"fhir-app: the database cannot be used: {error}", err=True)
+        sys.exit(EXIT_DATABASE)
     except conceptmap.ConceptMapError as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         typer.echo(f"fhir-app: a ConceptMap cannot be used: {first_line}", err=True)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 MIB = 1024 * 1024
 
@@ -151,10 +152,30 @@ class Settings(BaseSettings):
     def _smart_complete(self) -> Settings:
         """Tokens from the site's provider are checked for issuer and audience: both needed."""
         if self.smart_jwks and not self.smart_issuer:
-            raise ValueError("smart_jwks needs smart_issuer (the iss of the provider's tokens)")
+            raise ValueError(
+                "FHIR_APP_SMART_JWKS needs FHIR_APP_SMART_ISSUER (the iss of the provider's tokens)"
+            )
         if self.smart_jwks and not (self.smart_audience or self.public_base_url):
-            raise ValueError("smart_jwks needs smart_audience or public_base_url (the aud)")
+            raise ValueError(
+                "FHIR_APP_SMART_JWKS needs FHIR_APP_SMART_AUDIENCE or FHIR_APP_PUBLIC_BASE_URL "
+                "(the aud of the provider's tokens)"
+            )
         return self
+
+    @field_validator(
+        "smart_jwks",
+        "smart_issuer",
+        "smart_audience",
+        "smart_authorize_url",
+        "smart_token_url",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty variable (docker-compose's `${VAR:-}`) means unset, not an empty URL."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("public_base_url")
     @classmethod
@@ -164,7 +185,7 @@ class Settings(BaseSettings):
             return None
         text = value.strip().rstrip("/")
         if not text.startswith(("http://", "https://")) or "?" in text or "#" in text:
-            raise ValueError("public_base_url must be an absolute http(s) URL without query")
+            raise ValueError("must be an absolute http(s) URL without query, e.g. https://host")
         return text
 
     @field_validator("auth_tokens", mode="before")
@@ -182,15 +203,62 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         """Thresholds and page sizes must be ordered, or every derivation would be wrong."""
         if self.ct_lytic_max_hu >= self.ct_blastic_min_hu:
-            raise ValueError("ct_lytic_max_hu must be below ct_blastic_min_hu")
+            raise ValueError("FHIR_APP_CT_LYTIC_MAX_HU must be below FHIR_APP_CT_BLASTIC_MIN_HU")
         if self.bone_island_mean_hu > self.bone_island_max_hu:
-            raise ValueError("bone_island_mean_hu must not exceed bone_island_max_hu")
+            raise ValueError(
+                "FHIR_APP_BONE_ISLAND_MEAN_HU must not exceed FHIR_APP_BONE_ISLAND_MAX_HU"
+            )
         if self.default_page_size > self.max_page_size:
-            raise ValueError("default_page_size must not exceed max_page_size")
+            raise ValueError("FHIR_APP_DEFAULT_PAGE_SIZE must not exceed FHIR_APP_MAX_PAGE_SIZE")
         return self
+
+
+class InvalidSettings(ValueError):
+    """The environment holds settings that cannot be used; the message names each variable and
+    what is wrong, and never its value (tokens and passwords end up in logs otherwise)."""
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    """`FHIR_APP_<FIELD>` of an error's location (a model-wide check names its own)."""
+    return f"FHIR_APP_{str(location[0]).upper()}" if location else ""
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line naming every invalid variable and what is wrong with it, without the values.
+
+    pydantic's own text quotes the input (`input_value=...`): it is built here from each
+    error's location and message only, and a message that happens to contain the input is
+    replaced by a generic one.
+    """
+    problems = []
+    for detail in error.errors(include_url=False, include_context=False):
+        message = str(detail.get("msg", "invalid value")).removeprefix("Value error, ")
+        given = detail.get("input")
+        # A bound ("greater than 0") may equal a short input; a secret is never that short.
+        if isinstance(given, str) and len(given.strip()) >= 4 and given.strip() in message:
+            message = "invalid value"
+        variable = _variable(tuple(detail.get("loc", ())))
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "; ".join(problems) or "invalid settings"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; InvalidSettings (one line, no values) when invalid."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise InvalidSettings(describe_invalid(error)) from None
+    except _SourceError as error:
+        # pydantic-settings could not decode a variable (a JSON list, say): its message names
+        # the variable; the cause, which may quote the value, is dropped.
+        raise InvalidSettings(str(error)) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The settings of this process, read from the environment on the first call only."""
-    return Settings()
+    """The settings of this process, read from the environment on the first call only.
+
+    Raises InvalidSettings (one line naming the variables, never their values) when the
+    environment holds settings that cannot be used.
+    """
+    return load_settings()

@@ -7,8 +7,10 @@ from fhir_app.store.engine import make_engine, normalize_database_url
 from fhir_app.store.errors import (
     CommitOutcomeUnknown,
     ConflictRolledBack,
+    DatabaseUrlError,
     StoreError,
     TransientStoreError,
+    UnknownSchemaRevision,
     store_error,
 )
 from fhir_app.store.repository import (
@@ -38,12 +40,14 @@ __all__ = [
     "CheckpointRepository",
     "CommitOutcomeUnknown",
     "ConflictRolledBack",
+    "DatabaseUrlError",
     "ResourceRepository",
     "StoreError",
     "StoredResource",
     "TransientStoreError",
     "UnitOfWork",
     "UnitOfWorkFactory",
+    "UnknownSchemaRevision",
     "alembic_config",
     "bulk_uow_factory",
     "checkpoint_key",

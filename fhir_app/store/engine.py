@@ -8,7 +8,10 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from fhir_app.store.errors import DatabaseUrlError
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 # PostgreSQL: how long opening a connection may take (libpq `connect_timeout`; a URL's own
@@ -31,9 +34,26 @@ POSTGRES_TCP_ARGS: dict[str, int] = {
 def normalize_database_url(url: str | URL) -> URL:
     """The URL with the installed PostgreSQL driver: `postgres://` and `postgresql://` (which
     would pick psycopg2, not installed) become `postgresql+psycopg://`."""
-    parsed = make_url(url) if isinstance(url, str) else url
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        # SQLAlchemy's message is generic; the string itself may hold a password: not quoted.
+        raise DatabaseUrlError(
+            "FHIR_APP_DATABASE_URL cannot be parsed as a database URL (expected e.g. "
+            "sqlite:///./fhir-app.db or postgresql+psycopg://user@host/db)"
+        ) from None
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except (ArgumentError, ImportError) as error:
+        # Unknown dialect (NoSuchModuleError) or a driver module that is not installed.
+        reason = error.msg if isinstance(error, ImportError) and error.msg else str(error)
+        raise DatabaseUrlError(
+            f"FHIR_APP_DATABASE_URL names a database driver that is not installed "
+            f"({parsed.render_as_string(hide_password=True)}: {reason}); fhir-app supports "
+            "sqlite:/// and postgresql+psycopg://"
+        ) from None
     return parsed
 
 

@@ -56,6 +56,16 @@ class StoreError(Exception):
     """The database refused or failed an operation."""
 
 
+class DatabaseUrlError(StoreError):
+    """FHIR_APP_DATABASE_URL cannot be parsed, or names a database driver that is not installed;
+    the message never quotes the password."""
+
+
+class UnknownSchemaRevision(StoreError):
+    """The database's schema is at a migration this version of fhir-app does not have (a newer
+    version wrote it, and the code was rolled back without downgrading the schema)."""
+
+
 class TransientStoreError(StoreError):
     """The database was unreachable, busy, or the transaction lost a race; running the whole
     unit of work again later is the remedy. Nothing of the unit of work was stored, except for

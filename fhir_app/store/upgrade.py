@@ -7,9 +7,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
 from sqlalchemy import inspect
 
 from fhir_app.store.engine import make_engine, normalize_database_url
+from fhir_app.store.errors import UnknownSchemaRevision
 
 # The source checkout keeps migrations/ and alembic.ini next to the fhir_app package; an
 # installed copy (the Docker image) keeps them in the working folder.
@@ -51,7 +54,18 @@ def migrate(url: str, revision: str = "head") -> None:
     PostgreSQL concurrent callers wait for each other (advisory lock in env.py)."""
     config = alembic_config(url)
     with _ALEMBIC_LOCK:
-        command.upgrade(config, revision)
+        try:
+            command.upgrade(config, revision)
+        except CommandError as error:
+            # Alembic wraps the ResolutionError of a revision id its scripts do not have: the
+            # database's own (after a code rollback), when `revision` is one of ours.
+            if not isinstance(error.__cause__, ResolutionError):
+                raise
+            raise UnknownSchemaRevision(
+                f"the database's schema revision {error.__cause__.argument!r} is unknown to this "
+                "version of fhir-app (did a newer version write it?): downgrade the schema with "
+                'that newer version first (README, "Rolling back")'
+            ) from error
 
 
 def missing_database(url: str) -> str | None:

@@ -119,6 +119,44 @@ def test_app_requires_an_identity_provider(compose: dict[str, Any], name: str) -
     assert "FHIR_APP_AUTH_TOKENS" not in app
 
 
+OPTIONAL = [
+    "FHIR_APP_SMART_TOKEN_URL",
+    "FHIR_APP_SMART_AUTHORIZE_URL",
+    "FHIR_APP_SMART_AUDIENCE",
+    "FHIR_APP_FORWARDED_ALLOW_IPS",
+]
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_app_passes_optional_settings_through_empty_by_default(
+    compose: dict[str, Any], name: str
+) -> None:
+    """An operator can set them without editing the file; unset, they reach the app empty."""
+    match = VARIABLE.fullmatch(environment(compose["services"]["app"])[name])
+    assert match is not None
+    assert (match["name"], match["op"], match["arg"]) == (name, ":-", "")
+
+
+def test_the_default_environment_is_valid_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty pass-throughs read as unset, so the set-up as shipped starts (required set)."""
+    from fhir_app.config import Settings
+
+    given = {
+        "FHIR_APP_PUBLIC_BASE_URL": "https://fhir.example.org",
+        "FHIR_APP_SMART_JWKS": "https://idp.example.org/jwks",
+        "FHIR_APP_SMART_ISSUER": "https://idp.example.org",
+    }
+    for name, value in environment(compose["services"]["app"]).items():
+        monkeypatch.setenv(name, given.get(name, with_defaults(value)))
+    settings = Settings()
+    assert settings.smart_token_url is None
+    assert settings.smart_authorize_url is None
+    assert settings.smart_audience is None
+    assert settings.forwarded_allow_ips == ""
+
+
 def test_app_publishes_the_port_the_server_listens_on(
     compose: dict[str, Any], dockerfile: list[tuple[str, str]]
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fhir_app.config import Settings, get_settings
+from fhir_app.config import InvalidSettings, Settings, get_settings
 
 
 @pytest.fixture(autouse=True)
@@ -113,9 +113,9 @@ def test_get_settings_reads_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_smart_settings_must_name_issuer_and_audience() -> None:
-    with pytest.raises(ValueError, match="smart_issuer"):
+    with pytest.raises(ValueError, match="FHIR_APP_SMART_ISSUER"):
         Settings(smart_jwks="/etc/jwks.json", smart_audience="https://x/fhir")
-    with pytest.raises(ValueError, match="smart_audience or public_base_url"):
+    with pytest.raises(ValueError, match="FHIR_APP_SMART_AUDIENCE or FHIR_APP_PUBLIC_BASE_URL"):
         Settings(smart_jwks="/etc/jwks.json", smart_issuer="https://idp")
     settings = Settings(
         smart_jwks="/etc/jwks.json", smart_issuer="https://idp", public_base_url="https://f.org/"
@@ -123,3 +123,54 @@ def test_smart_settings_must_name_issuer_and_audience() -> None:
     assert settings.public_base_url == "https://f.org"
     with pytest.raises(ValueError, match="absolute http"):
         Settings(public_base_url="fhir.example.org")
+
+
+SECRET = "TOPSECRETTOKEN0123456789abcdefghijkl"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("FHIR_APP_AUTH_TOKENS", f'["{SECRET}", ', "FHIR_APP_AUTH_TOKENS"),
+        ("FHIR_APP_MAX_REQUEST_BYTES", "abc", "FHIR_APP_MAX_REQUEST_BYTES: Input should be"),
+        ("FHIR_APP_MAX_CONNECTIONS", "0", "FHIR_APP_MAX_CONNECTIONS: Input should be greater"),
+        ("FHIR_APP_SMART_JWKS", "/x.json", "FHIR_APP_SMART_JWKS needs FHIR_APP_SMART_ISSUER"),
+        ("FHIR_APP_PUBLIC_BASE_URL", "fhir.example.org", "FHIR_APP_PUBLIC_BASE_URL: must be"),
+    ],
+)
+def test_invalid_settings_name_the_variable_never_the_value(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(InvalidSettings) as raised:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    message = str(raised.value)
+    assert said in message
+    assert "\n" not in message
+    assert value not in message or len(value) < 4
+    assert SECRET not in message
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FHIR_APP_SMART_JWKS",
+        "FHIR_APP_SMART_ISSUER",
+        "FHIR_APP_SMART_AUDIENCE",
+        "FHIR_APP_SMART_AUTHORIZE_URL",
+        "FHIR_APP_SMART_TOKEN_URL",
+        "FHIR_APP_FORWARDED_ALLOW_IPS",
+        "FHIR_APP_PUBLIC_BASE_URL",
+    ],
+)
+def test_an_empty_variable_is_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """docker-compose passes `${VAR:-}` through as an empty string: the same as unset."""
+    monkeypatch.setenv(name, "")
+    field = name.removeprefix("FHIR_APP_").lower()
+    assert getattr(Settings(), field) == Settings.model_fields[field].default
