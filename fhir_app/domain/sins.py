@@ -316,6 +316,22 @@ def _values(name: str, values: tuple[float, ...]) -> str:
     return f"{name} {' and '.join(f'{number(v)}%' for v in values)}"
 
 
+def _discordant(
+    component: SinsComponent,
+    sentence: str,
+    ties: list[str],
+    allows: frozenset[SinsAnswer],
+    sources: tuple[str, ...],
+    notes: list[str],
+) -> ComponentResult:
+    """A stated answer and measurements that disagree (DOMAIN.md 2, v2): both remain possible,
+    marked discordant; findings at the same time that disagree are named too."""
+    if ties:
+        sentence += f" Findings at the same time disagree: {'; '.join(ties)}."
+    notes.append(sentence)
+    return _component(component, allows, sentence, sources=sources, discordance=sentence)
+
+
 def _tied(
     component: SinsComponent,
     what: str,
@@ -379,15 +395,13 @@ def _collapse(findings: LevelFindings, notes: list[str]) -> ComponentResult:
             f"{' or '.join(a.value for a in CollapseAnswer if a in measured)}; "
             "both remain possible."
         )
-        if ties:
-            sentence += f" Findings at the same time disagree: {'; '.join(ties)}."
-        notes.append(sentence)
-        return _component(
+        return _discordant(
             SinsComponent.COLLAPSE,
-            measured | stated,
             sentence,
-            sources=(*(f.source for f in tied), *sources),
-            discordance=sentence,
+            ties,
+            measured | stated,
+            (*(f.source for f in tied), *sources),
+            notes,
         )
     if not stated and not sources:
         return _unknown(SinsComponent.COLLAPSE)
@@ -473,15 +487,13 @@ def _posterolateral(findings: LevelFindings, notes: list[str]) -> ComponentResul
             f"posterior-element findings ({side_words}) indicate {measured_words}; "
             "both remain possible."
         )
-        if ties:
-            sentence += f" Findings at the same time disagree: {'; '.join(ties)}."
-        notes.append(sentence)
-        return _component(
+        return _discordant(
             SinsComponent.POSTEROLATERAL,
-            stated | measured,
             sentence,
-            sources=(*(f.source for f in tied), *sources),
-            discordance=sentence,
+            ties,
+            stated | measured,
+            (*(f.source for f in tied), *sources),
+            notes,
         )
     if not stated and not involved:
         return _unknown(SinsComponent.POSTEROLATERAL)
