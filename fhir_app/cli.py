@@ -432,7 +432,7 @@ def is_loopback(host: str) -> bool:
 @app.command("serve")
 def serve_command(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8080,
     allow_unauthenticated_remote: Annotated[
         bool,
         typer.Option(
@@ -465,6 +465,8 @@ def serve_command(
     refusal = serve_refusal(host, settings, allow_unauthenticated_remote)
     if refusal is None and (ssl_certfile is None) != (ssl_keyfile is None):
         refusal = "--ssl-certfile and --ssl-keyfile go together"
+    if refusal is None:
+        refusal = listen_refusal(host, port)
     if refusal is not None:
         typer.echo(f"refusing to serve: {refusal}", err=True)
         raise typer.Exit(EXIT_USAGE)
@@ -502,6 +504,27 @@ def serve_command(
 # ---- serve: security checks and logging (issue 13) -------------------------------------------
 
 MIN_STATIC_TOKEN_LENGTH = 32
+
+
+def listen_refusal(host: str, port: int) -> str | None:
+    """Why nothing can listen on host:port (a port in use, an address not on this machine), or
+    None: checked before the database is touched and before "serving" is printed, so that a taken
+    port is one line and the usage exit code, not uvicorn's start-up failure (exit 3, which is the
+    database's code here)."""
+    import socket
+
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        return f"cannot listen on {host}: {getattr(exc, 'strerror', None) or exc}"
+    family, kind, protocol, _, address = found[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def serve_refusal(host: str, settings: Settings, allow_open: bool) -> str | None:
